@@ -1,0 +1,228 @@
+"""Average input-gradient norm (AIGN): the paper's hardness score, and the per-sample training dynamics
+that every baseline coreset score needs, recorded in the same pass.
+
+AIGN(x_i) = mean over tracked epochs e of || d CE(f_e(x_i), y_i) / d x_i ||_p
+
+Two ways to record the per-epoch values:
+  exact:  after each tracked epoch, an eval-mode forward + input backward over the un-augmented training
+          set (`per_sample_input_grad_norm`). In eval mode BatchNorm uses running statistics, so the
+          samples of a batch do not interact and d(sum of losses)/dx_i is sample i's own gradient.
+  inline: reuse the input gradient of the training step's own backward pass (train-mode BN, augmented
+          input, mean loss rescaled by the batch size). Almost free; an approximation.
+
+The per-epoch matrices are stored whole ([epochs, N] float32), so windows and norms can be ablated
+without retraining (`aign_scores`).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Iterable, Optional
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+# per-epoch per-sample records written by the proxy run (all float32 [E, N] except `correct`: bool)
+DYNAMICS = ("loss", "correct", "margin", "el2n", "grand", "entropy")
+NORM_KEYS = {1.0: "aign_l1", 2.0: "aign_l2", math.inf: "aign_linf"}
+
+
+def _norms(g: torch.Tensor, p: float) -> torch.Tensor:
+    g = g.flatten(1)
+    if p == 2:
+        return g.norm(p=2, dim=1)
+    if p == 1:
+        return g.abs().sum(dim=1)
+    if math.isinf(p):
+        return g.abs().amax(dim=1)
+    raise ValueError(f"p must be 1, 2 or inf, got {p}")
+
+
+def per_sample_input_grad_norm(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *,
+                               p: float = 2.0, squared: bool = False) -> torch.Tensor:
+    """|| d CE(model(x_i), y_i) / d x_i ||_p for every sample i, in eval mode (the mode found is restored).
+
+    Each value is the gradient of that sample's own loss: not divided by the batch size, and independent
+    of the other samples in the batch. Returns a detached tensor [N] in x's dtype.
+    """
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.enable_grad():
+            xr = x.detach().clone().requires_grad_(True)
+            loss = F.cross_entropy(model(xr), y, reduction="sum")
+            (g,) = torch.autograd.grad(loss, xr)
+    finally:
+        model.train(was_training)
+    n = _norms(g, float(p))
+    return (n * n if squared else n).detach()
+
+
+@torch.no_grad()
+def dynamics_from_logits(logits: torch.Tensor, y: torch.Tensor, feats: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Per-sample statistics for the baseline scores, from logits and penultimate features.
+
+    loss: CE; correct: argmax == y; margin: true logit minus the largest other logit (AUM's margin);
+    el2n: ||softmax - onehot||_2; grand: the exact last-layer gradient norm of CE w.r.t. (W, b),
+    ||p - onehot||_2 * sqrt(||h||^2 + 1); entropy: of the softmax.
+    """
+    logits = logits.float()
+    logp = F.log_softmax(logits, dim=1)
+    prob = logp.exp()
+    onehot = F.one_hot(y, logits.shape[1]).to(prob.dtype)
+    err = (prob - onehot).norm(dim=1)
+    true = logits.gather(1, y[:, None]).squeeze(1)
+    other = logits.masked_fill(onehot.bool(), float("-inf")).amax(dim=1)
+    return {
+        "loss": -logp.gather(1, y[:, None]).squeeze(1),
+        "correct": logits.argmax(1) == y,
+        "margin": true - other,
+        "el2n": err,
+        "grand": err * torch.sqrt(feats.float().pow(2).sum(1) + 1.0),
+        "entropy": -(prob * logp).sum(1),
+    }
+
+
+def exact_pass(model: torch.nn.Module, x_u8: torch.Tensor, y: torch.Tensor, *, batch_size: int = 512,
+               amp: bool = False, channels_last: bool = False, progress: bool = False) -> dict[str, torch.Tensor]:
+    """One eval-mode pass over an un-augmented uint8 set: input-gradient norms (L1, L2, Linf) and the
+    dynamics of `dynamics_from_logits`. Returns CPU tensors [N]. The model's mode is restored."""
+    from tqdm.auto import tqdm
+
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    out: dict[str, list[torch.Tensor]] = {}
+    starts = range(0, len(y), batch_size)
+    try:
+        for s in tqdm(starts, desc="exact AIGN", leave=False, disable=not progress):
+            xb = x_u8[s:s + batch_size].to(device, non_blocking=True).float().div_(255)
+            if channels_last:
+                xb = xb.contiguous(memory_format=torch.channels_last)
+            yb = y[s:s + batch_size].to(device, non_blocking=True)
+            xb.requires_grad_(True)
+            with torch.enable_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+                feats = model.features(xb)
+                logits = model.fc(feats)
+                loss = F.cross_entropy(logits.float(), yb, reduction="sum")
+            (g,) = torch.autograd.grad(loss, xb)
+            rec = {"aign_l1": _norms(g, 1), "aign_l2": _norms(g, 2), "aign_linf": _norms(g, math.inf)}
+            rec.update(dynamics_from_logits(logits.detach(), yb, feats.detach()))
+            for k, v in rec.items():
+                out.setdefault(k, []).append(v.detach().float().cpu() if k != "correct" else v.cpu())
+    finally:
+        model.train(was_training)
+    return {k: torch.cat(v) for k, v in out.items()}
+
+
+@dataclass
+class AIGNTracker:
+    """Accumulates the per-epoch records of a proxy run into [E_tracked, N] arrays.
+
+    `tracked_epochs` lists which epochs (0-based) produced a row. State is a dict of numpy arrays, so it
+    is saved inside the training checkpoint and a resumed run continues with the same rows.
+    """
+    n: int
+    mode: str = "exact"              # exact | inline | both | off
+    every: int = 1
+    epochs: int = 1
+    rows: dict[str, list[np.ndarray]] = field(default_factory=dict)
+    tracked_epochs: list[int] = field(default_factory=list)
+    _inline: Optional[dict[str, torch.Tensor]] = None
+
+    @property
+    def wants_inline(self) -> bool:
+        return self.mode in ("inline", "both")
+
+    @property
+    def wants_exact(self) -> bool:
+        return self.mode in ("exact", "both")
+
+    def tracks(self, epoch: int) -> bool:
+        return self.mode != "off" and ((epoch + 1) % self.every == 0 or epoch == self.epochs - 1)
+
+    # -- inline -------------------------------------------------------------------------------
+    def start_epoch(self, epoch: int, device) -> None:
+        self._inline = None
+        if self.wants_inline and self.tracks(epoch):
+            self._inline = {k: torch.full((self.n,), float("nan"), device=device)
+                            for k in ("aign_inline_l2",) + (() if self.wants_exact else ("loss", "margin", "el2n", "entropy"))}
+            if not self.wants_exact:
+                self._inline["correct"] = torch.zeros(self.n, dtype=torch.bool, device=device)
+                self._inline["grand"] = torch.full((self.n,), float("nan"), device=device)
+
+    @property
+    def inline_active(self) -> bool:
+        return self._inline is not None
+
+    def record_inline(self, idx: torch.Tensor, x_grad: torch.Tensor, batch_size: int,
+                      logits: Optional[torch.Tensor] = None, y: Optional[torch.Tensor] = None,
+                      feats: Optional[torch.Tensor] = None) -> None:
+        """x_grad: the input gradient of the batch's MEAN loss; rescaled by the batch size."""
+        assert self._inline is not None
+        self._inline["aign_inline_l2"][idx] = _norms(x_grad.float(), 2) * batch_size
+        if not self.wants_exact and logits is not None:
+            for k, v in dynamics_from_logits(logits.detach(), y, feats.detach()).items():
+                self._inline[k][idx] = v
+
+    def end_epoch(self, epoch: int, exact: Optional[dict[str, torch.Tensor]] = None) -> None:
+        if not self.tracks(epoch):
+            return
+        rec: dict[str, torch.Tensor] = {}
+        if self._inline is not None:
+            rec.update({k: v.cpu() for k, v in self._inline.items()})
+            if not self.wants_exact:
+                rec["aign_l2"] = rec["aign_inline_l2"]
+        if exact is not None:
+            rec.update(exact)
+        for k, v in rec.items():
+            self.rows.setdefault(k, []).append(v.numpy().astype(np.bool_ if k == "correct" else np.float32))
+        self.tracked_epochs.append(epoch)
+        self._inline = None
+
+    # -- state ----------------------------------------------------------------------------------
+    def matrices(self) -> dict[str, np.ndarray]:
+        return {k: np.stack(v) for k, v in self.rows.items()}
+
+    def state_dict(self) -> dict:
+        return {"rows": {k: list(v) for k, v in self.rows.items()}, "tracked_epochs": list(self.tracked_epochs)}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.rows = {k: list(v) for k, v in state["rows"].items()}
+        self.tracked_epochs = list(state["tracked_epochs"])
+
+
+def parse_window(window: str, n_epochs: int) -> slice:
+    """'all' | 'first:K' | 'last:K' -> a slice over the epoch axis."""
+    if window == "all":
+        return slice(None)
+    head, _, k = window.partition(":")
+    if head not in ("first", "last") or not k.isdigit() or int(k) < 1:
+        raise ValueError(f"AIGN window must be all, first:K or last:K, got {window!r}")
+    k = min(int(k), n_epochs)
+    return slice(0, k) if head == "first" else slice(n_epochs - k, n_epochs)
+
+
+def aign_scores(matrix: np.ndarray, window: str = "all", *, squared: bool = False) -> np.ndarray:
+    """AIGN per sample from a per-epoch norm matrix [E, N]: mean over the window of the (squared) norms."""
+    m = np.asarray(matrix, dtype=np.float64)
+    if m.ndim != 2:
+        raise ValueError(f"AIGN matrix must be [epochs, N], got shape {m.shape}")
+    m = m[parse_window(window, m.shape[0])]
+    if squared:
+        m = m * m
+    return np.nanmean(m, axis=0).astype(np.float32)
+
+
+def norm_key(p: float) -> str:
+    p = float(p)
+    if p not in NORM_KEYS:
+        raise ValueError(f"p must be 1, 2 or inf, got {p}")
+    return NORM_KEYS[p]
+
+
+def spearman(a: Iterable[float], b: Iterable[float]) -> float:
+    from scipy.stats import spearmanr
+
+    return float(spearmanr(np.asarray(a), np.asarray(b)).statistic)

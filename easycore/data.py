@@ -1,0 +1,381 @@
+"""Datasets as uint8 tensors [N, C, H, W] + int64 labels, and a device-resident batch iterator.
+
+Sources (tried in this order for each dataset, under the data root):
+  cifar10        torchvision CIFAR10 (`cifar-10-batches-py/`), else an ImageFolder copy
+                 (`cifar10-jpeg.tar.gz`, or a folder `cifar10-jpeg/` / `cifar10/` with train/ and test/)
+  cifar100, svhn torchvision CIFAR100 / SVHN
+  mnist, fashion_mnist  torchvision MNIST / FashionMNIST (`MNIST/raw/`), else gzipped raw files in
+                 `mnist/` / `fashion-mnist/` (as in Debian's dataset packages), decompressed into the cache
+  synthetic      generated in memory (tests, smoke runs): coloured patterns, 10 classes, 3x32x32
+With `download: true`, torchvision downloads the official files into the root.
+
+The data root comes from params (`data.root`) or the environment variable EASYCORE_DATA. Derived files
+(extracted archives, decompressed raw files) go to EASYCORE_CACHE (default ~/.cache/easycore).
+
+Every sample keeps a stable index (its position in the full official split) and every dataset carries
+a fingerprint (name, split, indices, labels and pixels hashed) that travels with the artifacts built from it.
+"""
+from __future__ import annotations
+
+import gzip
+import hashlib
+import logging
+import os
+import shutil
+import tarfile
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Iterator, Optional
+
+import numpy as np
+import torch
+
+log = logging.getLogger("easycore.data")
+
+STATS = {  # per-channel mean / std of the training split, for the normalisation inside the models
+    "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
+    "cifar100": ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
+    "svhn": ((0.4377, 0.4438, 0.4728), (0.1980, 0.2010, 0.1970)),
+    "mnist": ((0.1307,), (0.3081,)),
+    "fashion_mnist": ((0.2860,), (0.3530,)),
+    "synthetic": ((0.5, 0.5, 0.5), (0.25, 0.25, 0.25)),
+}
+
+
+class DataError(RuntimeError):
+    """Data missing or unreadable. The message names the setting and the ways to provide the data."""
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("EASYCORE_CACHE") or Path.home() / ".cache" / "easycore").expanduser()
+
+
+@dataclass
+class ArrayDataset:
+    name: str
+    split: str
+    x: torch.Tensor          # uint8 [N, C, H, W]
+    y: torch.Tensor          # int64 [N]
+    index: torch.Tensor      # int64 [N], position in the full official split
+    classes: list[str]
+    fingerprint: str = ""
+
+    def __post_init__(self):
+        if not self.fingerprint:
+            self.fingerprint = fingerprint(self.name, self.split, self.x, self.y, self.index)
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def in_channels(self) -> int:
+        return int(self.x.shape[1])
+
+    @property
+    def stats(self):
+        return STATS[self.name]
+
+    def subset(self, positions) -> "ArrayDataset":
+        """Rows `positions` (positions in THIS dataset, e.g. coreset indices); new fingerprint."""
+        pos = torch.as_tensor(np.asarray(positions), dtype=torch.long)
+        if len(pos) and (int(pos.min()) < 0 or int(pos.max()) >= len(self)):
+            raise IndexError(f"subset positions out of range [0, {len(self)})")
+        return replace(self, x=self.x[pos], y=self.y[pos], index=self.index[pos], fingerprint="")
+
+    def save(self, path) -> Path:
+        from .store import save_torch
+
+        return save_torch(path, {"name": self.name, "split": self.split, "x": self.x, "y": self.y,
+                                 "index": self.index, "classes": self.classes, "fingerprint": self.fingerprint})
+
+    @staticmethod
+    def load(path) -> "ArrayDataset":
+        from .store import load_torch
+
+        d = load_torch(path)
+        return ArrayDataset(d["name"], d["split"], d["x"], d["y"], d["index"], list(d["classes"]), d["fingerprint"])
+
+    def describe(self) -> str:
+        return (f"{self.name}/{self.split}: {len(self)} samples, {self.num_classes} classes, "
+                f"shape {tuple(self.x.shape[1:])}, fingerprint {self.fingerprint}")
+
+
+def fingerprint(name: str, split: str, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor) -> str:
+    h = hashlib.sha256()
+    h.update(f"{name}|{split}|{tuple(x.shape)}".encode())
+    for t in (index, y, x):
+        h.update(t.contiguous().numpy().tobytes())
+    return f"{name}-{split}-n{len(y)}-{h.hexdigest()[:12]}"
+
+
+# ----------------------------------------------------------------------------- subset
+def balanced_subset(labels: np.ndarray, n_per_class: Optional[int], seed: int, *, key: str = "data.n_per_class") -> np.ndarray:
+    """Sorted positions of a seeded class-balanced subset (all positions when n_per_class is None)."""
+    labels = np.asarray(labels)
+    if n_per_class is None:
+        return np.arange(len(labels))
+    rng = np.random.default_rng(seed)
+    keep = []
+    for c in np.unique(labels):
+        pos = np.flatnonzero(labels == c)
+        if n_per_class > len(pos):
+            from .config import fail
+
+            fail(key, n_per_class, f"class {int(c)} has only {len(pos)} samples; use <= {len(pos)} or null")
+        keep.append(rng.choice(pos, size=n_per_class, replace=False))
+    return np.sort(np.concatenate(keep))
+
+
+# ----------------------------------------------------------------------------- loading
+def load_dataset(name: str, split: str, root, *, download: bool = False, n_per_class: Optional[int] = None,
+                 seed: int = 0, key: str = "data.n_per_class") -> ArrayDataset:
+    """Load `split` ('train' | 'test') of `name` as an ArrayDataset, optionally a balanced subset."""
+    if split not in ("train", "test"):
+        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    root = Path(root).expanduser()
+    if name == "synthetic":
+        return _synthetic(split, n_per_class or (500 if split == "train" else 100), seed)
+    loader = {"cifar10": _cifar10, "cifar100": _tv_cifar100, "svhn": _tv_svhn,
+              "mnist": _mnist_like, "fashion_mnist": _mnist_like}.get(name)
+    if loader is None:
+        raise ValueError(f"unknown dataset {name!r}")
+    labels, decode, classes = loader(name, split, root, download)
+    pos = balanced_subset(labels, n_per_class, seed, key=key)
+    x = decode(pos)
+    y = torch.as_tensor(np.asarray(labels)[pos], dtype=torch.long)
+    ds = ArrayDataset(name, split, x, y, torch.as_tensor(pos, dtype=torch.long), classes)
+    log.info("loaded %s from %s", ds.describe(), root)
+    return ds
+
+
+def _missing(name: str, root: Path, expected: str) -> DataError:
+    return DataError(
+        f"{name} not found under data root {str(root)!r} (expected {expected}). Provide the data by one of: "
+        f"(1) set data.root in params.yaml or the environment variable EASYCORE_DATA to a folder that holds it; "
+        f"(2) set data.download: true (or pass --download) to let torchvision fetch the official files (needs internet); "
+        f"(3) use data.dataset: synthetic for a smoke run.")
+
+
+def _hwc_to_chw(a: np.ndarray) -> torch.Tensor:
+    a = np.ascontiguousarray(a)
+    if a.ndim == 3:
+        a = a[:, :, :, None]
+    return torch.from_numpy(a).permute(0, 3, 1, 2).contiguous()
+
+
+def _tv_guard(name: str, root: Path, fn):
+    try:
+        return fn()
+    except RuntimeError as e:  # torchvision: "Dataset not found or corrupted. You can use download=True ..."
+        if "not found" in str(e).lower() or "corrupt" in str(e).lower():
+            raise DataError(f"{name}: torchvision says: {e} ") from None
+        raise
+
+
+def _cifar10(name, split, root, download):
+    import torchvision
+
+    if (root / "cifar-10-batches-py").is_dir() or download:
+        ds = _tv_guard(name, root, lambda: torchvision.datasets.CIFAR10(str(root), train=split == "train", download=download))
+        return np.asarray(ds.targets), lambda pos: _hwc_to_chw(ds.data[pos]), list(ds.classes)
+    folder = _cifar10_folder(root)
+    if folder is None:
+        raise _missing(name, root, "cifar-10-batches-py/ (official) or cifar10-jpeg.tar.gz / an ImageFolder "
+                                   "folder with train/<class>/*.jpg and test/<class>/*.jpg")
+    return _image_folder(folder / split)
+
+
+def _cifar10_folder(root: Path) -> Optional[Path]:
+    for cand in (root / "cifar10-jpeg", root / "cifar10", root):
+        if (cand / "train").is_dir() and (cand / "test").is_dir():
+            return cand
+    tgz = root / "cifar10-jpeg.tar.gz"
+    if not tgz.exists():
+        return None
+    st = tgz.stat()
+    dest = cache_dir() / f"cifar10-jpeg-{st.st_size}-{int(st.st_mtime)}"
+    if not (dest / ".complete").exists():
+        log.info("extracting %s -> %s", tgz, dest)
+        tmp = dest.with_name(dest.name + ".partial")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        try:
+            with tarfile.open(tgz, "r:gz") as tf:
+                tf.extractall(tmp, filter="data")
+        except (tarfile.TarError, EOFError, OSError, zlib_error()) as e:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise DataError(f"cannot read archive {tgz}: {type(e).__name__}: {e}. The file is truncated or not a "
+                            f"tar.gz; replace it, or point data.root / EASYCORE_DATA elsewhere") from None
+        inner = tmp
+        subdirs = [p for p in tmp.iterdir() if p.is_dir()]
+        if not (tmp / "train").is_dir() and len(subdirs) == 1:
+            inner = subdirs[0]
+        if not ((inner / "train").is_dir() and (inner / "test").is_dir()):
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise DataError(f"archive {tgz} has no train/ and test/ folders (ImageFolder layout expected)")
+        shutil.rmtree(dest, ignore_errors=True)
+        inner.rename(dest)
+        shutil.rmtree(tmp, ignore_errors=True)
+        (dest / ".complete").touch()
+    return dest
+
+
+def zlib_error():
+    import zlib
+
+    return zlib.error
+
+
+def _image_folder(folder: Path):
+    import torchvision
+    from PIL import Image, UnidentifiedImageError
+
+    ds = torchvision.datasets.ImageFolder(str(folder))
+
+    def decode(pos):
+        out = None
+        for j, p in enumerate(pos):
+            path = ds.samples[p][0]
+            try:
+                with Image.open(path) as im:
+                    a = np.asarray(im.convert("RGB"))
+            except (UnidentifiedImageError, OSError, SyntaxError) as e:
+                raise DataError(f"cannot decode image {path}: {type(e).__name__}: {e}") from None
+            if out is None:
+                out = np.empty((len(pos),) + a.shape, dtype=np.uint8)
+            if a.shape != out.shape[1:]:
+                raise DataError(f"image {path} has shape {a.shape}, expected {out.shape[1:]}")
+            out[j] = a
+        return _hwc_to_chw(out)
+
+    return np.asarray(ds.targets), decode, list(ds.classes)
+
+
+def _tv_cifar100(name, split, root, download):
+    import torchvision
+
+    if not (root / "cifar-100-python").is_dir() and not download:
+        raise _missing(name, root, "cifar-100-python/ (official torchvision layout)")
+    ds = _tv_guard(name, root, lambda: torchvision.datasets.CIFAR100(str(root), train=split == "train", download=download))
+    return np.asarray(ds.targets), lambda pos: _hwc_to_chw(ds.data[pos]), list(ds.classes)
+
+
+def _tv_svhn(name, split, root, download):
+    import torchvision
+
+    if not (root / f"{split}_32x32.mat").exists() and not download:
+        raise _missing(name, root, f"{split}_32x32.mat (official torchvision layout)")
+    ds = _tv_guard(name, root, lambda: torchvision.datasets.SVHN(str(root), split=split, download=download))
+    return np.asarray(ds.labels), lambda pos: torch.from_numpy(np.ascontiguousarray(ds.data[pos])), [str(i) for i in range(10)]
+
+
+_MNIST = {"mnist": ("MNIST", "mnist"), "fashion_mnist": ("FashionMNIST", "fashion-mnist")}
+_RAW = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+
+
+def _mnist_like(name, split, root, download):
+    import torchvision
+
+    cls_name, gz_folder = _MNIST[name]
+    cls = getattr(torchvision.datasets, cls_name)
+    base = root
+    if not (root / cls_name / "raw" / _RAW[0]).exists() and not download:
+        src = root / gz_folder
+        if not all((src / f"{r}.gz").exists() for r in _RAW):
+            raise _missing(name, root, f"{cls_name}/raw/ (torchvision layout) or {gz_folder}/*-ubyte.gz")
+        base = cache_dir() / f"{gz_folder}-raw"
+        raw = base / cls_name / "raw"
+        raw.mkdir(parents=True, exist_ok=True)
+        for r in _RAW:
+            if not (raw / r).exists():
+                try:
+                    with gzip.open(src / f"{r}.gz", "rb") as fi, open(raw / f".{r}.tmp", "wb") as fo:
+                        shutil.copyfileobj(fi, fo)
+                except (OSError, EOFError, zlib_error()) as e:
+                    (raw / f".{r}.tmp").unlink(missing_ok=True)
+                    raise DataError(f"cannot decompress {src / (r + '.gz')}: {type(e).__name__}: {e}") from None
+                os.replace(raw / f".{r}.tmp", raw / r)
+    ds = _tv_guard(name, root, lambda: cls(str(base), train=split == "train", download=download))
+    return ds.targets.numpy(), lambda pos: ds.data[torch.as_tensor(pos)].unsqueeze(1).contiguous(), list(ds.classes)
+
+
+def _synthetic(split: str, n_per_class: int, seed: int, num_classes: int = 10, size: int = 32) -> ArrayDataset:
+    """Learnable toy images: class c = a coloured oriented stripe pattern + noise. Deterministic."""
+    g = torch.Generator().manual_seed(1000 * seed + (0 if split == "train" else 1))
+    n = n_per_class * num_classes
+    y = torch.arange(num_classes).repeat_interleave(n_per_class)
+    yy, xx = torch.meshgrid(torch.arange(size), torch.arange(size), indexing="ij")
+    angle = y.float() * (torch.pi / num_classes)
+    freq = 0.35 + 0.05 * (y % 3).float()
+    phase = torch.rand(n, generator=g) * 6.28
+    wave = torch.sin(freq[:, None, None] * (xx * torch.cos(angle)[:, None, None] + yy * torch.sin(angle)[:, None, None]) + phase[:, None, None])
+    color = torch.stack([(y % 3 == 0), (y % 3 == 1), (y >= 5)], 1).float() * 0.5 + 0.25
+    img = 0.5 + 0.35 * wave[:, None] * color[:, :, None, None] + 0.12 * torch.randn(n, 3, size, size, generator=g)
+    x = (img.clamp(0, 1) * 255).round().to(torch.uint8)
+    return ArrayDataset("synthetic", split, x, y, torch.arange(n), [f"class{i}" for i in range(num_classes)])
+
+
+# ----------------------------------------------------------------------------- device iterator
+def augment_batch(x: torch.Tensor, gen: torch.Generator, pad: int = 4) -> torch.Tensor:
+    """Random crop (zero pad `pad`) + horizontal flip, in batch on x's device. x: [B, C, H, W] any dtype."""
+    b, c, h, w = x.shape
+    dev = x.device
+    xp = torch.nn.functional.pad(x, (pad, pad, pad, pad))
+    oy = torch.randint(0, 2 * pad + 1, (b,), generator=gen, device=gen.device).to(dev)
+    ox = torch.randint(0, 2 * pad + 1, (b,), generator=gen, device=gen.device).to(dev)
+    flip = (torch.rand(b, generator=gen, device=gen.device) < 0.5).to(dev)
+    rows = (oy[:, None] + torch.arange(h, device=dev))[:, :, None]                 # [B, H, 1]
+    cols = ox[:, None] + torch.arange(w, device=dev)                               # [B, W]
+    cols = torch.where(flip[:, None], cols.flip(1), cols)[:, None, :]              # [B, 1, W]
+    bi = torch.arange(b, device=dev)[:, None, None]
+    out = xp.permute(0, 2, 3, 1)[bi, rows, cols]                                   # [B, H, W, C]
+    return out.permute(0, 3, 1, 2).contiguous()
+
+
+class DeviceLoader:
+    """Batches (x float in [0,1], y, idx) from uint8 tensors kept on `device` (whole set resident).
+
+    Shuffling and augmentation are seeded per epoch (`set_epoch`) from `seed`, so an epoch's batches
+    depend only on (seed, epoch): a resumed run sees the same batches. idx are positions in the dataset.
+    """
+
+    def __init__(self, x_u8: torch.Tensor, y: torch.Tensor, *, batch_size: int, device, shuffle: bool = True,
+                 augment: bool = False, seed: int = 0, drop_last: bool = False, channels_last: bool = False):
+        self.device = torch.device(device)
+        self.x = x_u8.to(self.device)
+        self.y = y.to(self.device)
+        self.batch_size, self.shuffle, self.augment = batch_size, shuffle, augment
+        self.seed, self.drop_last, self.channels_last = seed, drop_last, channels_last
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        n = len(self.y)
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        n = len(self.y)
+        g = torch.Generator(device="cpu").manual_seed(hash_seed(self.seed, self.epoch))
+        order = torch.randperm(n, generator=g) if self.shuffle else torch.arange(n)
+        order = order.to(self.device)
+        for s in range(0, len(self) * self.batch_size, self.batch_size):
+            idx = order[s:s + self.batch_size]
+            xb = self.x[idx]
+            if self.augment:
+                xb = augment_batch(xb, g)
+            xb = xb.float().div_(255)
+            if self.channels_last:
+                xb = xb.contiguous(memory_format=torch.channels_last)
+            yield xb, self.y[idx], idx
+
+
+def hash_seed(*parts: int) -> int:
+    """A 63-bit seed from integers (stable across runs and platforms)."""
+    h = hashlib.sha256(",".join(str(int(p)) for p in parts).encode()).digest()
+    return int.from_bytes(h[:8], "little") & ((1 << 63) - 1)
