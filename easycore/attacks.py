@@ -142,9 +142,9 @@ def _pgd_once(model, x, y, eps, alpha, steps, norm, random_start, kind, generato
             g = _input_grad(model, x_adv, y, kind, amp)
             x_adv = x_adv.detach()
             if isinstance(alpha, float):
-                x_adv.add_(g.sign_(), alpha=alpha)
+                x_adv.add_(g.sign(), alpha=alpha)
             else:
-                x_adv.addcmul_(g.sign_(), alpha)
+                x_adv.addcmul_(g.sign(), alpha)
             torch.clamp(x_adv, min=lo, max=hi, out=x_adv)
         return x_adv.detach()
 
@@ -162,7 +162,7 @@ def _pgd_once(model, x, y, eps, alpha, steps, norm, random_start, kind, generato
     for _ in range(steps):
         g = _input_grad(model, x_adv, y, kind, amp)
         x_adv = x_adv.detach()
-        x_adv.add_(g.div_(_flat_norm(g).clamp_min(1e-12)).mul_(alpha))
+        x_adv.add_(g / _flat_norm(g).clamp_min(1e-12) * alpha)
         delta = x_adv.sub_(x)  # in place: x_adv now holds delta
         delta.mul_(torch.clamp(eps / _flat_norm(delta).clamp_min(1e-12), max=1.0))
         x_adv = delta.add_(x).clamp_(0.0, 1.0)
@@ -238,9 +238,9 @@ def trades_adv(model: nn.Module, x: torch.Tensor, *, eps: Budget, alpha: Budget,
             (g,) = torch.autograd.grad(kl, x_adv)
             x_adv = x_adv.detach()
             if isinstance(a, float):
-                x_adv.add_(g.sign_(), alpha=a)
+                x_adv.add_(g.sign(), alpha=a)
             else:
-                x_adv.addcmul_(g.sign_(), a)
+                x_adv.addcmul_(g.sign(), a)
             torch.clamp(x_adv, min=lo, max=hi, out=x_adv)
         return x_adv.detach()
 

@@ -119,7 +119,8 @@ def main(argv=None) -> int:
             pl.evaluate_run(params, Path(args.model_path), Path(args.out), prepared=Path(args.prepared), progress=progress)
         return 0
     except (ConfigError, DataError, ArtifactError, NonFiniteLoss) as e:
-        print(f"easycore {args.cmd}: error: {e}", file=sys.stderr)
+        msg = " ".join(str(e).split("\n"))  # one line, even when a wrapped library message has several
+        print(f"easycore {args.cmd}: error: {msg}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"easycore {args.cmd}: interrupted; run the same command again to resume from the last saved epoch",

@@ -52,6 +52,8 @@ class DataConfig:
             v = getattr(self, name)
             if v is not None and v < 1:
                 fail(f"{k}.{name}", v, "must be >= 1 or null (all samples)")
+        if self.seed < 0:
+            fail(f"{k}.seed", self.seed, "must be >= 0")
 
     def resolved_root(self) -> Path:
         return Path(os.environ.get(DATA_ENV) or self.root).expanduser()
@@ -69,14 +71,14 @@ class OptimConfig:
     warmup: float = 0.15             # onecycle: fraction of steps rising to the peak lr
 
     def check(self, k: str) -> None:
-        if not self.lr > 0:
-            fail(f"{k}.lr", self.lr, "must be > 0")
+        if not 0 < self.lr < math.inf:
+            fail(f"{k}.lr", self.lr, "must be a finite number > 0")
         if not 0 <= self.momentum < 1:
             fail(f"{k}.momentum", self.momentum, "must be in [0, 1)")
         if self.nesterov and self.momentum == 0:
             fail(f"{k}.nesterov", self.nesterov, "nesterov needs momentum > 0")
-        if self.weight_decay < 0:
-            fail(f"{k}.weight_decay", self.weight_decay, "must be >= 0")
+        if not 0 <= self.weight_decay < math.inf:
+            fail(f"{k}.weight_decay", self.weight_decay, "must be a finite number >= 0")
         if self.schedule not in SCHEDULES:
             fail(f"{k}.schedule", self.schedule, f"choose one of {list(SCHEDULES)}")
         if any(not 0 < m < 1 for m in self.milestones) or sorted(self.milestones) != list(self.milestones):
@@ -98,12 +100,12 @@ class AttackConfig:
     def check(self, k: str) -> None:
         if self.eps < 0 or self.eps > 1:
             fail(f"{k}.eps", self.eps, "must be in [0, 1] (pixel units, e.g. 0.0314 for 8/255)")
-        if self.alpha <= 0:
-            fail(f"{k}.alpha", self.alpha, "must be > 0")
+        if not 0 < self.alpha < math.inf:
+            fail(f"{k}.alpha", self.alpha, "must be a finite number > 0")
         if self.steps < 1:
             fail(f"{k}.steps", self.steps, "must be >= 1")
-        if self.beta < 0:
-            fail(f"{k}.beta", self.beta, "must be >= 0")
+        if not 0 <= self.beta < math.inf:
+            fail(f"{k}.beta", self.beta, "must be a finite number >= 0")
 
 
 @dataclass
@@ -257,14 +259,14 @@ class EvalConfig:
             fail(f"{k}.batch_size", self.batch_size, "must be >= 1")
         if not 0 <= self.eps <= 1:
             fail(f"{k}.eps", self.eps, "must be in [0, 1]")
-        if self.alpha <= 0:
-            fail(f"{k}.alpha", self.alpha, "must be > 0")
+        if not 0 < self.alpha < math.inf:
+            fail(f"{k}.alpha", self.alpha, "must be a finite number > 0")
         if self.pgd_steps < 1:
             fail(f"{k}.pgd_steps", self.pgd_steps, "must be >= 1")
         if self.pgd50_restarts < 0:
             fail(f"{k}.pgd50_restarts", self.pgd50_restarts, "must be >= 0")
-        if self.l2_eps < 0:
-            fail(f"{k}.l2_eps", self.l2_eps, "must be >= 0")
+        if not 0 <= self.l2_eps < math.inf:
+            fail(f"{k}.l2_eps", self.l2_eps, "must be a finite number >= 0")
         if self.autoattack_n < 1:
             fail(f"{k}.autoattack_n", self.autoattack_n, "must be >= 1")
 
@@ -336,8 +338,13 @@ def _coerce(key: str, value: Any, tp) -> Any:
             fail(key, value, "must be an integer")
         return value
     if tp is float:
-        if isinstance(value, str) and value.strip().lower() in ("inf", ".inf"):
+        if isinstance(value, str) and value.strip().lower() in ("inf", ".inf", "+inf", "+.inf"):
             return math.inf
+        if isinstance(value, str):  # PyYAML (YAML 1.1) reads 5e-4 / 1e-3 as strings: accept plain numbers
+            try:
+                value = float(value.strip())
+            except ValueError:
+                fail(key, value, "must be a number")
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             fail(key, value, "must be a number")
         if math.isnan(value):
@@ -378,6 +385,8 @@ def load_params(path: str | os.PathLike = "params.yaml", overrides: Optional[lis
         data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as e:
         raise ConfigError(f"params: {path} is not valid YAML: {str(e).splitlines()[0]}") from None
+    if overrides and not isinstance(data, dict):
+        fail("params", data, f"{path} must hold a mapping of sections (data, proxy, coreset, train, eval, report)")
     for ov in overrides or []:
         key, eq, raw = ov.partition("=")
         if not eq:
@@ -385,8 +394,13 @@ def load_params(path: str | os.PathLike = "params.yaml", overrides: Optional[lis
         node = data
         parts = key.split(".")
         for part in parts[:-1]:
-            node = node.setdefault(part, {})
+            if node.get(part) is None:  # a missing or empty section (`train:` alone reads as null)
+                node[part] = {}
+            node = node[part]
             if not isinstance(node, dict):
                 raise ConfigError(f"params: override {ov!r}: {part} is not a section")
-        node[parts[-1]] = yaml.safe_load(raw)
+        try:
+            node[parts[-1]] = yaml.safe_load(raw)
+        except yaml.YAMLError as e:
+            raise ConfigError(f"params: override {ov!r}: value is not valid YAML: {str(e).splitlines()[0]}") from None
     return params_from_dict(data)

@@ -1,0 +1,115 @@
+"""Shared helpers for the reliability tests (test_params, test_resume, test_integrity)."""
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def sub_env(**extra) -> dict:
+    """Environment for subprocesses: one thread (deterministic, cheap on shared CPUs), no kill hook."""
+    env = {k: v for k, v in os.environ.items() if k != "EASYCORE_DEBUG_KILL_AT"}
+    env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONUNBUFFERED="1", CUDA_VISIBLE_DEVICES="")
+    env.update({k: str(v) for k, v in extra.items()})
+    return env
+
+
+def run_cli(args: list[str], cwd, timeout: float = 120, **env) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "easycore", *args], cwd=cwd, env=sub_env(**env),
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def error_lines(stderr: str) -> list[str]:
+    return [ln for ln in stderr.splitlines() if ln.strip()]
+
+
+# A tiny training run in a fresh process; `train()` is the real loop with its checkpoint/resume logic.
+TRAIN_SCRIPT = r'''
+import json, logging, sys
+import torch
+torch.set_num_threads(1)
+logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
+from easycore.aign import AIGNTracker
+from easycore.config import OptimConfig, TrainConfig
+from easycore.data import load_dataset
+from easycore.train import train
+
+a = json.loads(sys.argv[1])
+ds = load_dataset("synthetic", "train", ".", n_per_class=a["n_per_class"], seed=a.get("data_seed", 0))
+cfg = TrainConfig(model="cnn_tiny", epochs=a["epochs"], batch_size=a["batch_size"], device="cpu", augment=True,
+                  optim=OptimConfig(lr=a["lr"], schedule="onecycle", warmup=0.2))
+tracker = None
+if a.get("tracker"):
+    tracker = AIGNTracker(n=len(ds), mode=a["tracker"], every=1, epochs=cfg.epochs)
+res = train(cfg, ds, mode="standard", seed=a["seed"], state_path=a["state"], tracker=tracker,
+            aign_batch_size=16, progress=False)
+torch.save({"model": res.model.state_dict(), "epochs_run": res.epochs_run, "history": res.history,
+            "tracker": None if tracker is None else tracker.matrices(),
+            "tracked": None if tracker is None else list(tracker.tracked_epochs)}, a["out"])
+'''
+
+
+def run_train_script(tmp: Path, args: dict, *, kill_at: str | None = None, timeout: float = 120):
+    script = tmp / "train_script.py"
+    if not script.exists():
+        script.write_text(TRAIN_SCRIPT)
+    env = sub_env(**({"EASYCORE_DEBUG_KILL_AT": kill_at} if kill_at else {}))
+    return subprocess.run([sys.executable, str(script), json.dumps(args)], cwd=tmp, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+# ----------------------------------------------------------------------------- tiny image folders
+def png_bytes(seed: int, size: int = 32) -> bytes:
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    buf = io.BytesIO()
+    Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def jpeg_bytes(seed: int, size: int = 32) -> bytes:
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    buf = io.BytesIO()
+    Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)).save(buf, format="JPEG", quality=90)
+    return buf.getvalue()
+
+
+def make_image_folder(base: Path, n_train: int = 3, n_test: int = 2, classes=("cat", "dog")) -> Path:
+    """base/{train,test}/<class>/NNNN.png: an ImageFolder copy in the cifar10-jpeg layout."""
+    k = 0
+    for split, n in (("train", n_train), ("test", n_test)):
+        for c in classes:
+            d = base / split / c
+            d.mkdir(parents=True, exist_ok=True)
+            for i in range(n):
+                (d / f"{i:04d}.png").write_bytes(png_bytes(k))
+                k += 1
+    return base
+
+
+def make_image_tgz(path: Path, work: Path, **kw) -> Path:
+    """A cifar10-jpeg.tar.gz holding cifar10-jpeg/{train,test}/<class>/*.png."""
+    folder = make_image_folder(work / "cifar10-jpeg", **kw)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(path, "w:gz") as tf:
+        tf.add(folder, arcname="cifar10-jpeg")
+    return path
+
+
+def weights_equal(a: dict, b: dict) -> list[str]:
+    """Names of the tensors that differ (empty list: bit-identical)."""
+    import torch
+
+    assert a.keys() == b.keys()
+    return [k for k in a if not torch.equal(a[k], b[k])]
