@@ -91,9 +91,10 @@ def _loss(logits: torch.Tensor, y: torch.Tensor, kind: str) -> torch.Tensor:
 
 
 def _input_grad(model: nn.Module, x_adv: torch.Tensor, y: torch.Tensor, kind: str, amp: bool) -> torch.Tensor:
-    x_adv.requires_grad_(True)
-    loss = _loss(_logits(model, x_adv, amp), y, kind)
-    (g,) = torch.autograd.grad(loss, x_adv)
+    with torch.enable_grad():  # attacks also work when called under torch.no_grad()
+        x_adv.requires_grad_(True)
+        loss = _loss(_logits(model, x_adv, amp), y, kind)
+        (g,) = torch.autograd.grad(loss, x_adv)
     return g
 
 
@@ -233,9 +234,10 @@ def trades_adv(model: nn.Module, x: torch.Tensor, *, eps: Budget, alpha: Budget,
         noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
         x_adv = torch.clamp(x + 0.001 * noise, min=lo, max=hi)
         for _ in range(steps):
-            x_adv.requires_grad_(True)
-            kl = F.kl_div(F.log_softmax(_logits(model, x_adv, amp), dim=1), p_nat, reduction="sum")
-            (g,) = torch.autograd.grad(kl, x_adv)
+            with torch.enable_grad():
+                x_adv.requires_grad_(True)
+                kl = F.kl_div(F.log_softmax(_logits(model, x_adv, amp), dim=1), p_nat, reduction="sum")
+                (g,) = torch.autograd.grad(kl, x_adv)
             x_adv = x_adv.detach()
             if isinstance(a, float):
                 x_adv.add_(g.sign(), alpha=a)
@@ -285,7 +287,7 @@ def deepfool_distance(model: nn.Module, x: torch.Tensor, *, steps: int = 50, ove
     Batched over samples (chunks of ``batch_size``); a Python loop over candidate classes and steps.
     """
     dists, flips = [], []
-    with eval_mode(model):
+    with eval_mode(model), torch.enable_grad():
         for i in range(0, len(x), batch_size):
             d, f = _deepfool_chunk(model, x[i:i + batch_size].detach(), steps, overshoot, num_classes, amp)
             dists.append(d)
@@ -328,7 +330,7 @@ def _deepfool_chunk(model, x, steps, overshoot, num_classes, amp):
         wn = best_w.flatten(1).norm(dim=1).clamp_min(1e-12)
         step_ok = torch.isfinite(best_pert) & ~now_flipped
         r_i = ((best_pert + 1e-4) / wn).masked_fill(~step_ok, 0.0).view(view) * best_w
-        r_tot[active] += r_i.detach()
+        r_tot[active] += r_i.detach()  # (r_i carries no graph: best_w comes from autograd.grad)
         flipped[active] |= now_flipped
         # keep iterating on the samples neither flipped nor stuck (vanishing gradient): one sync per step
         active = active[step_ok]

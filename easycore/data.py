@@ -234,7 +234,11 @@ def _image_folder(folder: Path):
     import torchvision
     from PIL import Image, UnidentifiedImageError
 
-    ds = torchvision.datasets.ImageFolder(str(folder))
+    try:
+        ds = torchvision.datasets.ImageFolder(str(folder))
+    except FileNotFoundError as e:  # no class folders, or a class folder without images
+        raise DataError(f"image folder {folder} is not usable: {e} (ImageFolder layout expected: "
+                        f"<split>/<class>/*.jpg); fix or replace the data under data.root / EASYCORE_DATA") from None
 
     def decode(pos):
         out = None

@@ -114,7 +114,9 @@ def resolve_device(name: str = "auto") -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("device: cuda was asked for but torch sees no GPU; use device: auto or cpu")
+        from .config import ConfigError  # a params problem: the CLI reports it in one line (exit 2)
+
+        raise ConfigError("params: train.device = 'cuda' is not allowed here: torch sees no GPU; use auto or cpu")
     return torch.device(name)
 
 

@@ -1,6 +1,7 @@
 """Shared helpers for the reliability tests (test_params, test_resume, test_integrity)."""
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -16,7 +17,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 def sub_env(**extra) -> dict:
     """Environment for subprocesses: one thread (deterministic, cheap on shared CPUs), no kill hook."""
-    env = {k: v for k, v in os.environ.items() if k != "EASYCORE_DEBUG_KILL_AT"}
+    # no kill hook, and no EASYCORE_DATA (CI sets it; it would override the data.root the tests give)
+    env = {k: v for k, v in os.environ.items() if k not in ("EASYCORE_DEBUG_KILL_AT", "EASYCORE_DATA")}
     env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONUNBUFFERED="1", CUDA_VISIBLE_DEVICES="")
     env.update({k: str(v) for k, v in extra.items()})
     return env
@@ -31,30 +33,58 @@ def error_lines(stderr: str) -> list[str]:
     return [ln for ln in stderr.splitlines() if ln.strip()]
 
 
-# A tiny training run in a fresh process; `train()` is the real loop with its checkpoint/resume logic.
-TRAIN_SCRIPT = r'''
-import json, logging, sys
-import torch
-torch.set_num_threads(1)
-logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
-from easycore.aign import AIGNTracker
-from easycore.config import OptimConfig, TrainConfig
-from easycore.data import load_dataset
-from easycore.train import train
+@contextlib.contextmanager
+def one_thread():
+    """torch on one thread for the block: bit-reproducible, and far faster on a shared, loaded CPU."""
+    import torch
 
-a = json.loads(sys.argv[1])
-ds = load_dataset("synthetic", "train", ".", n_per_class=a["n_per_class"], seed=a.get("data_seed", 0))
-cfg = TrainConfig(model="cnn_tiny", epochs=a["epochs"], batch_size=a["batch_size"], device="cpu", augment=True,
-                  optim=OptimConfig(lr=a["lr"], schedule="onecycle", warmup=0.2))
-tracker = None
-if a.get("tracker"):
-    tracker = AIGNTracker(n=len(ds), mode=a["tracker"], every=1, epochs=cfg.epochs)
-res = train(cfg, ds, mode="standard", seed=a["seed"], state_path=a["state"], tracker=tracker,
-            aign_batch_size=16, progress=False)
-torch.save({"model": res.model.state_dict(), "epochs_run": res.epochs_run, "history": res.history,
-            "tracker": None if tracker is None else tracker.matrices(),
-            "tracked": None if tracker is None else list(tracker.tracked_epochs)}, a["out"])
-'''
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+def train_tiny(a: dict) -> dict:
+    """A tiny CPU training run through the real loop (`train()` with its checkpoint/resume logic).
+
+    a: n_per_class, epochs, batch_size, lr, seed, state (path or None), tracker (None | AIGN mode),
+    optional data_seed, out (path: the result is also saved there). One torch thread, restored after.
+    """
+    import torch
+
+    from easycore.aign import AIGNTracker
+    from easycore.config import OptimConfig, TrainConfig
+    from easycore.data import load_dataset
+    from easycore.train import train
+
+    with one_thread():
+        ds = load_dataset("synthetic", "train", ".", n_per_class=a["n_per_class"], seed=a.get("data_seed", 0))
+        cfg = TrainConfig(model="cnn_tiny", epochs=a["epochs"], batch_size=a["batch_size"], device="cpu",
+                          augment=True, optim=OptimConfig(lr=a["lr"], schedule="onecycle", warmup=0.2))
+        tracker = None
+        if a.get("tracker"):
+            tracker = AIGNTracker(n=len(ds), mode=a["tracker"], every=1, epochs=cfg.epochs)
+        res = train(cfg, ds, mode="standard", seed=a["seed"], state_path=a.get("state"), tracker=tracker,
+                    aign_batch_size=16, progress=False)
+    out = {"model": {k: v.detach().clone() for k, v in res.model.state_dict().items()},
+           "epochs_run": res.epochs_run, "history": res.history,
+           "tracker": None if tracker is None else tracker.matrices(),
+           "tracked": None if tracker is None else list(tracker.tracked_epochs)}
+    if a.get("out"):
+        torch.save(out, a["out"])
+    return out
+
+
+# the same run in a fresh process (for EASYCORE_DEBUG_KILL_AT, which SIGKILLs the process)
+TRAIN_SCRIPT = f"""
+import json, logging, sys
+sys.path.insert(0, {str(Path(__file__).resolve().parent)!r})
+logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
+from _reliability import train_tiny
+train_tiny(json.loads(sys.argv[1]))
+"""
 
 
 def run_train_script(tmp: Path, args: dict, *, kill_at: str | None = None, timeout: float = 120):
@@ -64,6 +94,11 @@ def run_train_script(tmp: Path, args: dict, *, kill_at: str | None = None, timeo
     env = sub_env(**({"EASYCORE_DEBUG_KILL_AT": kill_at} if kill_at else {}))
     return subprocess.run([sys.executable, str(script), json.dumps(args)], cwd=tmp, env=env,
                           capture_output=True, text=True, timeout=timeout)
+
+
+def history_core(history: list[dict]) -> list[tuple]:
+    """The reproducible part of a history (not the timings)."""
+    return [(h["epoch"], h["loss"], h["train_acc"], h["lr"]) for h in history]
 
 
 # ----------------------------------------------------------------------------- tiny image folders

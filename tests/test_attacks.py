@@ -367,3 +367,14 @@ def test_write_eval_roundtrip(evaluated, tmp_path):
     arrays, m2 = load_arrays(tmp_path / "ev" / "outcomes.npz", fingerprint="abc")
     assert m2 == meta and set(arrays) == set(outcomes)
     assert all(np.array_equal(arrays[k], outcomes[k]) for k in outcomes)
+
+
+def test_attacks_work_under_no_grad(trained):
+    model, x, y = trained
+    x, y = x[:8], y[:8]
+    with torch.no_grad():
+        for name, f in ATTACKS.items():
+            out = f(model, x, y)
+            assert out.shape[0] == 8, name
+        adv = attacks.pgd(model, x, y, eps=EPS, alpha=2 / 255, steps=3)
+    assert bool((adv != x).any())

@@ -163,9 +163,8 @@ def test_repo_params_yaml_is_valid():
 # ----------------------------------------------------------------------------- CLI
 @pytest.mark.parametrize("text,key", [
     ("train:\n  optim:\n    lr: .nan\n", "train.optim.lr"),
-    ("coreset:\n  window: mid:3\n", "coreset.window"),
     ("data:\n  dataset: synthetic\n  colour: red\n", "data.colour"),
-], ids=["nan-lr", "window", "unknown-key"])
+], ids=["nan-lr", "unknown-key"])
 def test_cli_bad_params(tmp_path, text, key):
     (tmp_path / "bad.yaml").write_text(text)
     out = tmp_path / "OUT"

@@ -1,0 +1,314 @@
+"""Artifacts that do not belong together, half-written files, NaN losses, broken archives, and determinism."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from _reliability import (jpeg_bytes, make_image_folder, make_image_tgz, one_thread, sub_env, train_tiny,
+                          weights_equal)
+from easycore import pipeline
+from easycore.aign import AIGNTracker
+from easycore.config import OptimConfig, TrainConfig, params_from_dict
+from easycore.data import DataError, balanced_subset, load_dataset
+from easycore.store import (ArtifactError, atomic_path, load_arrays, load_torch, read_json, save_arrays,
+                            save_torch, write_json)
+from easycore.train import NonFiniteLoss, train
+
+
+def leftovers(folder: Path) -> list[str]:
+    return sorted(p.name for p in Path(folder).iterdir() if ".tmp" in p.name)
+
+
+# ----------------------------------------------------------------------------- fingerprints
+def test_load_arrays_checks_fingerprint_and_length(tmp_path):
+    p = save_arrays(tmp_path / "dyn.npz", {"a": np.arange(5)}, {"fingerprint": "synthetic-train-n5-aaa", "n": 5})
+    arrays, meta = load_arrays(p, fingerprint="synthetic-train-n5-aaa", length=5)
+    assert arrays["a"].tolist() == [0, 1, 2, 3, 4] and meta["n"] == 5
+    with pytest.raises(ArtifactError) as ei:
+        load_arrays(p, fingerprint="synthetic-train-n5-bbb")
+    msg = str(ei.value)
+    assert str(p) in msg and "synthetic-train-n5-aaa" in msg and "synthetic-train-n5-bbb" in msg
+    with pytest.raises(ArtifactError, match="holds 5 samples"):
+        load_arrays(p, length=6)
+    with pytest.raises(ArtifactError, match="missing artifact"):
+        load_arrays(tmp_path / "nope.npz")
+
+
+def test_truncated_artifacts_name_the_file(tmp_path):
+    p = save_arrays(tmp_path / "dyn.npz", {"a": np.random.default_rng(0).normal(size=(50, 50))}, {"fingerprint": "f"})
+    data = p.read_bytes()
+    p.write_bytes(data[: len(data) // 2])
+    with pytest.raises(ArtifactError) as ei:
+        load_arrays(p, fingerprint="f")
+    assert str(p) in str(ei.value) and "re-run" in str(ei.value)
+
+    t = save_torch(tmp_path / "model.pt", {"w": torch.randn(100, 100)})
+    t.write_bytes(t.read_bytes()[:1000])
+    with pytest.raises(ArtifactError) as ei:
+        load_torch(t)
+    assert str(t) in str(ei.value)
+
+    j = write_json(tmp_path / "s.json", {"a": 1})
+    j.write_text('{"a": ')
+    with pytest.raises(ArtifactError) as ei:
+        read_json(j)
+    assert str(j) in str(ei.value)
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory):
+    base = tmp_path_factory.mktemp("prep")
+    params = params_from_dict({"data": {"dataset": "synthetic", "n_per_class": 3, "test_n_per_class": 2},
+                               "train": {"model": "cnn_tiny", "epochs": 1, "batch_size": 8, "device": "cpu"}})
+    info = pipeline.prepare(params, base / "prepared")
+    return params, base / "prepared", info
+
+
+def test_train_run_rejects_indices_from_other_data(prepared, tmp_path):
+    params, prep, info = prepared
+    sel = tmp_path / "coresets" / "random-0.5"
+    sel.mkdir(parents=True)
+    np.save(sel / "indices.npy", np.arange(5))
+    write_json(sel / "summary.json", {"fingerprint": "synthetic-train-n999-0123456789ab"})
+    with pytest.raises(ArtifactError) as ei:
+        pipeline.train_run(params, tmp_path / "run", mode="standard", seed=0, indices=sel / "indices.npy",
+                           prepared=prep, progress=False)
+    msg = str(ei.value)
+    assert "selected on other data" in msg and "n999" in msg and info["train"]["fingerprint"] in msg
+    assert not (tmp_path / "run").exists()
+    # indices outside the prepared set
+    write_json(sel / "summary.json", {"fingerprint": info["train"]["fingerprint"]})
+    np.save(sel / "indices.npy", np.array([0, 1, 30]))
+    with pytest.raises(ArtifactError, match=r"unique positions in \[0, 30\)"):
+        pipeline.train_run(params, tmp_path / "run", mode="standard", seed=0, indices=sel / "indices.npy",
+                           prepared=prep, progress=False)
+
+
+def test_select_rejects_proxy_artifact_from_other_data(prepared, tmp_path):
+    from easycore.coresets import run_select
+
+    params, prep, info = prepared
+    n = info["train"]["n"]
+    dyn = save_arrays(tmp_path / "dynamics.npz", {"aign_l2": np.ones((2, n), np.float32)},
+                      {"fingerprint": "synthetic-train-n30-ffffffffffff", "n": n})
+    labels = pipeline.load_prepared(prep)[0].y.numpy()
+    with pytest.raises(ArtifactError, match="other data"):
+        run_select("easycore", 0.5, dyn, tmp_path / "sel" / "indices.npy", tmp_path / "sel" / "summary.json",
+                   fingerprint=info["train"]["fingerprint"], labels=labels)
+    assert not (tmp_path / "sel").exists()
+
+
+# ----------------------------------------------------------------------------- atomic writes
+def test_atomic_write_failure_leaves_nothing(tmp_path):
+    target = tmp_path / "a.bin"
+    with pytest.raises(RuntimeError):
+        with atomic_path(target) as tmp:
+            tmp.write_bytes(b"half of it")
+            raise RuntimeError("writer died")
+    assert not target.exists() and leftovers(tmp_path) == []
+
+    # a failing writer never replaces a good file
+    target.write_bytes(b"good")
+    with pytest.raises(RuntimeError):
+        with atomic_path(target) as tmp:
+            tmp.write_bytes(b"bad")
+            raise RuntimeError("writer died")
+    assert target.read_bytes() == b"good" and leftovers(tmp_path) == []
+
+
+def test_real_writers_fail_midway_without_trace(tmp_path):
+    # torch.save pickles the tensor, then fails on the lambda: a half-written payload
+    with pytest.raises(Exception):
+        save_torch(tmp_path / "m.pt", {"w": torch.zeros(10_000), "f": lambda: 0})
+    # np.savez writes "a", then fails to pickle the object array "b"
+    with pytest.raises(Exception):
+        save_arrays(tmp_path / "d.npz", {"a": np.zeros(10_000), "b": np.array(lambda: 0, dtype=object)}, {})
+    with pytest.raises(TypeError):
+        write_json(tmp_path / "s.json", {"ok": 1, "bad": object()})
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_killed_writer_never_leaves_a_half_file(tmp_path):
+    code = ("import os, signal, sys\nfrom easycore.store import atomic_path\n"
+            "with atomic_path(sys.argv[1]) as tmp:\n"
+            "    with open(tmp, 'wb') as f:\n"
+            "        f.write(b'x' * 100000); f.flush()\n"
+            "        os.kill(os.getpid(), signal.SIGKILL)\n")
+    target = tmp_path / "out.npz"
+    r = subprocess.run([sys.executable, "-c", code, str(target)], env=sub_env(), capture_output=True, timeout=60)
+    assert r.returncode == -9
+    assert not target.exists()          # only a hidden .out.npz.*.tmp may remain
+    assert all(name.startswith(".out.npz.") for name in leftovers(tmp_path))
+
+
+# ----------------------------------------------------------------------------- non-finite loss
+def _tiny_cfg(**kw) -> TrainConfig:
+    return TrainConfig(model="cnn_tiny", epochs=3, batch_size=8, device="cpu", augment=False,
+                       optim=OptimConfig(lr=0.05, schedule="constant"), **kw)
+
+
+def test_nan_loss_names_epoch_and_batch(tmp_path):
+    ds = load_dataset("synthetic", "train", ".", n_per_class=4)
+    state = tmp_path / ".s.pt"
+
+    def hook(epoch, b, loss):                     # epoch as the loop counts it (0-based): the 2nd epoch
+        return loss * float("nan") if (epoch, b) == (1, 2) else loss
+
+    with pytest.raises(NonFiniteLoss) as ei, one_thread():
+        train(_tiny_cfg(), ds, seed=0, state_path=state, progress=False, batch_hook=hook)
+    msg = str(ei.value)
+    assert "epoch 2," in msg and "batch 2 " in msg, msg   # reported: epoch 1-based, batch 0-based
+    st = torch.load(state, map_location="cpu", weights_only=False)
+    assert st["epoch"] == 1                       # the poisoned epoch was never saved
+    assert all(torch.isfinite(v).all() for v in st["model"].values() if v.is_floating_point())
+
+    def inf_first(epoch, b, loss):
+        return loss + float("inf") if (epoch, b) == (0, 0) else loss
+
+    with pytest.raises(NonFiniteLoss, match=r"epoch 1, batch 0 "), one_thread():
+        train(_tiny_cfg(), ds, seed=0, progress=False, batch_hook=inf_first)
+
+
+# ----------------------------------------------------------------------------- broken data
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("EASYCORE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("EASYCORE_DATA", raising=False)
+    return tmp_path / "cache"
+
+
+def test_archive_good_truncated_and_not_a_tar(tmp_path, cache):
+    good = make_image_tgz(tmp_path / "good" / "cifar10-jpeg.tar.gz", tmp_path / "work", n_train=4, n_test=2)
+    ds = load_dataset("cifar10", "train", good.parent)
+    assert len(ds) == 8 and ds.classes == ["cat", "dog"] and tuple(ds.x.shape[1:]) == (3, 32, 32)
+
+    bad = tmp_path / "trunc" / "cifar10-jpeg.tar.gz"
+    bad.parent.mkdir()
+    data = good.read_bytes()
+    bad.write_bytes(data[: len(data) // 2])
+    with pytest.raises(DataError) as ei:
+        load_dataset("cifar10", "train", bad.parent)
+    assert str(bad) in str(ei.value) and "truncated" in str(ei.value)
+    notar = tmp_path / "notar" / "cifar10-jpeg.tar.gz"
+    notar.parent.mkdir()
+    notar.write_bytes(b"<html>404 not found</html>\n" * 20)
+    with pytest.raises(DataError) as ei:
+        load_dataset("cifar10", "test", notar.parent)
+    assert str(notar) in str(ei.value)
+    # nothing half-extracted is left to be mistaken for data later
+    assert not any(p.name.endswith(".partial") for p in cache.iterdir())
+    assert sum((p / ".complete").exists() for p in cache.iterdir()) == 1      # only the good archive
+    # an archive without the ImageFolder layout
+    flat = tmp_path / "flat" / "cifar10-jpeg.tar.gz"
+    flat.parent.mkdir()
+    (tmp_path / "flatsrc").mkdir()
+    (tmp_path / "flatsrc" / "readme.txt").write_text("hi")
+    import tarfile
+    with tarfile.open(flat, "w:gz") as tf:
+        tf.add(tmp_path / "flatsrc" / "readme.txt", arcname="readme.txt")
+    with pytest.raises(DataError, match="no train/ and test/"):
+        load_dataset("cifar10", "train", flat.parent)
+
+
+@pytest.mark.parametrize("kind", ["garbage", "truncated"])
+def test_corrupt_image_names_the_file(tmp_path, cache, kind):
+    root = tmp_path / "data"
+    folder = make_image_folder(root / "cifar10-jpeg", n_train=3, n_test=2)
+    bad = folder / "train" / "dog" / "0001.jpg"
+    bad.write_bytes(b"\x00garbage" * 20 if kind == "garbage" else jpeg_bytes(7)[:300])
+    with pytest.raises(DataError) as ei:
+        load_dataset("cifar10", "train", root)
+    assert str(bad) in str(ei.value) and "cannot decode image" in str(ei.value)
+    assert len(load_dataset("cifar10", "test", root)) == 4            # the other split is fine
+
+
+def test_image_folder_without_images(tmp_path, cache):
+    root = tmp_path / "data"
+    folder = make_image_folder(root / "cifar10-jpeg", n_train=2, n_test=1)
+    for f in (folder / "train" / "dog").iterdir():
+        f.unlink()
+    (folder / "train" / "dog" / "notes.txt").write_text("no images here")
+    with pytest.raises(DataError) as ei:
+        load_dataset("cifar10", "train", root)
+    assert str(folder / "train") in str(ei.value) and "dog" in str(ei.value)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a GPU")
+def test_cuda_without_gpu_is_a_params_error():
+    from easycore.config import ConfigError
+    from easycore.train import resolve_device
+
+    with pytest.raises(ConfigError, match="train.device"):
+        resolve_device("cuda")
+
+
+@pytest.mark.parametrize("name", ["cifar10", "cifar100", "svhn", "mnist", "fashion_mnist"])
+def test_missing_data_says_how_to_provide_it(tmp_path, cache, name):
+    empty = tmp_path / "nodata"
+    empty.mkdir()
+    with pytest.raises(DataError) as ei:
+        load_dataset(name, "train", empty)
+    msg = str(ei.value)
+    for needle in ("data.root", "EASYCORE_DATA", "download", str(empty)):
+        assert needle in msg, (needle, msg)
+
+
+def test_missing_data_via_cli(tmp_path):
+    from _reliability import error_lines, run_cli
+
+    (tmp_path / "p.yaml").write_text(f"data:\n  dataset: cifar10\n  root: {tmp_path / 'nodata'}\n")
+    r = run_cli(["prepare", "--params", "p.yaml", "--out", "OUT"], cwd=tmp_path, EASYCORE_CACHE=tmp_path / "c")
+    assert r.returncode == 2, r.stderr
+    (line,) = error_lines(r.stderr)
+    assert "data.root" in line and "EASYCORE_DATA" in line and "download" in line
+    assert not (tmp_path / "OUT").exists()
+
+
+# ----------------------------------------------------------------------------- determinism
+def test_balanced_subset_is_seeded():
+    labels = np.random.default_rng(0).integers(0, 10, 1000)
+    a, b = balanced_subset(labels, 20, seed=3), balanced_subset(labels, 20, seed=3)
+    assert np.array_equal(a, b) and not np.array_equal(a, balanced_subset(labels, 20, seed=4))
+    assert np.all(np.diff(a) > 0) and np.bincount(labels[a]).tolist() == [20] * 10
+    assert np.array_equal(balanced_subset(labels, None, seed=0), np.arange(1000))
+
+
+def test_datasets_are_reproducible(tmp_path, cache):
+    s1, s2 = (load_dataset("synthetic", "train", ".", n_per_class=5, seed=2) for _ in range(2))
+    assert s1.fingerprint == s2.fingerprint and torch.equal(s1.x, s2.x)
+    assert load_dataset("synthetic", "train", ".", n_per_class=5, seed=3).fingerprint != s1.fingerprint
+    root = tmp_path / "data"
+    make_image_folder(root / "cifar10-jpeg", n_train=6, n_test=2)
+    f1, f2 = (load_dataset("cifar10", "train", root, n_per_class=3, seed=1) for _ in range(2))
+    assert f1.fingerprint == f2.fingerprint and torch.equal(f1.index, f2.index)
+
+
+def test_training_and_selection_are_reproducible(tmp_path):
+    from easycore.coresets import run_select
+
+    args = dict(n_per_class=4, epochs=2, batch_size=8, lr=0.05, seed=0, tracker="exact", state=None)
+    r1, r2 = train_tiny(args), train_tiny(args)
+    assert weights_equal(r1["model"], r2["model"]) == []
+    for k in r1["tracker"]:
+        np.testing.assert_array_equal(r1["tracker"][k], r2["tracker"][k], err_msg=k)
+    r3 = train_tiny(dict(args, seed=1))
+    assert weights_equal(r1["model"], r3["model"]) != []
+
+    ds = load_dataset("synthetic", "train", ".", n_per_class=4)
+    dyn = save_arrays(tmp_path / "dynamics.npz", dict(r1["tracker"], labels=ds.y.numpy()),
+                      {"fingerprint": ds.fingerprint, "n": len(ds)})
+    for method in ("easycore", "random", "el2n"):
+        picks = []
+        for i in range(2):
+            run_select(method, 0.5, dyn, tmp_path / f"{method}{i}.npy", tmp_path / f"{method}{i}.json",
+                       fingerprint=ds.fingerprint, labels=ds.y.numpy(), seed=0, score_epochs=1)
+            picks.append(np.load(tmp_path / f"{method}{i}.npy"))
+        assert np.array_equal(picks[0], picks[1]) and len(picks[0]) == 20, method
