@@ -15,7 +15,6 @@ Conventions (all functions):
 from __future__ import annotations
 
 import contextlib
-import math
 from typing import Iterator, Optional, Union
 
 import torch

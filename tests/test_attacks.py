@@ -38,8 +38,17 @@ def tiny_net() -> nn.Sequential:
         nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(32, K))
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny models gain nothing from intra-op threads; on a busy 2-core machine they cost ~5x (spin-waits)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
-def trained():
+def trained(one_thread):
     torch.manual_seed(0)
     x, y = make_data(800, seed=0)
     model = tiny_net()
@@ -285,7 +294,7 @@ def test_min_flip_eps_linear_model():
 
 def test_min_flip_eps_trained_model(trained):
     model, x, y = trained
-    e = attacks.min_flip_eps(model, x[:32], y[:32], eps_max=16 / 255, steps=5, iters=5)
+    e = attacks.min_flip_eps(model, x[:32], y[:32], eps_max=16 / 255, steps=3, iters=4)
     finite = torch.isfinite(e)
     assert e.shape == (32,) and bool((e[finite] <= 16 / 255).all()) and bool((e >= 0).all())
     with torch.no_grad():
@@ -297,7 +306,7 @@ def test_min_flip_eps_trained_model(trained):
 @pytest.fixture(scope="module")
 def evaluated(trained):
     model, x, y = trained
-    cfg = EvalConfig(n_test=128, batch_size=64, eps=EPS, alpha=2 / 255, pgd_steps=10, fgsm=True, pgd50_restarts=1,
+    cfg = EvalConfig(n_test=64, batch_size=64, eps=EPS, alpha=2 / 255, pgd_steps=10, fgsm=True, pgd50_restarts=1,
                      l2_eps=0.5, autoattack=False, sanity=True)
     xu8 = (x * 255).round().to(torch.uint8)  # uint8 input is accepted (divided by 255)
     metrics, outcomes = evaluate_model(model, xu8, y, cfg, seed=0, progress=False)
@@ -313,7 +322,7 @@ def test_evaluate_metrics(evaluated):
         assert abs(outcomes[name].mean() - m["accuracy"]) < 1e-9
         assert m["accuracy"] <= metrics["clean"]["accuracy"] + 1e-12
         assert not (outcomes[name] & ~outcomes["clean"][: m["n"]]).any()  # robust => clean-correct
-    assert metrics["pgd10"]["n"] == 128 and "autoattack" not in metrics
+    assert metrics["pgd10"]["n"] == 64 and "autoattack" not in metrics
     assert metrics["pgd10"]["accuracy"] <= metrics["fgsm"]["accuracy"] + 0.01
     assert metrics["pgd50x1"]["attack"]["steps"] == 50 and metrics["l2_pgd20"]["attack"]["norm"] == "l2"
 
@@ -360,7 +369,7 @@ def test_sanity_checks_flag_masked_gradients(trained, capsys):
 
 def test_write_eval_roundtrip(evaluated, tmp_path):
     _, metrics, outcomes = evaluated
-    meta = {"fingerprint": "abc", "model": "tiny", "checkpoint": "runs/x/model.pt", "n": 128}
+    meta = {"fingerprint": "abc", "model": "tiny", "checkpoint": "runs/x/model.pt", "n": 64}
     write_eval(tmp_path / "ev", metrics, outcomes, meta)
     js = read_json(tmp_path / "ev" / "metrics.json")
     assert js["meta"] == meta and js["pgd10"]["accuracy"] == metrics["pgd10"]["accuracy"]
