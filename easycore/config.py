@@ -120,7 +120,7 @@ class TrainConfig:
     seeds: list[int] = field(default_factory=lambda: [0])
     device: str = "auto"
     amp: bool = True                 # bf16 autocast on CUDA (ignored on CPU)
-    channels_last: bool = True       # on CUDA (ignored on CPU)
+    channels_last: bool = True       # NHWC memory format (faster on CUDA, and on CPU for the demo nets)
     compile: bool = False            # torch.compile the model (CUDA only)
     deterministic: bool = False      # torch.use_deterministic_algorithms on CUDA (slower)
     eval_every: int = 0              # >0: clean accuracy on the test subset every k epochs (logged)

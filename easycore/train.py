@@ -186,7 +186,7 @@ def train(cfg: TrainConfig, train_set: ArrayDataset, *, mode: str = "standard", 
     setup_backend(cfg, device)
     cuda = device.type == "cuda"
     amp = cfg.amp and cuda
-    chl = cfg.channels_last and cuda
+    chl = cfg.channels_last  # NHWC: faster on CUDA and (measured, cnn_tiny) ~1.5x on CPU too
 
     seed_everything(hash_seed(seed, -1))
     model = build_model(cfg.model, train_set.num_classes, train_set.in_channels, *train_set.stats).to(device)
