@@ -177,6 +177,7 @@ class ProxyConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     aign: AIGNConfig = field(default_factory=AIGNConfig)
     deepfool_steps: int = 50         # DeepFool iterations for the boundary distance at the final checkpoint
+    deepfool_candidates: int = 0     # DeepFool linearises towards the top-k classes of the clean logits; 0 = all
     transfer_model: Optional[str] = "resnet_tiny"  # a second proxy architecture (model-agnostic claim); null = none
 
     def check(self, k: str) -> None:
@@ -193,6 +194,8 @@ class ProxyConfig:
             fail(f"{k}.seed", self.seed, "must be >= 0")
         if self.deepfool_steps < 1:
             fail(f"{k}.deepfool_steps", self.deepfool_steps, "must be >= 1")
+        if self.deepfool_candidates < 0 or self.deepfool_candidates == 1:
+            fail(f"{k}.deepfool_candidates", self.deepfool_candidates, "0 (all classes) or >= 2")
         self.optim.check(f"{k}.optim")
         self.aign.check(f"{k}.aign")
 

@@ -108,7 +108,8 @@ def proxy(params: Params, out_dir: Path, *, model: Optional[str] = None, prepare
             feats.append(net.features(tr.x[s:s + p.aign.batch_size].to(device).float() / 255).float().cpu())
     for s in range(0, len(tr), p.aign.batch_size):
         xb = tr.x[s:s + p.aign.batch_size].to(device).float() / 255
-        dists.append(deepfool_distance(net, xb, steps=p.deepfool_steps).float().cpu())
+        dists.append(deepfool_distance(net, xb, steps=p.deepfool_steps,
+                                       num_classes=p.deepfool_candidates or None).float().cpu())
     arrays = tracker.matrices()
     arrays.update(features=torch.cat(feats).numpy(), deepfool=torch.cat(dists).numpy(), labels=tr.y.numpy(),
                   tracked_epochs=np.asarray(tracker.tracked_epochs, dtype=np.int64))
@@ -143,7 +144,8 @@ def select(params: Params, method: str, fraction: float, out_dir: Path, *, proxy
     summary = run_select(method, fraction, Path(proxy_dir) / "dynamics.npz", out_dir / "indices.npy",
                          out_dir / "summary.json", fingerprint=tr.fingerprint, labels=tr.y.numpy(),
                          balanced=c.balanced, seed=c.seed, window=c.window, p=c.p, squared=c.squared,
-                         score_epochs=c.score_epochs, ccs_score=c.ccs_score, ccs_cutoff=c.ccs_cutoff)
+                         score_epochs=c.score_epochs, ccs_score=c.ccs_score, ccs_cutoff=c.ccs_cutoff,
+                         moderate_band=c.moderate_band)
     log.info("select: %s f=%g from %s -> %s (%d samples)", method, fraction, proxy_dir, out_dir,
              summary.get("n_selected", -1))
     return summary
