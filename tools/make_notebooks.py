@@ -161,7 +161,7 @@ axes[0].set_title(f"Spearman {res[0]['spearman']:.3f} (N={len(aign)})")
 e_plot = np.where(np.isinf(eps), eps_max * 1.1, eps) * 255
 axes[1].scatter(aign[sub], e_plot, s=8, alpha=0.6, c=np.where(ok, "tab:blue", "tab:red"))
 axes[1].axhline(P.eval.eps * 255, ls="--", c="gray", lw=1)
-axes[1].set_xscale("log"); axes[1].set_xlabel("AIGN"); axes[1].set_ylabel("min flipping Linf eps (x255)")
+axes[1].set_xscale("log"); axes[1].xaxis.set_minor_formatter(plt.NullFormatter()); axes[1].set_xlabel("AIGN"); axes[1].set_ylabel("min flipping Linf eps (x255)")
 axes[1].set_title(f"Spearman {res[1]['spearman']:.3f} (n={len(sub)}; red: misclassified, top: unflipped)")
 report.save_figure(fig, "aign_vs_vulnerability", FMT, out_dir=FIG); plt.show()
 q = pd.qcut(aign[sub], 5, labels=[f"Q{i}" for i in range(1, 6)])
