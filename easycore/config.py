@@ -151,7 +151,7 @@ class AIGNConfig:
     mode: str = "exact"      # exact: eval-mode pass over the un-augmented set after each tracked epoch;
                              # inline: reuse the training step's input gradient; both; off
     every: int = 1           # track every k-th epoch (and always the last)
-    batch_size: int = 512    # for the exact pass
+    batch_size: int = 128    # for the exact pass (on CPU, 128 measured 2x faster than 512: cache effects)
     squared: bool = False    # the default score's norm is squared before averaging
     p: float = 2.0           # the default score's norm (1, 2 or inf); all three are stored
 

@@ -138,18 +138,16 @@ def setup_backend(cfg: TrainConfig, device: torch.device) -> None:
 
 @torch.no_grad()
 def predict(model: torch.nn.Module, x: torch.Tensor, *, batch_size: int = 512) -> torch.Tensor:
-    """Eval-mode argmax predictions for uint8 or [0,1] float inputs (mode restored)."""
+    """Eval-mode argmax predictions (CPU tensor) for uint8 or [0,1] float inputs held anywhere: moved to the
+    model's device one batch at a time, then `attacks.predict` (which restores the model's mode)."""
+    from .attacks import predict as predict_on_device
+
     device = next(model.parameters()).device
-    was = model.training
-    model.eval()
     out = []
-    try:
-        for s in range(0, len(x), batch_size):
-            xb = x[s:s + batch_size].to(device)
-            xb = xb.float().div_(255) if xb.dtype == torch.uint8 else xb
-            out.append(model(xb).argmax(1).cpu())
-    finally:
-        model.train(was)
+    for s in range(0, len(x), batch_size):
+        xb = x[s:s + batch_size].to(device)
+        xb = xb.float().div_(255) if xb.dtype == torch.uint8 else xb
+        out.append(predict_on_device(model, xb, batch_size=batch_size).cpu())
     return torch.cat(out) if out else torch.empty(0, dtype=torch.long)
 
 
