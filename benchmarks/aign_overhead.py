@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import sys
 
+from easycore.config import AIGNConfig
 from benchmarks._common import base_parser, interleaved, load_data, median, publish, ratio, session, spread, table, timed
 
 
@@ -25,9 +26,9 @@ def main(argv=None) -> int:
     ap.add_argument("--n-per-class", type=int, default=100)
     ap.add_argument("--epochs", type=int, default=2, help="epochs per timed run (even, so every-2nd tracks half)")
     ap.add_argument("--batch-size", type=int, default=128)
-    ap.add_argument("--aign-batch-size", type=int, default=512, help="exact-pass batch of the tracked runs "
-                    "(the AIGNConfig default)")
-    ap.add_argument("--pass-batches", default="128", help="extra batch sizes for the bare exact pass (a sweep: "
+    ap.add_argument("--aign-batch-size", type=int, default=AIGNConfig().batch_size, help="exact-pass batch of "
+                    "the tracked runs (the AIGNConfig default)")
+    ap.add_argument("--pass-batches", default="512", help="extra batch sizes for the bare exact pass (a sweep: "
                     "the pass's values do not depend on its batch size, its speed does)")
     args = ap.parse_args(argv)
     if args.quick:
