@@ -27,7 +27,7 @@ from .aign import AIGNTracker
 from .config import Params
 from .data import ArrayDataset, load_dataset
 from .store import ArtifactError, load_arrays, read_json, save_arrays, write_json
-from .train import config_hash, resolve_device, save_model, train
+from .train import accuracy, config_hash, resolve_device, save_model, train
 
 log = logging.getLogger("easycore")
 
@@ -103,17 +103,16 @@ def proxy(params: Params, out_dir: Path, *, model: Optional[str] = None, prepare
     net = res.model.eval()
     device = next(net.parameters()).device
     feats, dists = [], []
-    with torch.no_grad():
-        for s in range(0, len(tr), p.aign.batch_size):
-            feats.append(net.features(tr.x[s:s + p.aign.batch_size].to(device).float() / 255).float().cpu())
-    for s in range(0, len(tr), p.aign.batch_size):
+    for s in range(0, len(tr), p.aign.batch_size):  # final checkpoint: features + DeepFool distances, one pass
         xb = tr.x[s:s + p.aign.batch_size].to(device).float() / 255
+        with torch.no_grad():
+            feats.append(net.features(xb).float().cpu())
         dists.append(deepfool_distance(net, xb, steps=p.deepfool_steps,
                                        num_classes=p.deepfool_candidates or None).float().cpu())
     arrays = tracker.matrices()
     arrays.update(features=torch.cat(feats).numpy(), deepfool=torch.cat(dists).numpy(), labels=tr.y.numpy(),
                   tracked_epochs=np.asarray(tracker.tracked_epochs, dtype=np.int64))
-    test_acc = float((_predict(net, te) == te.y).float().mean())
+    test_acc = accuracy(net, te)
     meta = {"fingerprint": tr.fingerprint, "n": len(tr), "model": model_name, "aign_mode": p.aign.mode,
             "every": p.aign.every, "epochs": p.epochs, "seed": p.seed, "params": dataclasses.asdict(p),
             "test_acc": test_acc, "seconds": res.seconds}
@@ -125,12 +124,6 @@ def proxy(params: Params, out_dir: Path, *, model: Optional[str] = None, prepare
     state.unlink(missing_ok=True)
     log.info("proxy: test acc %.3f; wrote %s/{dynamics.npz,model.pt,history.json,summary.json}", test_acc, out_dir)
     return meta
-
-
-def _predict(net, ds):
-    from .train import predict
-
-    return predict(net, ds.x)
 
 
 # ----------------------------------------------------------------------------- select

@@ -19,7 +19,7 @@ import pandas as pd
 
 from .config import Params
 from .pipeline import fmt_fraction, run_name
-from .store import read_json
+from .store import atomic_path, read_json
 
 TABLES = Path("reports/tables")
 FIGURES = Path("reports/figures")
@@ -97,6 +97,17 @@ def _fmt(mean: float, std: float, n: int, pct: bool) -> str:
     return f"{k * mean:.1f} ± {k * std:.1f}" if n > 1 else f"{k * mean:.1f}"
 
 
+def _std0(s: pd.Series) -> float:
+    """Population std (ddof=0) over seeds: 0 for a single seed, so one seed prints no '± nan'."""
+    return float(s.std(ddof=0))
+
+
+def _cell(stats: pd.DataFrame, key: tuple, attack: str, pct: bool) -> str:
+    """'mean ± std' for one (method, fraction) group and attack, from the aggregated stats."""
+    return _fmt(stats.loc[key, (attack, "mean")], stats.loc[key, (attack, "_std0")],
+                int(stats.loc[key, (attack, "count")]), pct)
+
+
 def results_table(df: pd.DataFrame, mode: str, *, attacks: Optional[Sequence[str]] = None, proxy: str = "main",
                   methods: Optional[Sequence[str]] = None, pct: bool = True, mark_best: bool = True) -> pd.DataFrame:
     """The paper's table for one training mode: rows = methods (+ the full-data reference row last), columns =
@@ -108,7 +119,7 @@ def results_table(df: pd.DataFrame, mode: str, *, attacks: Optional[Sequence[str
         raise ValueError(f"no runs with mode {mode!r} in the metrics")
     attacks = list(attacks) if attacks is not None else [a for a in attack_columns(d) if d[a].notna().any()]
     g = d.groupby(["method", "fraction"])
-    stats = g[attacks].agg(["mean", "std", "count"])
+    stats = g[attacks].agg(["mean", _std0, "count"])
     core_methods = [m for m in (methods or list(dict.fromkeys(d["method"]))) if m != FULL]
     fractions = sorted(d.loc[d["method"] != FULL, "fraction"].unique())
     cols, rows = [], {}
@@ -124,17 +135,12 @@ def results_table(df: pd.DataFrame, mode: str, *, attacks: Optional[Sequence[str
                     rows.setdefault(m, {})[col] = "–"
                     continue
                 mean = stats.loc[(m, f), (a, "mean")]
-                cnt = int(stats.loc[(m, f), (a, "count")])
-                std = float(d[(d.method == m) & (d.fraction == f)][a].std(ddof=0)) if cnt > 1 else 0.0
-                cell = _fmt(mean, std, cnt, pct)
+                cell = _cell(stats, (m, f), a, pct)
                 if mark_best and best is not None and not math.isnan(mean) and np.isclose(mean, best) and len(finite) > 1:
                     cell = f"{BEST_MARK}{cell}{BEST_MARK}"
                 rows.setdefault(m, {})[col] = cell
             if (FULL, 1.0) in stats.index:
-                mean = stats.loc[(FULL, 1.0), (a, "mean")]
-                cnt = int(stats.loc[(FULL, 1.0), (a, "count")])
-                std = float(d[d.method == FULL][a].std(ddof=0)) if cnt > 1 else 0.0
-                rows.setdefault("full data (reference)", {})[col] = _fmt(mean, std, cnt, pct)
+                rows.setdefault("full data (reference)", {})[col] = _cell(stats, (FULL, 1.0), a, pct)
     out = pd.DataFrame.from_dict(rows, orient="index")[cols]
     out.index.name = "method"
     return out
@@ -160,8 +166,10 @@ def save_table(df: pd.DataFrame, stem: str, *, caption: Optional[str] = None, ou
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     md, csv = out_dir / f"{stem}.md", out_dir / f"{stem}.csv"
-    md.write_text(to_markdown(df if index else df.set_index(df.columns[0]), caption))
-    df.to_csv(csv, index=index)
+    with atomic_path(md) as tmp:
+        tmp.write_text(to_markdown(df if index else df.set_index(df.columns[0]), caption))
+    with atomic_path(csv) as tmp:
+        df.to_csv(tmp, index=index)
     return md, csv
 
 

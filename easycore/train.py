@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from .aign import AIGNTracker, exact_pass
-from .config import OptimConfig, TrainConfig
+from .config import ConfigError, OptimConfig, TrainConfig
 from .data import ArrayDataset, DeviceLoader, hash_seed
 from .models import build_model
 from .store import ArtifactError, load_torch, save_torch
@@ -114,8 +114,7 @@ def resolve_device(name: str = "auto") -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        from .config import ConfigError  # a params problem: the CLI reports it in one line (exit 2)
-
+        # a params problem: the CLI reports it in one line (exit 2)
         raise ConfigError("params: train.device = 'cuda' is not allowed here: torch sees no GPU; use auto or cpu")
     return torch.device(name)
 
