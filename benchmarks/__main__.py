@@ -9,14 +9,11 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import inspect
 import sys
 import time
 import traceback
 
-SCRIPTS = ("aign_overhead", "train_step", "input_pipeline", "memory", "attack_speed", "profile_epoch")
-# attack_speed has no --quick flag (yet): its smoke sizes
-ATTACK_QUICK = ["--n", "32", "--batch-size", "16", "--steps", "2", "--rounds", "1"]
+SCRIPTS = ("aign_overhead", "train_step", "input_pipeline", "memory", "attack_speed", "profile_epoch", "epoch_time")
 
 
 def main(argv=None) -> int:
@@ -41,15 +38,10 @@ def main(argv=None) -> int:
         except ImportError as e:
             print(f"[benchmarks] {name}: not available ({e}); skipped")
             continue
-        has_quick = "--quick" in inspect.getsource(mod)
-        sub = []
-        if args.quick:
-            sub += ["--quick"] if has_quick else (ATTACK_QUICK if name == "attack_speed" else [])
+        sub = ["--quick"] if args.quick else []  # every script takes --quick (benchmarks._common.base_parser)
         out = args.profile_out if name == "profile_epoch" else args.out
         if out is not None:
             sub += ["--out", out]
-        elif args.quick and not has_quick:
-            sub += ["--out", ""]
         sub += ["--device", args.device]
         print(f"\n[benchmarks] === {name} {' '.join(sub)}", flush=True)
         t0 = time.perf_counter()

@@ -17,6 +17,8 @@ SCRIPTS = {  # script -> a regex its written section must contain
     "input_pipeline": r"ratio device / tv_pil_w0: iterate [\d.]+x, epoch with \w+ [\d.]+x",
     "memory": r"ratio peak RSS N=160 / N=40 = [\d.]+x",
     "profile_epoch": r"ratio profiled/unprofiled [\d.]+x",
+    "attack_speed": r"eps 8/255: throughput ratio easycore/torchattacks = [\d.]+x.*\n- eps 4/255: throughput ratio",
+    "epoch_time": r"trades/standard \(default\) = [\d.]+x",
 }
 
 
