@@ -83,18 +83,18 @@ def session(args):
         torch.set_num_threads(before)
 
 
-def load_data(dataset: str, n_per_class: int, *, quick: bool = False, seed: int = 0):
+def load_data(dataset: str, n_per_class: int, *, quick: bool = False, seed: int = 0, split: str = "train"):
     """(ArrayDataset, one-line description). cifar10 from the offline copy, else synthetic (said so)."""
     from easycore.data import DataError, load_dataset
 
     if quick or dataset == "synthetic":
-        ds = load_dataset("synthetic", "train", ".", n_per_class=n_per_class, seed=seed)
+        ds = load_dataset("synthetic", split, ".", n_per_class=n_per_class, seed=seed)
         return ds, f"synthetic, {len(ds)} images"
     try:
-        ds = load_dataset(dataset, "train", data_root(), n_per_class=n_per_class, seed=seed)
-        return ds, f"{dataset} train subset ({n_per_class}/class, {len(ds)} images) from {data_root()}"
+        ds = load_dataset(dataset, split, data_root(), n_per_class=n_per_class, seed=seed)
+        return ds, f"{dataset} {split} subset ({n_per_class}/class, {len(ds)} images) from {data_root()}"
     except DataError as e:
-        ds = load_dataset("synthetic", "train", ".", n_per_class=n_per_class, seed=seed)
+        ds = load_dataset("synthetic", split, ".", n_per_class=n_per_class, seed=seed)
         return ds, f"synthetic, {len(ds)} images (FALLBACK: {dataset} not available: {str(e)[:120]}...)"
 
 

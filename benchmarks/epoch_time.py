@@ -28,7 +28,7 @@ import math
 import sys
 import time
 
-from benchmarks._common import base_parser, publish, session, sync, table
+from benchmarks._common import base_parser, load_data, publish, session, sync, table
 
 FULL_TRAIN = 50_000   # CIFAR-10 training images
 VARIANTS = ("default", "fp32", "nchw", "compile")
@@ -61,24 +61,12 @@ def main(argv=None) -> int:
 
 
 def _data(args, cuda: bool):
-    from benchmarks._common import data_root
-    from easycore.data import DataError, load_dataset
-
+    """(train, test, description): CIFAR-10 (capped at its 5000 / 1000 images per class) or synthetic."""
     npc = args.n_per_class or (5000 if cuda else 64)
-    n_test = args.eval_n or (10_000 if cuda else 256)
-    test_npc = math.ceil(n_test / 10)
-    if args.dataset == "cifar10":
-        try:
-            tr = load_dataset("cifar10", "train", data_root(), n_per_class=min(npc, 5000))
-            te = load_dataset("cifar10", "test", data_root(), n_per_class=min(test_npc, 1000))
-            return tr, te, f"CIFAR-10 from {data_root()}"
-        except DataError as e:
-            note = f"synthetic (FALLBACK: CIFAR-10 not available: {str(e)[:100]}...)"
-    else:
-        note = "synthetic"
-    tr = load_dataset("synthetic", "train", ".", n_per_class=npc)
-    te = load_dataset("synthetic", "test", ".", n_per_class=test_npc)
-    return tr, te, note
+    test_npc = math.ceil((args.eval_n or (10_000 if cuda else 256)) / 10)
+    tr, tr_desc = load_data(args.dataset, min(npc, 5000))
+    te, te_desc = load_data(args.dataset, min(test_npc, 1000), split="test")
+    return tr, te, f"train: {tr_desc}; test: {te_desc}"
 
 
 def _run(args, variants, device) -> int:

@@ -43,8 +43,8 @@ def test_device_loader_same_batches_on_cuda_as_on_cpu():
 
 def test_aign_on_cuda_matches_cpu_fp32_and_bf16_keeps_the_ranking():
     model, ds = _trained_cnn()
-    torch.backends.cudnn.allow_tf32 = False
-    torch.backends.cuda.matmul.allow_tf32 = False
+    tf32 = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
     try:
         x = ds.x.float() / 255
         ref = per_sample_input_grad_norm(model.cpu(), x, ds.y)
@@ -54,7 +54,7 @@ def test_aign_on_cuda_matches_cpu_fp32_and_bf16_keeps_the_ranking():
         fp32 = exact_pass(model, ds.x, ds.y, batch_size=128, amp=False, channels_last=True)
         torch.testing.assert_close(fp32["aign_l2"], ref, rtol=1e-4, atol=1e-6)
     finally:
-        torch.backends.cudnn.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = tf32
     bf16 = exact_pass(model, ds.x, ds.y, batch_size=128, amp=True, channels_last=True)
     rho = spearman(bf16["aign_l2"].numpy(), fp32["aign_l2"].numpy())
     assert rho > 0.98, f"bf16 AIGN ranks differ from fp32: Spearman {rho:.4f}"
