@@ -25,7 +25,7 @@ import shutil
 import tarfile
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Iterator, Optional, Protocol
 
 import numpy as np
 import torch
@@ -44,6 +44,49 @@ STATS = {  # per-channel mean / std of the training split, for the normalisation
 
 class DataError(RuntimeError):
     """Data missing or unreadable. The message names the setting and the ways to provide the data."""
+
+
+@dataclass(frozen=True)
+class DataInfo:
+    """What a model, a checkpoint and an artifact need to know about a dataset, without its pixels."""
+    name: str
+    split: str
+    n: int                           # samples in the (sub)set
+    classes: tuple[str, ...]
+    in_channels: int
+    mean: tuple[float, ...]          # per-channel normalisation constants used inside the models
+    std: tuple[float, ...]
+    fingerprint: str
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+
+class Loader(Protocol):
+    """The loader seam: what `train()`, the exact AIGN pass and evaluation iterate over.
+
+    Implementations: `DeviceLoader` (the whole uint8 set resident on the device; CIFAR/MNIST-size data) and
+    `streaming.StreamingLoader` (torchvision datasets through DataLoader workers; data that does not fit).
+      info            DataInfo of the full set the loader reads
+      batch_size      samples per batch (the last batch of an epoch may be smaller unless drop_last)
+      set_epoch(e)    fixes epoch e's order and augmentation: they depend only on (seed, e)
+      set_subset(pos) iterate only over these positions of the set from now on (None = all): the data-schedule
+                      seam (adaptive coresets); the epoch order is pos[randperm(len(pos))] when shuffling
+      len(loader)     batches per epoch for the current subset
+      iter(loader)    (x, y, idx): x float32 in [0, 1] [B, C, H, W] on the device (channels_last if asked),
+                      y int64 [B], idx int64 [B] = positions in the full set, both on the device
+    """
+    info: DataInfo
+    batch_size: int
+
+    def set_epoch(self, epoch: int) -> None: ...
+
+    def set_subset(self, positions: Optional[torch.Tensor]) -> None: ...
+
+    def __len__(self) -> int: ...
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]: ...
 
 
 def cache_dir() -> Path:
@@ -78,6 +121,12 @@ class ArrayDataset:
     @property
     def stats(self):
         return STATS[self.name]
+
+    @property
+    def info(self) -> DataInfo:
+        mean, std = self.stats
+        return DataInfo(self.name, self.split, len(self), tuple(self.classes), self.in_channels, tuple(mean),
+                        tuple(std), self.fingerprint)
 
     def subset(self, positions) -> "ArrayDataset":
         """Rows `positions` (positions in THIS dataset, e.g. coreset indices); new fingerprint."""
