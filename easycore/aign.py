@@ -84,23 +84,20 @@ def dynamics_from_logits(logits: torch.Tensor, y: torch.Tensor, feats: torch.Ten
     }
 
 
-def exact_pass(model: torch.nn.Module, x_u8: torch.Tensor, y: torch.Tensor, *, batch_size: int = 512,
-               amp: bool = False, channels_last: bool = False, progress: bool = False) -> dict[str, torch.Tensor]:
-    """One eval-mode pass over an un-augmented uint8 set: input-gradient norms (L1, L2, Linf) and the
-    dynamics of `dynamics_from_logits`. Returns CPU tensors [N]. The model's mode is restored."""
+def exact_pass(model: torch.nn.Module, loader, *, amp: bool = False, progress: bool = False) -> dict[str, torch.Tensor]:
+    """One eval-mode pass over a Loader of the un-augmented set in order (no shuffle): input-gradient norms
+    (L1, L2, Linf) and the dynamics of `dynamics_from_logits`, per sample. Returns CPU tensors [N] in the
+    loader's order. The model's mode is restored."""
     from tqdm.auto import tqdm
 
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
     out: dict[str, list[torch.Tensor]] = {}
-    starts = range(0, len(y), batch_size)
     try:
-        for s in tqdm(starts, desc="exact AIGN", leave=False, disable=not progress):
-            xb = x_u8[s:s + batch_size].to(device, non_blocking=True).float().div_(255)
-            if channels_last:
-                xb = xb.contiguous(memory_format=torch.channels_last)
-            yb = y[s:s + batch_size].to(device, non_blocking=True)
+        for xb, yb, _ in tqdm(loader, desc="exact AIGN", leave=False, disable=not progress):
+            xb = xb.to(device, non_blocking=True)
+            yb = yb.to(device, non_blocking=True)
             xb.requires_grad_(True)
             with torch.enable_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
                 feats = model.features(xb)

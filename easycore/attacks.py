@@ -251,8 +251,8 @@ def trades_adv(model: nn.Module, x: torch.Tensor, *, eps: Budget, alpha: Budget,
 
 
 def trades_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: Budget, alpha: Budget, steps: int,
-                beta: float, generator: Optional[torch.Generator] = None,
-                amp: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+                beta: float, generator: Optional[torch.Generator] = None, amp: bool = False,
+                weights: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, torch.Tensor]:
     """TRADES training loss: CE(f(x), y) + beta * KL(softmax(f(x)) || softmax(f(x_adv))), KL 'batchmean'.
 
     The adversarial example comes from ``trades_adv`` (eval mode). The outer loss is computed in the
@@ -260,16 +260,25 @@ def trades_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: Budg
     Clean and adversarial batches go through the model in two separate forward passes (BN batch
     statistics are not mixed), and gradients flow through both terms, as in the reference.
     beta == 0 skips the attack (the loss is then exactly the clean cross-entropy).
+    weights: per-sample weights [N] (adaptive coresets): the loss is then sum_i w_i (CE_i + beta KL_i) / sum_i w_i,
+    KL_i summed over classes; with weights None the reference's means (equal to all-ones weights).
     Returns (loss, clean logits [float32]); ``loss.backward()`` is the caller's job.
     """
     logits = _logits(model, x, amp)
-    loss = F.cross_entropy(logits, y)
+    if weights is None:
+        loss = F.cross_entropy(logits, y)
+    else:
+        w = weights.to(logits.dtype)
+        ce_i = F.cross_entropy(logits, y, reduction="none")
     if beta == 0:
-        return loss, logits
+        return (loss if weights is None else (w * ce_i).sum() / w.sum()), logits
     x_adv = trades_adv(model, x, eps=eps, alpha=alpha, steps=steps, generator=generator, amp=amp)
     logits_adv = _logits(model, x_adv, amp)
-    kl = F.kl_div(F.log_softmax(logits_adv, dim=1), F.softmax(logits, dim=1), reduction="batchmean")
-    return loss + beta * kl, logits
+    if weights is None:
+        kl = F.kl_div(F.log_softmax(logits_adv, dim=1), F.softmax(logits, dim=1), reduction="batchmean")
+        return loss + beta * kl, logits
+    kl_i = F.kl_div(F.log_softmax(logits_adv, dim=1), F.softmax(logits, dim=1), reduction="none").sum(1)
+    return (w * (ce_i + beta * kl_i)).sum() / w.sum(), logits
 
 
 # ----------------------------------------------------------------------------- DeepFool

@@ -1,14 +1,18 @@
 """`easycore` command line: one subcommand per pipeline stage, all driven by a params file.
 
-    easycore prepare                       load + subset the data          -> data/prepared/
-    easycore proxy [--model M] [--out D]   full-data run recording AIGN    -> runs/proxy/main/   (alias: score)
-    easycore select --method M --fraction F [--proxy D] [--out D]          -> runs/coresets/M-F/
-    easycore train --mode MODE --seed S [--indices I | --full] [--out D]   -> runs/train/RUN/
-    easycore eval --model-path P [--out D]                                 -> runs/eval/RUN/
-    easycore methods                       the coreset methods and their directions
+    easycore check                                   validate params (the pipeline's first stage)
+    easycore prepare                                 load + subset the data            -> data/prepared/
+    easycore proxy [--name main|<transfer model>]    full-data run recording AIGN      -> runs/proxy/<name>/
+    easycore select --method M --fraction F [--scores main]                            -> runs/coresets/<scores>/M-F/
+    easycore train --method M --fraction F --scores S --mode MODE --seed N             -> runs/train/<scores>/<run>/
+    easycore train --indices I | --full --out D --mode MODE --seed N                   (any coreset file)
+    easycore eval --method M --fraction F --scores S --mode MODE --seed N             -> runs/eval/<scores>/<run>/
+    easycore eval --model-path P --out D
+    easycore notebook NAME [-p key value ...]        execute notebooks/NAME.py         -> reports/notebooks/...
+    easycore methods                                 the coreset methods and their directions
 
-Every subcommand takes --params (default params.yaml) and --set key.sub=value overrides.
-Errors (bad params, missing or mismatched data/artifacts, non-finite loss) print one line and exit 2.
+Every subcommand takes --params (default params.yaml) and --set key.sub=value overrides. Errors (bad params,
+missing or mismatched data/artifacts, non-finite loss) print one line and exit 2; Ctrl-C exits 130.
 """
 from __future__ import annotations
 
@@ -19,66 +23,121 @@ from pathlib import Path
 
 from . import __version__
 
+# the function each stage command runs (tests/test_architecture.py derives every stage's code dependencies from it)
+ENTRY = {"check": "easycore.pipeline:check", "prepare": "easycore.pipeline:prepare",
+         "proxy": "easycore.pipeline:proxy", "select": "easycore.pipeline:select",
+         "train": "easycore.pipeline:train_fn", "eval": "easycore.pipeline:evaluate",
+         "notebook": "easycore.notebook:run"}
+
+
+class _Fmt(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    pass
+
+
+def _names(kind: str, **where) -> list[str]:
+    from .registry import registry
+
+    return registry(kind).names(**where)
+
 
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
+    p.add_argument("--params", default="params.yaml", help="params file")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a param, e.g. --set train.epochs=3 (repeatable)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
 
 
+def _run_args(p: argparse.ArgumentParser, *, required: bool) -> None:
+    p.add_argument("--method", required=False, choices=_names("methods"), help="coreset method")
+    p.add_argument("--fraction", type=float, help="coreset fraction (1.0 for the full-data run)")
+    p.add_argument("--scores", default="main", help="the proxy run whose scores chose the coreset (main, a transfer "
+                   "model, or none for full-data and adaptive runs)")
+    if required:
+        p.add_argument("--mode", required=True, choices=_names("modes"), help="training mode")
+        p.add_argument("--seed", type=_seed, default=0, help="training seed (>= 0)")
+
+
+def _seed(v: str) -> int:
+    s = int(v)
+    if s < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {s}")
+    return s
+
+
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="easycore", description="EasyCore: coresets of easy (low-AIGN) samples "
-                                 "for adversarial robustness. Stages of the DVC pipeline.")
+    ap = argparse.ArgumentParser(prog="easycore", formatter_class=_Fmt, description=__doc__.split("\n\n")[0])
     ap.add_argument("--version", action="version", version=f"easycore {__version__}")
     sub = ap.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("prepare", help="load the dataset (subset) into data/prepared/")
+    p = sub.add_parser("check", formatter_class=_Fmt, help="validate params (the first stage of dvc.yaml)")
     _common(p)
-    p.add_argument("--out", default="data/prepared")
+
+    p = sub.add_parser("prepare", formatter_class=_Fmt, help="load the dataset (subset) into data/prepared/")
+    _common(p)
+    p.add_argument("--out", default="data/prepared", help="output folder")
     p.add_argument("--download", action="store_true", help="let torchvision download the official files")
 
     for name, hlp in (("proxy", "full-data proxy run: AIGN + training dynamics + features + DeepFool"),
                       ("score", "alias of proxy")):
-        p = sub.add_parser(name, help=hlp)
+        p = sub.add_parser(name, formatter_class=_Fmt, help=hlp)
         _common(p)
-        p.add_argument("--model", default=None, help="architecture (default: proxy.model)")
-        p.add_argument("--out", default="runs/proxy/main")
-        p.add_argument("--prepared", default="data/prepared")
+        p.add_argument("--name", default="main", help="proxy run: main, or one of proxy.transfer_models")
+        p.add_argument("--out", default=None, help="output folder (default runs/proxy/<name>)")
+        p.add_argument("--prepared", default="data/prepared", help="prepared data folder")
 
-    p = sub.add_parser("select", help="select a coreset from the proxy's scores")
+    p = sub.add_parser("select", formatter_class=_Fmt, help="select a static coreset from a proxy's scores")
     _common(p)
-    p.add_argument("--method", required=True)
-    p.add_argument("--fraction", required=True, type=float)
-    p.add_argument("--proxy", default="runs/proxy/main", help="proxy output folder")
-    p.add_argument("--out", default=None, help="default runs/coresets/<method>-<fraction>")
-    p.add_argument("--prepared", default="data/prepared")
+    p.add_argument("--method", required=True, choices=_names("methods", kind="static"), help="coreset method")
+    p.add_argument("--fraction", required=True, type=float, help="fraction of the training set to keep, in (0, 1)")
+    p.add_argument("--scores", default="main", help="proxy run whose records are used")
+    p.add_argument("--out", default=None, help="default runs/coresets/<scores>/<method>-<fraction>")
+    p.add_argument("--prepared", default="data/prepared", help="prepared data folder")
 
-    p = sub.add_parser("train", help="train a model on a coreset (or the full set)")
+    p = sub.add_parser("train", formatter_class=_Fmt, help="train a model on a coreset (or the full set)")
     _common(p)
-    p.add_argument("--mode", required=True, help="standard | pgd_at | trades | fgsm_rs")
-    p.add_argument("--seed", type=int, default=0)
-    g = p.add_mutually_exclusive_group(required=True)
-    g.add_argument("--indices", default=None, help="coreset indices .npy")
+    _run_args(p, required=True)
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--indices", default=None, help="a coreset indices .npy (instead of --method/--fraction)")
     g.add_argument("--full", action="store_true", help="train on the full prepared training set")
     p.add_argument("--model", default=None, help="architecture (default: train.model)")
-    p.add_argument("--out", required=True)
-    p.add_argument("--prepared", default="data/prepared")
+    p.add_argument("--out", default=None, help="output folder (default: the run's folder under runs/train/)")
+    p.add_argument("--prepared", default="data/prepared", help="prepared data folder")
 
-    p = sub.add_parser("eval", help="clean / FGSM / PGD / AutoAttack accuracy of a trained model")
+    p = sub.add_parser("eval", formatter_class=_Fmt, help="clean / attacked accuracy of a trained model")
     _common(p)
-    p.add_argument("--model-path", required=True)
-    p.add_argument("--out", required=True)
-    p.add_argument("--prepared", default="data/prepared")
+    _run_args(p, required=False)
+    p.add_argument("--mode", choices=_names("modes"), help="training mode of the run")
+    p.add_argument("--seed", type=_seed, default=0, help="training seed of the run")
+    p.add_argument("--model-path", default=None, help="a model.safetensors (instead of the run options)")
+    p.add_argument("--out", default=None, help="output folder (default: the run's folder under runs/eval/)")
+    p.add_argument("--prepared", default="data/prepared", help="prepared data folder")
 
-    sub.add_parser("methods", help="list coreset methods with score and direction")
+    p = sub.add_parser("notebook", formatter_class=_Fmt, help="execute notebooks/NAME.py into reports/notebooks/")
+    _common(p)
+    p.add_argument("name", help="notebook name (a file notebooks/<name>.py)")
+    p.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("KEY", "VALUE"),
+                   help="notebook parameter (YAML value), repeatable")
+    p.add_argument("--out", default=None, help="executed notebook (default reports/notebooks/<name>.ipynb)")
+
+    sub.add_parser("methods", formatter_class=_Fmt, help="list coreset methods with score and direction")
     return ap
+
+
+def _run(args, params):
+    """The runs.Run named by --method/--fraction/--scores/--mode/--seed."""
+    from . import runs
+    from .config import ConfigError
+
+    if args.method is None or args.fraction is None or args.mode is None:
+        raise ConfigError("give --method, --fraction and --mode (or --model-path/--indices/--full with --out)")
+    return runs.Run(args.scores, args.method, args.fraction, args.mode, args.seed)
 
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
-    from .config import ConfigError, MODES, load_params
+    logging.basicConfig(level=logging.WARNING if getattr(args, "quiet", False) else logging.INFO,
+                        format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    from .config import ConfigError, load_params
     from .data import DataError
     from .store import ArtifactError
     from .train import NonFiniteLoss
@@ -96,27 +155,42 @@ def main(argv=None) -> int:
         progress = not args.quiet
         from . import pipeline as pl
 
-        if args.cmd == "prepare":
+        if args.cmd == "check":
+            pl.check(params)
+        elif args.cmd == "prepare":
             pl.prepare(params, Path(args.out))
         elif args.cmd in ("proxy", "score"):
-            pl.proxy(params, Path(args.out), model=args.model, prepared=Path(args.prepared), progress=progress)
+            pl.proxy(params, args.name, args.out and Path(args.out), prepared=Path(args.prepared), progress=progress)
         elif args.cmd == "select":
-            from .coresets import METHODS
-
-            if args.method not in METHODS:
-                raise ConfigError(f"--method {args.method!r} is not allowed; choose one of {sorted(METHODS)}")
-            if not 0 < args.fraction <= 1:
-                raise ConfigError(f"--fraction {args.fraction!r} is not allowed; must be in (0, 1]")
-            out = Path(args.out or f"runs/coresets/{args.method}-{pl.fmt_fraction(args.fraction)}")
-            pl.select(params, args.method, args.fraction, out, proxy_dir=Path(args.proxy), prepared=Path(args.prepared))
+            if not 0 < args.fraction < 1:
+                raise ConfigError(f"--fraction {args.fraction!r} is not allowed; must be in (0, 1)")
+            pl.select(params, args.method, args.fraction, args.scores, args.out and Path(args.out),
+                      prepared=Path(args.prepared))
         elif args.cmd == "train":
-            if args.mode not in MODES:
-                raise ConfigError(f"--mode {args.mode!r} is not allowed; choose one of {list(MODES)}")
-            pl.train_run(params, Path(args.out), mode=args.mode, seed=args.seed,
-                         indices=None if args.full else Path(args.indices), model=args.model,
-                         prepared=Path(args.prepared), progress=progress)
+            if args.indices or args.full:
+                if not args.out:
+                    raise ConfigError("--indices/--full need --out")
+                pl.train_run(params, Path(args.out), mode=args.mode, seed=args.seed,
+                             indices=None if args.full else Path(args.indices), model=args.model,
+                             prepared=Path(args.prepared), progress=progress)
+            else:
+                run = _run(args, params)
+                if args.out or args.model or args.prepared != "data/prepared":
+                    raise ConfigError("--out/--model/--prepared go with --indices or --full; a named run uses the "
+                                      "pipeline's paths")
+                pl.train_fn(params, run, progress=progress)
         elif args.cmd == "eval":
-            pl.evaluate_run(params, Path(args.model_path), Path(args.out), prepared=Path(args.prepared), progress=progress)
+            if args.model_path:
+                if not args.out:
+                    raise ConfigError("--model-path needs --out")
+                pl.evaluate_run(params, Path(args.model_path), Path(args.out), prepared=Path(args.prepared),
+                                progress=progress)
+            else:
+                pl.evaluate(params, _run(args, params), progress=progress)
+        elif args.cmd == "notebook":
+            from .notebook import run
+
+            run(args.name, dict(args.parameter), out=args.out and Path(args.out), params_path=args.params)
         return 0
     except (ConfigError, DataError, ArtifactError, NonFiniteLoss) as e:
         msg = " ".join(str(e).split("\n"))  # one line, even when a wrapped library message has several

@@ -1,29 +1,30 @@
 """One typed schema for params.yaml. Every stage reads its params through `load_params`.
 
-Unknown keys, wrong types and impossible values are rejected with one line naming the key, the value
-and what is allowed (`ConfigError`). Sections mirror the pipeline stages: data, proxy, coreset, train,
-eval, report.
+Each field carries its constraint declaratively (`param(default, within="(0, 1]")`, `choices=...`, `each=True`); one
+generic checker (`check`) walks the schema, so a rule is written once, next to its field. Unknown keys, wrong types
+and impossible values are rejected with one line naming the key, the value and what is allowed (`ConfigError`):
+    params: <key> = <value> is not allowed; <what is allowed>
+Choices of methods, modes, models and datasets come from their registries (`registry.choices`), imported only when
+params are checked: importing this module does not import torch.
 """
 from __future__ import annotations
 
 import dataclasses
 import math
 import os
+import re
 import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional, Sequence
 
 import yaml
 
-DATASETS = ("cifar10", "cifar100", "svhn", "mnist", "fashion_mnist", "synthetic")
-MODES = ("standard", "pgd_at", "trades", "fgsm_rs")
-SCHEDULES = ("multistep", "cosine", "onecycle", "constant")
-AIGN_MODES = ("exact", "inline", "both", "off")
-NORMS = (1.0, 2.0, math.inf)
-DEVICES = ("auto", "cpu", "cuda")
+from .registry import choices
+
 DATA_ENV = "EASYCORE_DATA"
+NORMS = (1.0, 2.0, math.inf)
 
 
 class ConfigError(ValueError):
@@ -34,170 +35,198 @@ def fail(key: str, value: Any, allowed: str) -> typing.NoReturn:
     raise ConfigError(f"params: {key} = {value!r} is not allowed; {allowed}")
 
 
+# ----------------------------------------------------------------------------- declarative constraints
+@dataclass(frozen=True)
+class Rule:
+    within: Optional[str] = None            # an interval such as "(0, 1]" or "[1, inf)"; inf bounds exclude inf
+    choices: Any = None                     # a sequence, or a callable returning one (a registry's names)
+    each: bool = False                      # a list: the rule applies to every element
+    nonempty: bool = False                  # a list must have at least one element
+    unique: bool = False                    # a list must not repeat an element
+    increasing: bool = False                # a list must be sorted ascending
+    pattern: Optional[str] = None           # a string must match this regex (shell-safe names)
+    what: str = ""                          # overrides the generated "what is allowed" text
+
+
+def param(default: Any = dataclasses.MISSING, *, factory: Optional[Callable[[], Any]] = None, **rule: Any):
+    """A dataclass field with its constraint (see `Rule`)."""
+    meta = {"rule": Rule(**rule)}
+    if factory is not None:
+        return field(default_factory=factory, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+_INTERVAL = re.compile(r"^\s*([\[(])\s*(-?[\w.]+)\s*,\s*(-?[\w.]+)\s*([\])])\s*$")
+
+
+def _in_interval(v: float, spec: str) -> bool:
+    lb, lo, hi, rb = _INTERVAL.match(spec).groups()
+    lo, hi = float(lo), float(hi)
+    if math.isnan(v) or math.isinf(v):  # "[0, inf)" means finite and >= 0
+        return False
+    return (v >= lo if lb == "[" else v > lo) and (v <= hi if rb == "]" else v < hi)
+
+
+def _allowed(r: Rule) -> str:
+    if r.what:
+        return r.what
+    if r.choices is not None:
+        ch = r.choices() if callable(r.choices) else r.choices
+        return f"choose {'each from' if r.each else 'one of'} {list(ch)}"
+    if r.within:
+        lb, lo, hi, rb = _INTERVAL.match(r.within).groups()
+        if hi == "inf":
+            return f"must be a finite number {'>=' if lb == '[' else '>'} {lo}"
+        return f"must be in {r.within}"
+    if r.pattern:
+        return f"must match {r.pattern} (letters, digits, '_', '.')"
+    return "see the comment in params.yaml"
+
+
+def _ok(v: Any, r: Rule) -> bool:
+    if v is None:
+        return True
+    if r.choices is not None and v not in (r.choices() if callable(r.choices) else r.choices):
+        return False
+    if r.within is not None and not _in_interval(float(v), r.within):
+        return False
+    return r.pattern is None or re.fullmatch(r.pattern, str(v)) is not None
+
+
+def check(obj: Any, prefix: str = "") -> Any:
+    """Check every field of the dataclass `obj` (recursively) against its Rule; then its `extra_check`."""
+    for f in dataclasses.fields(obj):
+        key = f"{prefix}.{f.name}" if prefix else f.name
+        v = getattr(obj, f.name)
+        if dataclasses.is_dataclass(v):
+            check(v, key)
+            continue
+        r: Optional[Rule] = f.metadata.get("rule")
+        if r is None:
+            continue
+        if isinstance(v, list):
+            if r.nonempty and not v:
+                fail(key, v, "must be a non-empty list")
+            if r.unique and len(set(map(repr, v))) != len(v):
+                fail(key, v, "must not repeat an entry (each entry names its own runs)")
+            if r.increasing and sorted(v) != list(v):
+                fail(key, v, "must be increasing")
+            if r.each and not all(_ok(x, r) for x in v):
+                fail(key, v, _allowed(r))
+        elif not _ok(v, r):
+            fail(key, v, _allowed(r))
+    extra = getattr(obj, "extra_check", None)
+    if extra is not None:
+        extra(prefix)
+    return obj
+
+
+NAME = r"[A-Za-z0-9_.]+"   # names that reach shell commands through dvc.yaml: nothing a shell interprets
+
+
 # ----------------------------------------------------------------------------- sections
 @dataclass
 class DataConfig:
-    dataset: str = "cifar10"
+    dataset: str = param("cifar10", choices=choices("datasets"))
     # where the data lies; the env var EASYCORE_DATA overrides it. Relative paths are from the cwd.
     root: str = "../shared/data"
     download: bool = False           # let torchvision download the official files (needs internet)
-    n_per_class: Optional[int] = 200  # class-balanced train subset; null = the full training set
-    test_n_per_class: Optional[int] = 100
-    seed: int = 0                    # seeds the subset draw
-
-    def check(self, k: str) -> None:
-        if self.dataset not in DATASETS:
-            fail(f"{k}.dataset", self.dataset, f"choose one of {list(DATASETS)}")
-        for name in ("n_per_class", "test_n_per_class"):
-            v = getattr(self, name)
-            if v is not None and v < 1:
-                fail(f"{k}.{name}", v, "must be >= 1 or null (all samples)")
-        if self.seed < 0:
-            fail(f"{k}.seed", self.seed, "must be >= 0")
+    n_per_class: Optional[int] = param(200, within="[1, inf)", what="must be >= 1 or null (all samples)")
+    test_n_per_class: Optional[int] = param(100, within="[1, inf)", what="must be >= 1 or null (all samples)")
+    seed: int = param(0, within="[0, inf)")  # seeds the subset draw
 
     def resolved_root(self) -> Path:
         return Path(os.environ.get(DATA_ENV) or self.root).expanduser()
 
 
 @dataclass
-class OptimConfig:
-    lr: float = 0.1
-    momentum: float = 0.9
-    nesterov: bool = True
-    weight_decay: float = 5e-4
-    schedule: str = "onecycle"
-    milestones: list[float] = field(default_factory=lambda: [0.5, 0.75])  # multistep: fractions of the epochs
-    gamma: float = 0.1               # multistep decay factor
-    warmup: float = 0.15             # onecycle: fraction of steps rising to the peak lr
+class RuntimeConfig:
+    """How every stage runs (proxy, train, evaluate): device and the CUDA speed switches."""
+    device: str = param("auto", choices=("auto", "cpu", "cuda"))
+    amp: bool = True                 # bf16 autocast on CUDA (ignored on CPU)
+    channels_last: bool = True       # NHWC memory format (faster on CUDA, and on CPU for the demo nets)
+    compile: bool = False            # torch.compile the model (CUDA only)
+    deterministic: bool = False      # torch.use_deterministic_algorithms on CUDA (slower)
 
-    def check(self, k: str) -> None:
-        if not 0 < self.lr < math.inf:
-            fail(f"{k}.lr", self.lr, "must be a finite number > 0")
-        if not 0 <= self.momentum < 1:
-            fail(f"{k}.momentum", self.momentum, "must be in [0, 1)")
+
+@dataclass
+class OptimConfig:
+    lr: float = param(0.1, within="(0, inf)")
+    momentum: float = param(0.9, within="[0, 1)")
+    nesterov: bool = True
+    weight_decay: float = param(5e-4, within="[0, inf)")
+    schedule: str = param("onecycle", choices=("multistep", "cosine", "onecycle", "constant"))
+    milestones: list[float] = param(factory=lambda: [0.5, 0.75], each=True, within="(0, 1)", increasing=True,
+                                what="must be increasing fractions of the epochs in (0, 1)")  # multistep
+    gamma: float = param(0.1, within="(0, 1]")      # multistep decay factor
+    warmup: float = param(0.15, within="[0, 1)")    # onecycle: fraction of steps rising to the peak lr
+
+    def extra_check(self, k: str) -> None:
         if self.nesterov and self.momentum == 0:
             fail(f"{k}.nesterov", self.nesterov, "nesterov needs momentum > 0")
-        if not 0 <= self.weight_decay < math.inf:
-            fail(f"{k}.weight_decay", self.weight_decay, "must be a finite number >= 0")
-        if self.schedule not in SCHEDULES:
-            fail(f"{k}.schedule", self.schedule, f"choose one of {list(SCHEDULES)}")
-        if any(not 0 < m < 1 for m in self.milestones) or sorted(self.milestones) != list(self.milestones):
-            fail(f"{k}.milestones", self.milestones, "must be increasing fractions of the epochs in (0, 1)")
-        if not 0 < self.gamma <= 1:
-            fail(f"{k}.gamma", self.gamma, "must be in (0, 1]")
-        if not 0 <= self.warmup < 1:
-            fail(f"{k}.warmup", self.warmup, "must be in [0, 1)")
 
 
 @dataclass
 class AttackConfig:
     """Training-time attack (pgd_at, trades, fgsm_rs). Linf; eps and alpha in [0,1] pixel units."""
-    eps: float = 8 / 255
-    alpha: float = 2 / 255
-    steps: int = 10
-    beta: float = 6.0                # TRADES trade-off
-
-    def check(self, k: str) -> None:
-        if self.eps < 0 or self.eps > 1:
-            fail(f"{k}.eps", self.eps, "must be in [0, 1] (pixel units, e.g. 0.0314 for 8/255)")
-        if not 0 < self.alpha < math.inf:
-            fail(f"{k}.alpha", self.alpha, "must be a finite number > 0")
-        if self.steps < 1:
-            fail(f"{k}.steps", self.steps, "must be >= 1")
-        if not 0 <= self.beta < math.inf:
-            fail(f"{k}.beta", self.beta, "must be a finite number >= 0")
+    eps: float = param(8 / 255, within="[0, 1]", what="must be in [0, 1] (pixel units, e.g. 0.0314 for 8/255)")
+    alpha: float = param(2 / 255, within="(0, inf)")
+    steps: int = param(10, within="[1, inf)")
+    beta: float = param(6.0, within="[0, inf)")      # TRADES trade-off
 
 
 @dataclass
 class TrainConfig:
-    model: str = "cnn_small"
-    epochs: int = 10
-    batch_size: int = 128
+    model: str = param("cnn_small", choices=choices("models"))
+    epochs: int = param(10, within="[1, inf)")
+    batch_size: int = param(128, within="[1, inf)")
     augment: bool = True             # random crop (pad 4) + horizontal flip, on the device
     optim: OptimConfig = field(default_factory=OptimConfig)
     attack: AttackConfig = field(default_factory=AttackConfig)
-    modes: list[str] = field(default_factory=lambda: ["standard", "trades"])  # the train matrix
-    seeds: list[int] = field(default_factory=lambda: [0])
-    device: str = "auto"
-    amp: bool = True                 # bf16 autocast on CUDA (ignored on CPU)
-    channels_last: bool = True       # NHWC memory format (faster on CUDA, and on CPU for the demo nets)
-    compile: bool = False            # torch.compile the model (CUDA only)
-    deterministic: bool = False      # torch.use_deterministic_algorithms on CUDA (slower)
-    eval_every: int = 0              # >0: clean accuracy on the test subset every k epochs (logged)
-
-    def check(self, k: str) -> None:
-        from .models import MODELS
-
-        if self.model not in MODELS:
-            fail(f"{k}.model", self.model, f"choose one of {sorted(MODELS)}")
-        if self.epochs < 1:
-            fail(f"{k}.epochs", self.epochs, "must be >= 1")
-        if self.batch_size < 1:
-            fail(f"{k}.batch_size", self.batch_size, "must be >= 1")
-        if not self.modes or any(m not in MODES for m in self.modes):
-            fail(f"{k}.modes", self.modes, f"a non-empty list from {list(MODES)}")
-        if not self.seeds or any(s < 0 for s in self.seeds):
-            fail(f"{k}.seeds", self.seeds, "a non-empty list of seeds >= 0")
-        if self.device not in DEVICES:
-            fail(f"{k}.device", self.device, f"choose one of {list(DEVICES)}")
-        if self.eval_every < 0:
-            fail(f"{k}.eval_every", self.eval_every, "must be >= 0")
-        self.optim.check(f"{k}.optim")
-        self.attack.check(f"{k}.attack")
+    modes: list[str] = param(factory=lambda: ["standard", "trades"], choices=choices("modes"), each=True,
+                         nonempty=True, unique=True)
+    seeds: list[int] = param(factory=lambda: [0], each=True, within="[0, inf)", nonempty=True, unique=True)
+    eval_every: int = param(0, within="[0, inf)")  # >0: clean accuracy on the test subset every k epochs (logged)
 
 
 @dataclass
 class AIGNConfig:
-    mode: str = "exact"      # exact: eval-mode pass over the un-augmented set after each tracked epoch;
-                             # inline: reuse the training step's input gradient; both; off
-    every: int = 1           # track every k-th epoch (and always the last)
-    batch_size: int = 128    # for the exact pass (on CPU, 128 measured 2x faster than 512: cache effects)
-    squared: bool = False    # the default score's norm is squared before averaging
-    p: float = 2.0           # the default score's norm (1, 2 or inf); all three are stored
-
-    def check(self, k: str) -> None:
-        if self.mode not in AIGN_MODES:
-            fail(f"{k}.mode", self.mode, f"choose one of {list(AIGN_MODES)}")
-        if self.every < 1:
-            fail(f"{k}.every", self.every, "must be >= 1")
-        if self.batch_size < 1:
-            fail(f"{k}.batch_size", self.batch_size, "must be >= 1")
-        if float(self.p) not in NORMS:
-            fail(f"{k}.p", self.p, "choose 1, 2 or inf")
+    mode: str = param("exact", choices=("exact", "inline", "both", "off"))
+    # exact: eval-mode pass over the un-augmented set after each tracked epoch; inline: reuse the training
+    # step's input gradient; both; off. All three norms (L1, L2, Linf) are stored; coreset.p picks one.
+    every: int = param(1, within="[1, inf)")          # track every k-th epoch (and always the last)
+    batch_size: int = param(128, within="[1, inf)")   # exact pass (on CPU, 128 measured 2x faster than 512)
 
 
 @dataclass
 class ProxyConfig:
-    """The full-data run that records AIGN and the training dynamics every coreset method needs."""
-    model: str = "cnn_small"
-    epochs: int = 10
-    batch_size: int = 128
+    """The full-data runs that record AIGN and the training dynamics every static coreset method needs: the `main`
+    run (architecture `model`) scores every static method; each of `transfer_models` is a second run, named by its
+    architecture, whose scores choose `coreset.transfer_methods` (the model-agnostic claim); [] = none."""
+    model: str = param("cnn_small", choices=choices("models"))
+    transfer_models: list[str] = param(factory=lambda: ["resnet_tiny"], choices=choices("models"), each=True,
+                                       unique=True)
+    epochs: int = param(10, within="[1, inf)")
+    batch_size: int = param(128, within="[1, inf)")
     augment: bool = True
-    seed: int = 0
+    seed: int = param(0, within="[0, inf)")
     optim: OptimConfig = field(default_factory=OptimConfig)
     aign: AIGNConfig = field(default_factory=AIGNConfig)
-    deepfool_steps: int = 50         # DeepFool iterations for the boundary distance at the final checkpoint
-    deepfool_candidates: int = 0     # DeepFool linearises towards the top-k classes of the clean logits; 0 = all
-    transfer_model: Optional[str] = "resnet_tiny"  # a second proxy architecture (model-agnostic claim); null = none
+    deepfool_steps: int = param(50, within="[1, inf)")  # DeepFool iterations (boundary distance at the final model)
+    deepfool_candidates: int = param(0, within="[0, inf)", what="0 (all classes) or >= 2")  # top-k classes; 0 = all
 
-    def check(self, k: str) -> None:
-        from .models import MODELS
+    def extra_check(self, k: str) -> None:
+        if self.deepfool_candidates == 1:
+            fail(f"{k}.deepfool_candidates", 1, "0 (all classes) or >= 2")
 
-        for name in ("model",) + (("transfer_model",) if self.transfer_model is not None else ()):
-            if getattr(self, name) not in MODELS:
-                fail(f"{k}.{name}", getattr(self, name), f"choose one of {sorted(MODELS)}")
-        if self.epochs < 1:
-            fail(f"{k}.epochs", self.epochs, "must be >= 1")
-        if self.batch_size < 1:
-            fail(f"{k}.batch_size", self.batch_size, "must be >= 1")
-        if self.seed < 0:
-            fail(f"{k}.seed", self.seed, "must be >= 0")
-        if self.deepfool_steps < 1:
-            fail(f"{k}.deepfool_steps", self.deepfool_steps, "must be >= 1")
-        if self.deepfool_candidates < 0 or self.deepfool_candidates == 1:
-            fail(f"{k}.deepfool_candidates", self.deepfool_candidates, "0 (all classes) or >= 2")
-        self.optim.check(f"{k}.optim")
-        self.aign.check(f"{k}.aign")
+    def model_of(self, name: str) -> str:
+        """The architecture of proxy run `name` ('main' or one of transfer_models)."""
+        if name == "main":
+            return self.model
+        if name in self.transfer_models:
+            return name
+        raise ConfigError(f"params: proxy run {name!r} is not declared; use main or one of proxy.transfer_models "
+                          f"{self.transfer_models}")
 
     def as_train(self, model: Optional[str] = None) -> TrainConfig:
         return TrainConfig(model=model or self.model, epochs=self.epochs, batch_size=self.batch_size,
@@ -205,90 +234,76 @@ class ProxyConfig:
 
 
 @dataclass
+class ACSConfig:
+    """Adaptive coresets (ACS, Dolatabadi et al. 2022): re-selected every `every` epochs from the current model."""
+    every: int = param(20, within="[1, inf)")          # R: epochs between selections
+    kappa: float = param(0.5, within="[0, 1]")         # warm start: T_w = round(f * int(kappa * E)) full-data epochs
+    lam: float = param(0.5, within="[0, inf)")         # GradMatch ridge term
+    per_batch: bool = True                          # select mini-batches (CRAIGPB / GradMatchPB), the fast default
+    batch_size: int = param(0, within="[0, inf)")       # per-batch variant's mini-batch size; 0 = train.batch_size
+
+
+@dataclass
 class CoresetConfig:
-    methods: list[str] = field(default_factory=lambda: ["random", "easycore", "hard", "el2n", "forgetting", "grand", "moderate"])
-    fractions: list[float] = field(default_factory=lambda: [0.3])
+    # static methods, selected once from the main proxy's scores (`easycore methods`)
+    methods: list[str] = param(factory=lambda: ["random", "easycore", "hard", "el2n", "forgetting", "grand", "moderate"],
+                           choices=choices("methods", kind="static"), each=True, nonempty=True, unique=True)
+    # adaptive methods, re-selected during training (ACS); need no proxy
+    adaptive: list[str] = param(factory=list, choices=choices("methods", kind="adaptive"), each=True, unique=True)
+    # static methods also selected with the scores of every non-main proxy run (trained in standard mode)
+    transfer_methods: list[str] = param(factory=lambda: ["easycore"], choices=choices("methods", kind="static"),
+                                    each=True, unique=True)
+    fractions: list[float] = param(factory=lambda: [0.3], each=True, within="(0, 1)", nonempty=True, unique=True,
+                               what="each fraction must be in (0, 1) (the full-data reference is its own run)")
     balanced: bool = False           # per-class quotas instead of one global sort
-    seed: int = 0
-    window: str = "all"              # AIGN epochs averaged: all | first:K | last:K
-    p: float = 2.0                   # AIGN norm: 1, 2 or inf
+    seed: int = param(0, within="[0, inf)")
+    window: str = param("all", pattern=r"all|(first|last):[1-9][0-9]*", what="all | first:K | last:K with K >= 1")
+    p: float = param(2.0, choices=NORMS, what="choose 1, 2 or inf")  # AIGN norm
     squared: bool = False            # square the per-epoch norm before averaging
-    score_epochs: int = 3            # EL2N averaged over the first K epochs; GraNd at epoch K
-    ccs_score: str = "aign"          # CCS stratifies on this score (aign | el2n | forgetting | aum | grand)
-    ccs_cutoff: float = 0.1          # CCS drops this fraction of the hardest samples first
-    moderate_band: float = 0.0       # unused when 0: moderate keeps the band around the median distance
+    score_epochs: int = param(3, within="[1, inf)")  # EL2N averaged over the first K epochs; GraNd at epoch K
+    ccs_score: str = param("aign", choices=choices("scores"))  # CCS stratifies on it
+    ccs_cutoff: float = param(0.1, within="[0, 1)")  # CCS drops this fraction of the hardest samples first
+    moderate_band: float = param(0.0, within="[0, 1)")  # 0: the k closest to the median distance; b: a band
+    acs: ACSConfig = field(default_factory=ACSConfig)
 
-    def check(self, k: str) -> None:
-        from .coresets import METHODS
-
-        if not self.methods or any(m not in METHODS for m in self.methods):
-            fail(f"{k}.methods", self.methods, f"a non-empty list from {sorted(METHODS)}")
-        if not self.fractions or any(not (0 < f <= 1) for f in self.fractions):
-            fail(f"{k}.fractions", self.fractions, "each fraction must be in (0, 1]")
-        if self.seed < 0:
-            fail(f"{k}.seed", self.seed, "must be >= 0")
-        if not _window_ok(self.window):
-            fail(f"{k}.window", self.window, "all | first:K | last:K with K >= 1")
-        if float(self.p) not in NORMS:
-            fail(f"{k}.p", self.p, "choose 1, 2 or inf")
-        if self.score_epochs < 1:
-            fail(f"{k}.score_epochs", self.score_epochs, "must be >= 1")
-        if self.ccs_score not in ("aign", "el2n", "forgetting", "aum", "grand"):
-            fail(f"{k}.ccs_score", self.ccs_score, "choose aign, el2n, forgetting, aum or grand")
-        if not 0 <= self.ccs_cutoff < 1:
-            fail(f"{k}.ccs_cutoff", self.ccs_cutoff, "must be in [0, 1)")
-        if not 0 <= self.moderate_band < 1:
-            fail(f"{k}.moderate_band", self.moderate_band, "must be in [0, 1)")
+    def extra_check(self, k: str) -> None:
+        for f in self.fractions:
+            if fraction_name(f) != repr(float(f)):
+                fail(f"{k}.fractions", f, "write each fraction as a plain decimal such as 0.3")
 
 
 @dataclass
 class EvalConfig:
-    n_test: int = 500                # test samples attacked (the first n of the test subset)
-    batch_size: int = 256
-    eps: float = 8 / 255             # Linf budget
-    alpha: float = 2 / 255           # PGD step
-    pgd_steps: int = 20
-    fgsm: bool = True
-    pgd50_restarts: int = 0          # >0: PGD-50 with this many restarts
-    l2_eps: float = 0.0              # >0: L2 PGD-20 with this budget (0.5 is standard)
-    autoattack: bool = False         # standard AutoAttack through torchattacks
-    autoattack_n: int = 100          # samples given to AutoAttack (it is slow)
+    n_test: int = param(500, within="[1, inf)")  # test images attacked (the first n of the test subset)
+    batch_size: int = param(256, within="[1, inf)")
+    eps: float = param(8 / 255, within="[0, 1]")        # the headline Linf budget
+    alpha: float = param(2 / 255, within="(0, inf)")    # PGD step at eps (other eps: the same alpha / eps ratio)
+    pgd_steps: int = param(20, within="[1, inf)")
+    restarts: int = param(1, within="[1, inf)")        # random restarts of pgd / pgd_cw / apgd (worst restart kept)
+    # every image, at eps: their own accuracies are reported and they enter the worst case
+    attacks: list[str] = param(factory=lambda: ["fgsm", "pgd"], choices=choices("attacks"), each=True, unique=True)
+    # on the images still robust after `attacks`, at eps: they only enter the worst case
+    strong: list[str] = param(factory=list, choices=choices("attacks"), each=True, unique=True)
+    strong_steps: int = param(50, within="[1, inf)")   # steps of the strong attacks
+    # PGD robustness curve: every eps here (and eval.eps); monotone worst case over the grid
+    eps_grid: list[float] = param(factory=lambda: [0.0, 1 / 255, 2 / 255, 4 / 255, 8 / 255], each=True,
+                                  within="[0, 1]", increasing=True, unique=True)
+    l2_eps: float = param(0.0, within="[0, inf)")       # >0: L2 PGD-20 with this budget (0.5 is standard)
+    autoattack: bool = False         # standard AutoAttack (torchattacks) on the survivors among the first autoattack_n
+    autoattack_n: int = param(100, within="[1, inf)")
     sanity: bool = True              # gradient-masking sanity checks
-
-    def check(self, k: str) -> None:
-        if self.n_test < 1:
-            fail(f"{k}.n_test", self.n_test, "must be >= 1")
-        if self.batch_size < 1:
-            fail(f"{k}.batch_size", self.batch_size, "must be >= 1")
-        if not 0 <= self.eps <= 1:
-            fail(f"{k}.eps", self.eps, "must be in [0, 1]")
-        if not 0 < self.alpha < math.inf:
-            fail(f"{k}.alpha", self.alpha, "must be a finite number > 0")
-        if self.pgd_steps < 1:
-            fail(f"{k}.pgd_steps", self.pgd_steps, "must be >= 1")
-        if self.pgd50_restarts < 0:
-            fail(f"{k}.pgd50_restarts", self.pgd50_restarts, "must be >= 0")
-        if not 0 <= self.l2_eps < math.inf:
-            fail(f"{k}.l2_eps", self.l2_eps, "must be a finite number >= 0")
-        if self.autoattack_n < 1:
-            fail(f"{k}.autoattack_n", self.autoattack_n, "must be >= 1")
 
 
 @dataclass
 class ReportConfig:
-    grid_per_class: int = 8          # images per class in easiest/hardest grids
-    formats: list[str] = field(default_factory=lambda: ["png", "svg"])
-
-    def check(self, k: str) -> None:
-        if self.grid_per_class < 1:
-            fail(f"{k}.grid_per_class", self.grid_per_class, "must be >= 1")
-        if not self.formats or any(f not in ("png", "svg", "pdf") for f in self.formats):
-            fail(f"{k}.formats", self.formats, "a non-empty list from ['png', 'svg', 'pdf']")
+    grid_per_class: int = param(8, within="[1, inf)")   # images per class in easiest/hardest grids
+    formats: list[str] = param(factory=lambda: ["png", "svg"], choices=("png", "svg", "pdf"), each=True, nonempty=True)
 
 
 @dataclass
 class Params:
     data: DataConfig = field(default_factory=DataConfig)
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
     proxy: ProxyConfig = field(default_factory=ProxyConfig)
     coreset: CoresetConfig = field(default_factory=CoresetConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -296,22 +311,19 @@ class Params:
     report: ReportConfig = field(default_factory=ReportConfig)
 
     def check(self) -> "Params":
-        for f in dataclasses.fields(self):
-            getattr(self, f.name).check(f.name)
-        return self
+        return check(self)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
 
+def fraction_name(f: float) -> str:
+    """How a fraction appears in run names: Python's repr of the float, which is also what DVC writes when it
+    interpolates `${item.fraction}` (0.3 -> '0.3', 1.0 -> '1.0')."""
+    return repr(float(f))
+
+
 # ----------------------------------------------------------------------------- parsing
-def _window_ok(w: str) -> bool:
-    if w == "all":
-        return True
-    head, _, k = w.partition(":")
-    return head in ("first", "last") and k.isdigit() and int(k) >= 1
-
-
 def _type_name(tp) -> str:
     return getattr(tp, "__name__", str(tp)).replace("typing.", "")
 
@@ -330,6 +342,11 @@ def _coerce(key: str, value: Any, tp) -> Any:
         if not isinstance(value, list):
             fail(key, value, f"must be a list of {_type_name(inner)}")
         return [_coerce(f"{key}[{i}]", v, inner) for i, v in enumerate(value)]
+    if origin is dict:
+        kt, vt = typing.get_args(tp)
+        if not isinstance(value, dict):
+            fail(key, value, f"must be a mapping of {_type_name(kt)} to {_type_name(vt)}")
+        return {_coerce(key, k, kt): _coerce(f"{key}.{k}", v, vt) for k, v in value.items()}
     if dataclasses.is_dataclass(tp):
         return _from_dict(tp, value, key)
     if tp is bool:
@@ -379,7 +396,7 @@ def params_from_dict(data: dict) -> Params:
     return _from_dict(Params, data, "").check()
 
 
-def load_params(path: str | os.PathLike = "params.yaml", overrides: Optional[list[str]] = None) -> Params:
+def load_params(path: str | os.PathLike = "params.yaml", overrides: Optional[Sequence[str]] = None) -> Params:
     """Read, override (`key.sub=value`, YAML-parsed) and validate params. Raises ConfigError."""
     path = Path(path)
     if not path.exists():
@@ -387,9 +404,12 @@ def load_params(path: str | os.PathLike = "params.yaml", overrides: Optional[lis
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as e:
-        raise ConfigError(f"params: {path} is not valid YAML: {str(e).splitlines()[0]}") from None
-    if overrides and not isinstance(data, dict):
-        fail("params", data, f"{path} must hold a mapping of sections (data, proxy, coreset, train, eval, report)")
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise ConfigError(f"params: {path} is not valid YAML{where}: {problem}") from None
+    if not isinstance(data, dict):
+        fail("params", data, f"{path} must hold a mapping of sections ({', '.join(f.name for f in dataclasses.fields(Params))})")
     for ov in overrides or []:
         key, eq, raw = ov.partition("=")
         if not eq:
@@ -406,4 +426,16 @@ def load_params(path: str | os.PathLike = "params.yaml", overrides: Optional[lis
             node[parts[-1]] = yaml.safe_load(raw)
         except yaml.YAMLError as e:
             raise ConfigError(f"params: override {ov!r}: value is not valid YAML: {str(e).splitlines()[0]}") from None
+    _check_raw_fractions(data)
     return params_from_dict(data)
+
+
+def _check_raw_fractions(data: dict) -> None:
+    """Fractions name run folders through DVC's `${item.fraction}` (str of the YAML value) and through
+    `fraction_name` (repr of the float): they must agree, so `1` or `3e-1` are refused before anything runs."""
+    fr = (data.get("coreset") or {}).get("fractions") if isinstance(data.get("coreset"), dict) else None
+    if isinstance(fr, list):
+        for v in fr:
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and str(v) != repr(float(v)):
+                fail("coreset.fractions", v, "write each fraction as a plain decimal such as 0.3 "
+                                              "(it names the run folders)")

@@ -43,41 +43,41 @@ from typing import Any, Mapping, Optional
 import numpy as np
 
 from .aign import aign_scores, norm_key
+from .registry import Registry
 from .store import ArtifactError
 
 
-# ----------------------------------------------------------------------------- the table
-@dataclass(frozen=True)
-class MethodSpec:
-    """score: the artifact-derived score the method ranks by ('' for none); keep: 'low' | 'high' keeps
-    the lowest / highest scores, 'custom' has its own rule; needs: artifact keys ('aign' = the norm matrix
-    chosen by p); doc: one line for the README."""
-    score: str
-    keep: str
-    needs: tuple[str, ...]
-    doc: str
-
-
-METHODS: dict[str, MethodSpec] = {
-    "easycore": MethodSpec("aign", "low", ("aign",), "EasyCore: lowest average input-gradient norm (easiest samples)"),
-    "hard": MethodSpec("aign", "high", ("aign",), "highest AIGN (hardest samples), the ablation of EasyCore"),
-    "random": MethodSpec("", "custom", (), "uniform at random (seeded)"),
-    "el2n": MethodSpec("el2n", "high", ("el2n",), "highest EL2N ||softmax - onehot||, mean over the first score_epochs epochs (Paul et al. 2021)"),
-    "grand": MethodSpec("grand", "high", ("grand",), "highest last-layer gradient norm at epoch score_epochs (Paul et al. 2021)"),
-    "forgetting": MethodSpec("forgetting", "high", ("correct",), "most forgetting events; never-learned samples rank above all (Toneva et al. 2019)"),
-    "aum": MethodSpec("aum", "low", ("margin",), "lowest area under the margin, mean margin over epochs (Pleiss et al. 2020)"),
-    "entropy": MethodSpec("entropy", "high", ("entropy",), "highest predictive entropy at the final epoch (most uncertain)"),
-    "margin": MethodSpec("margin", "low", ("margin",), "lowest logit margin at the final epoch (most uncertain)"),
-    "ccs": MethodSpec("ccs", "custom", ("ccs_score",), "coverage-centric: drop the hardest ccs_cutoff, stratified sampling over 50 score strata (Zheng et al. 2023)"),
-    "moderate": MethodSpec("moderate", "custom", ("features",), "feature distance to the class median closest to the median distance (Xia et al. 2023)"),
-    "kcenter": MethodSpec("", "custom", ("features",), "greedy k-center on features (Sener & Savarese 2018)"),
-    "herding": MethodSpec("", "custom", ("features",), "greedy herding: running mean of kept features closest to the mean (Welling 2009)"),
-    "deepfool": MethodSpec("deepfool", "low", ("deepfool",), "smallest DeepFool distance to the boundary (closest, as in DeepCore)"),
-    "deepfool_far": MethodSpec("deepfool", "high", ("deepfool",), "largest DeepFool distance to the boundary (farthest)"),
-}
-
-CCS_SCORES = ("aign", "el2n", "forgetting", "aum", "grand")
+# ----------------------------------------------------------------------------- the registry
+METHODS = Registry("coreset method")
 CCS_STRATA = 50
+"""name -> Entry(fn, meta). meta: kind 'static' (chosen once from the proxy's records), 'adaptive' (re-chosen
+during training, `easycore.acs`) or 'reference' (the full-data run); keep 'low' | 'high' (the end of `score` a
+static method keeps; fn(artifacts, opts, labels) -> scores [N]) or 'custom' (fn(artifacts, opts, labels, fraction,
+seed) -> indices; an optional meta `scores` gives its per-sample score for summaries); score: what it ranks by;
+needs: proxy artifact keys ('aign' = the norm matrix chosen by p); doc: one line for the README."""
+
+
+@dataclass(frozen=True)
+class Options:
+    """The coreset.* params every method may read."""
+    window: str = "all"
+    p: float = 2.0
+    squared: bool = False
+    score_epochs: int = 3
+    ccs_score: str = "aign"
+    ccs_cutoff: float = 0.1
+    moderate_band: float = 0.0
+    balanced: bool = False
+    device: Optional[str] = None     # torch device for kcenter / herding (default: cuda when available)
+
+
+def method(name: str, *, keep: str, score: str = "", needs: tuple[str, ...] = (), doc: str, kind: str = "static",
+           **meta: Any):
+    """Register a coreset method (see METHODS)."""
+    if keep not in ("low", "high", "custom", "adaptive", "all"):
+        raise ValueError(f"keep must be low, high, custom, adaptive or all, got {keep!r}")
+    return METHODS.register(name, kind=kind, keep=keep, score=score, needs=tuple(needs), doc=doc, **meta)
+
 
 # which proxy setting produces each artifact key (for the missing-key message)
 _PRODUCED_BY = {
@@ -94,12 +94,13 @@ for _k in ("loss", "correct", "margin", "el2n", "grand", "entropy"):
 
 def direction_table_markdown() -> str:
     """The METHODS table as Markdown (embedded in the README)."""
-    keep_txt = {"low": "lowest", "high": "highest", "custom": "custom rule"}
-    lines = ["| method | ranks by | keeps | needs | rule |", "|---|---|---|---|---|"]
-    for name, s in METHODS.items():
-        needs = ", ".join(f"`{n}`" for n in s.needs) or "-"
-        doc = s.doc.replace("|", "\\|")  # a literal | would split the Markdown cell
-        lines.append(f"| `{name}` | {s.score or '-'} | {keep_txt[s.keep]} | {needs} | {doc} |")
+    keep_txt = {"low": "lowest", "high": "highest", "custom": "custom rule", "adaptive": "re-selected in training",
+                "all": "everything"}
+    lines = ["| method | kind | ranks by | keeps | needs | rule |", "|---|---|---|---|---|---|"]
+    for name, e in METHODS.items():
+        needs = ", ".join(f"`{n}`" for n in e.needs) or "-"
+        doc = e.doc.replace("|", "\\|")  # a literal | would split the Markdown cell
+        lines.append(f"| `{name}` | {e.kind} | {e.score or '-'} | {keep_txt[e.keep]} | {needs} | {doc} |")
     return "\n".join(lines) + "\n"
 
 
@@ -312,55 +313,44 @@ def moderate_scores(features: np.ndarray, labels: np.ndarray, *, balanced: bool 
     return out
 
 
+def score_names() -> list[str]:
+    """The per-sample scores the static methods rank by (the choices of coreset.ccs_score)."""
+    return list(dict.fromkeys(e.score for e in METHODS.entries() if e.keep in ("low", "high")))
+
+
+def score(name: str, artifacts: Mapping[str, np.ndarray], opts: Options = Options(),
+          labels: Optional[np.ndarray] = None) -> np.ndarray:
+    """The raw per-sample score `name` (float64 [N]), computed by the first registered method that ranks by it."""
+    for e in METHODS.entries():
+        if e.score == name and e.keep in ("low", "high"):
+            return e.fn(artifacts, opts, labels)
+    raise ValueError(f"unknown score {name!r}; choose one of {score_names()}")
+
+
 def ccs_hardness(artifacts: Mapping[str, np.ndarray], ccs_score: str = "aign", *, window: str = "all",
                  p: float = 2.0, squared: bool = False, score_epochs: int = 3) -> np.ndarray:
-    """The score CCS stratifies on, oriented so that high = hard (AUM is negated: low AUM is hard)."""
-    if ccs_score not in CCS_SCORES:
-        raise ValueError(f"ccs_score must be one of {list(CCS_SCORES)}, got {ccs_score!r}")
-    if ccs_score == "aign":
-        return aign(artifacts, window=window, p=p, squared=squared)
-    if ccs_score == "el2n":
-        return el2n(artifacts, score_epochs=score_epochs)
-    if ccs_score == "grand":
-        return grand(artifacts, score_epochs=score_epochs)
-    if ccs_score == "forgetting":
-        return forgetting_events(_get(artifacts, "correct", "ccs"))
-    return -aum(artifacts)
+    """The score CCS stratifies on, oriented so that high = hard (each score method says which end is hard:
+    meta `hard`; e.g. AUM is negated, low AUM is hard)."""
+    if ccs_score not in score_names():
+        raise ValueError(f"ccs_score must be one of {score_names()}, got {ccs_score!r}")
+    s = score(ccs_score, artifacts, Options(window=window, p=p, squared=squared, score_epochs=score_epochs))
+    hard = next(e.hard for e in METHODS.entries() if e.score == ccs_score and e.keep in ("low", "high"))
+    return s if hard == "high" else -s
 
 
 def method_scores(method: str, artifacts: Mapping[str, np.ndarray], *, labels: Optional[np.ndarray] = None,
                   balanced: bool = False, window: str = "all", p: float = 2.0, squared: bool = False,
                   score_epochs: int = 3, ccs_score: str = "aign", **_ignored: Any) -> Optional[np.ndarray]:
-    """The per-sample score `method` ranks by (float64 [N]), oriented as in METHODS[method].keep; None for
-    random, kcenter and herding. ccs: its hardness score (high = hard); moderate: |distance - median distance|
-    (labels default to artifacts['labels'])."""
-    spec = _spec(method)
-    s = spec.score
-    if s == "":
-        return None
-    if s == "aign":
-        return aign(artifacts, window=window, p=p, squared=squared)
-    if s == "el2n":
-        return el2n(artifacts, score_epochs=score_epochs)
-    if s == "grand":
-        return grand(artifacts, score_epochs=score_epochs)
-    if s == "forgetting":
-        return forgetting_events(_get(artifacts, "correct", method))
-    if s == "aum":
-        return aum(artifacts)
-    if s == "entropy":
-        return entropy(artifacts)
-    if s == "margin":
-        return margin(artifacts)
-    if s == "deepfool":
-        return deepfool(artifacts)
-    if s == "ccs":
-        return ccs_hardness(artifacts, ccs_score, window=window, p=p, squared=squared, score_epochs=score_epochs)
-    if s == "moderate":
-        if labels is None:
-            labels = _get(artifacts, "labels", method)
-        return moderate_scores(_features(artifacts, method, len(labels)), labels, balanced=balanced)
-    raise AssertionError(f"no score function for {s!r}")
+    """The per-sample score `method` ranks by (float64 [N]), oriented as in METHODS[method].keep; None for methods
+    without one (random, kcenter, herding, adaptive, full). ccs: its hardness score (high = hard); moderate:
+    |distance - median distance| (labels default to artifacts['labels'])."""
+    e = _spec(method)
+    opts = Options(window=window, p=p, squared=squared, score_epochs=score_epochs, ccs_score=ccs_score,
+                   balanced=balanced)
+    if e.keep in ("low", "high"):
+        return e.fn(artifacts, opts, labels)
+    fn = e.meta.get("scores")
+    return None if fn is None else fn(artifacts, opts, labels)
 
 
 # ----------------------------------------------------------------------------- custom selectors
@@ -481,27 +471,142 @@ def _moderate_group(score: np.ndarray, k: int, band: float, rng: np.random.Gener
     return rng.choice(pool, size=k, replace=False).astype(np.int64)
 
 
+# ----------------------------------------------------------------------------- the static methods
+@method("easycore", score="aign", keep="low", hard="high", needs=("aign",),
+        doc="EasyCore: lowest average input-gradient norm (easiest samples)")
+def _easycore(a, o: Options, labels=None) -> np.ndarray:
+    return aign(a, window=o.window, p=o.p, squared=o.squared)
+
+
+@method("hard", score="aign", keep="high", hard="high", needs=("aign",),
+        doc="highest AIGN (hardest samples), the ablation of EasyCore")
+def _hard(a, o: Options, labels=None) -> np.ndarray:
+    return aign(a, window=o.window, p=o.p, squared=o.squared)
+
+
+@method("random", keep="custom", doc="uniform at random (seeded)")
+def _random(a, o: Options, labels, fraction, seed) -> np.ndarray:
+    rng = _rng(seed, 4)
+    return np.concatenate([rng.choice(g, size=q, replace=False) for g, q in _groups(labels, fraction, o.balanced, seed)])
+
+
+@method("el2n", score="el2n", keep="high", hard="high", needs=("el2n",),
+        doc="highest EL2N ||softmax - onehot||, mean over the first score_epochs epochs (Paul et al. 2021)")
+def _el2n(a, o: Options, labels=None) -> np.ndarray:
+    return el2n(a, score_epochs=o.score_epochs)
+
+
+@method("grand", score="grand", keep="high", hard="high", needs=("grand",),
+        doc="highest last-layer gradient norm at epoch score_epochs (Paul et al. 2021)")
+def _grand(a, o: Options, labels=None) -> np.ndarray:
+    return grand(a, score_epochs=o.score_epochs)
+
+
+@method("forgetting", score="forgetting", keep="high", hard="high", needs=("correct",),
+        doc="most forgetting events; never-learned samples rank above all (Toneva et al. 2019)")
+def _forgetting(a, o: Options, labels=None) -> np.ndarray:
+    return forgetting_events(_get(a, "correct", "forgetting"))
+
+
+@method("aum", score="aum", keep="low", hard="low", needs=("margin",),
+        doc="lowest area under the margin, mean margin over epochs (Pleiss et al. 2020)")
+def _aum(a, o: Options, labels=None) -> np.ndarray:
+    return aum(a)
+
+
+@method("entropy", score="entropy", keep="high", hard="high", needs=("entropy",),
+        doc="highest predictive entropy at the final epoch (most uncertain)")
+def _entropy(a, o: Options, labels=None) -> np.ndarray:
+    return entropy(a)
+
+
+@method("margin", score="margin", keep="low", hard="low", needs=("margin",),
+        doc="lowest logit margin at the final epoch (most uncertain)")
+def _margin(a, o: Options, labels=None) -> np.ndarray:
+    return margin(a)
+
+
+def _ccs_scores(a, o: Options, labels=None) -> np.ndarray:
+    return ccs_hardness(a, o.ccs_score, window=o.window, p=o.p, squared=o.squared, score_epochs=o.score_epochs)
+
+
+@method("ccs", score="ccs", keep="custom", needs=("ccs_score",), scores=_ccs_scores,
+        doc=f"coverage-centric: drop the hardest ccs_cutoff, stratified sampling over {CCS_STRATA} score strata "
+            "(Zheng et al. 2023)")
+def _ccs(a, o: Options, labels, fraction, seed) -> np.ndarray:
+    rng = _rng(seed, 4)
+    groups = _groups(labels, fraction, o.balanced, seed)
+    hard = _check_scores(_ccs_scores(a, o), len(labels), f"ccs ({o.ccs_score}) scores")
+    return np.concatenate([g[_ccs_group(hard[g], q, o.ccs_cutoff, rng)] for g, q in groups])
+
+
+def _moderate_scores(a, o: Options, labels=None) -> np.ndarray:
+    if labels is None:
+        labels = _get(a, "labels", "moderate")
+    return moderate_scores(_features(a, "moderate", len(labels)), labels, balanced=o.balanced)
+
+
+@method("moderate", score="moderate", keep="custom", needs=("features",), scores=_moderate_scores,
+        doc="feature distance to the class median closest to the median distance (Xia et al. 2023)")
+def _moderate(a, o: Options, labels, fraction, seed) -> np.ndarray:
+    rng = _rng(seed, 4)
+    groups = _groups(labels, fraction, o.balanced, seed)
+    s = _check_scores(_moderate_scores(a, o, labels), len(labels), "moderate scores")
+    return np.concatenate([g[_moderate_group(s[g], q, o.moderate_band, rng)] for g, q in groups])
+
+
+def _greedy(fn):
+    def run(a, o: Options, labels, fraction, seed) -> np.ndarray:
+        rng = _rng(seed, 4)
+        groups = _groups(labels, fraction, o.balanced, seed)
+        f = _features(a, "features", len(labels))
+        dev = _torch_device(o.device)
+        return np.concatenate([g[fn(f[g], q, rng, dev)] for g, q in groups])
+    return run
+
+
+method("kcenter", keep="custom", needs=("features",), doc="greedy k-center on features (Sener & Savarese 2018)")(
+    _greedy(_kcenter_group))
+method("herding", keep="custom", needs=("features",),
+       doc="greedy herding: running mean of kept features closest to the mean (Welling 2009)")(
+    _greedy(_herding_group))
+
+
+@method("deepfool", score="deepfool", keep="low", hard="low", needs=("deepfool",),
+        doc="smallest DeepFool distance to the boundary (closest, as in DeepCore)")
+def _deepfool(a, o: Options, labels=None) -> np.ndarray:
+    return deepfool(a)
+
+
+@method("deepfool_far", score="deepfool", keep="high", hard="low", needs=("deepfool",),
+        doc="largest DeepFool distance to the boundary (farthest)")
+def _deepfool_far(a, o: Options, labels=None) -> np.ndarray:
+    return deepfool(a)
+
+
+@method("full", keep="all", kind="reference", doc="the full training set (the reference run, fraction 1.0)")
+def _full(a, o: Options, labels, fraction, seed) -> np.ndarray:
+    return np.arange(len(labels))
+
+
 # ----------------------------------------------------------------------------- dispatch
-def _spec(method: str) -> MethodSpec:
-    if method not in METHODS:
-        raise ValueError(f"unknown coreset method {method!r}; choose one of {sorted(METHODS)}")
-    return METHODS[method]
+def _spec(method: str):
+    return METHODS.get(method)
 
 
 def select(method: str, artifacts: Mapping[str, np.ndarray], labels: np.ndarray, fraction: float, *,
            balanced: bool = False, seed: int = 0, window: str = "all", p: float = 2.0, squared: bool = False,
            score_epochs: int = 3, ccs_score: str = "aign", ccs_cutoff: float = 0.1, moderate_band: float = 0.0,
            device: Optional[str] = None) -> np.ndarray:
-    """Indices (int64, shuffled by the seed) of the ``budget(fraction, N)`` samples `method` keeps.
+    """Indices (int64, shuffled by the seed) of the ``budget(fraction, N)`` samples the static `method` keeps.
 
-    Score methods rank by ``method_scores`` in the METHODS direction (``select_by_score``); custom methods:
-      random    uniform (per-class quotas when balanced);
-      ccs       ``_ccs_group`` on ``ccs_hardness(ccs_score)`` with ``ccs_cutoff``;
-      moderate  lowest ``moderate_scores`` (see ``_moderate_group`` for ``moderate_band``);
-      kcenter / herding  greedy on ``features`` (``device``: torch device, default cuda when available).
-    Per class when balanced, else globally.
+    keep 'low' / 'high': rank by the method's score (``select_by_score``); 'custom': the method's own rule
+    (random, ccs, moderate, kcenter, herding: see their registrations). Per class when balanced, else globally.
+    Adaptive methods (ACS) choose during training (``easycore.acs``), not here.
     """
-    spec = _spec(method)
+    e = _spec(method)
+    if e.kind == "adaptive":
+        raise ValueError(f"{method!r} is an adaptive method: it selects during training (easycore train), not here")
     fraction = check_fraction(fraction)
     labels = np.asarray(labels)
     n = len(labels)
@@ -511,33 +616,16 @@ def select(method: str, artifacts: Mapping[str, np.ndarray], labels: np.ndarray,
         raise ValueError(f"ccs_cutoff must be in [0, 1), got {ccs_cutoff!r}")
     if not 0 <= moderate_band < 1:
         raise ValueError(f"moderate_band must be in [0, 1), got {moderate_band!r}")
-    opts = dict(window=window, p=p, squared=squared, score_epochs=score_epochs)
-
-    if spec.keep in ("low", "high"):
-        s = method_scores(method, artifacts, labels=labels, balanced=balanced, ccs_score=ccs_score, **opts)
-        return select_by_score(_check_scores(s, n, f"{method} scores"), labels, fraction, keep=spec.keep,
+    opts = Options(window=window, p=p, squared=squared, score_epochs=score_epochs, ccs_score=ccs_score,
+                   ccs_cutoff=ccs_cutoff, moderate_band=moderate_band, balanced=balanced, device=device)
+    if e.keep in ("low", "high"):
+        s = e.fn(artifacts, opts, labels)
+        return select_by_score(_check_scores(s, n, f"{method} scores"), labels, fraction, keep=e.keep,
                                balanced=balanced, seed=seed)
-
-    rng = _rng(seed, 4)
-    groups = _groups(labels, fraction, balanced, seed)
-    if method == "random":
-        parts = [rng.choice(g, size=q, replace=False) for g, q in groups]
-    elif method == "ccs":
-        hard = _check_scores(ccs_hardness(artifacts, ccs_score, **opts), n, f"ccs ({ccs_score}) scores")
-        parts = [g[_ccs_group(hard[g], q, ccs_cutoff, rng)] for g, q in groups]
-    elif method == "moderate":
-        s = _check_scores(moderate_scores(_features(artifacts, method, n), labels, balanced=balanced), n, "moderate scores")
-        parts = [g[_moderate_group(s[g], q, moderate_band, rng)] for g, q in groups]
-    elif method in ("kcenter", "herding"):
-        f = _features(artifacts, method, n)
-        dev = _torch_device(device)
-        fn = _kcenter_group if method == "kcenter" else _herding_group
-        parts = [g[fn(f[g], q, rng, dev)] for g, q in groups]
-    else:  # pragma: no cover - the table and this dispatch must agree
-        raise AssertionError(f"no selector for custom method {method!r}")
-    idx = np.concatenate(parts) if parts else np.zeros(0, np.int64)
-    assert len(idx) == budget(fraction, n) and len(np.unique(idx)) == len(idx)
-    return _shuffle(idx, seed)
+    idx = np.asarray(e.fn(artifacts, opts, labels, fraction, seed), dtype=np.int64)
+    want = n if e.keep == "all" else budget(fraction, n)
+    assert len(idx) == want and len(np.unique(idx)) == len(idx), f"{method} selected {len(idx)} of {want}"
+    return _shuffle(idx, seed) if e.keep != "all" else idx
 
 
 # ----------------------------------------------------------------------------- summaries and the stage
@@ -604,3 +692,6 @@ def run_select(method: str, fraction: float, artifacts_path: str | os.PathLike, 
     save_npy(out_npy, idx)
     write_json(out_json, summary)
     return summary
+
+
+from . import acs  # noqa: E402,F401  (registers the adaptive methods)

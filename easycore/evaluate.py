@@ -1,10 +1,16 @@
-"""Robustness evaluation: clean, FGSM, PGD (Linf), PGD-50 with restarts, L2 PGD, AutoAttack; sanity checks.
+"""Robustness evaluation: clean accuracy, Linf attacks at the headline eps, a PGD robustness curve over an eps grid,
+the per-image worst case over every attack run, L2 PGD, AutoAttack; gradient-masking sanity checks.
 
-Reporting convention: a sample counts as robust under an attack only if it is classified correctly both
-on the clean input AND on the adversarial input. Every robust accuracy is therefore <= the clean
-accuracy, even for attacks (FGSM, one-shot starts) that can occasionally "repair" a misclassified sample.
-`outcomes[name]` is the per-sample bool array of exactly that event ("still correct"); the accuracy is
-its mean. AutoAttack runs on the first `cfg.autoattack_n` samples only (its outcome array is shorter).
+Reporting convention: a sample counts as robust only if it is classified correctly on the clean input AND on every
+adversarial input tried. Robust accuracy at an eps is the **per-image worst case over every attack run at that eps
+or a smaller one** (RobustBench's convention; an adversarial example inside a smaller ball is inside the larger one),
+so the curve over the eps grid is monotone by construction. Attacks registered in ATTACKS:
+  `eval.attacks` (e.g. fgsm, pgd) run on every image at eval.eps: their own accuracies are reported too;
+  `eval.strong` (e.g. apgd_dlr) and AutoAttack run only on the images still robust after them (what they could
+  change), so they cost little where the cheap attacks already succeed; grid points other than eval.eps likewise
+  attack only the images still robust at the previous grid point.
+`outcomes[name]` is the per-image bool array of "still correct"; the accuracy is its mean. AutoAttack runs on the
+first `cfg.autoattack_n` images only (its outcome array is shorter).
 """
 from __future__ import annotations
 
@@ -18,9 +24,61 @@ from tqdm.auto import tqdm
 
 from . import attacks
 from .config import EvalConfig
+from .registry import Registry
 from .store import save_arrays, write_json
 
 Attack = Callable[[torch.Tensor, torch.Tensor, Optional[torch.Generator]], torch.Tensor]
+
+ATTACKS = Registry("attack")
+"""name -> Entry(fn): fn(model, cfg: EvalConfig, eps, amp) -> Attack (x, y, generator) -> x_adv. meta: norm,
+label (the metrics key, may use cfg), doc."""
+
+
+def eps_name(eps: float) -> str:
+    """'eps8' for 8/255: the key of the robust accuracy at that eps."""
+    return f"eps{eps * 255:.4g}"
+
+
+def _step(cfg: EvalConfig, eps: float) -> float:
+    """PGD step at `eps`: eval.alpha at eval.eps, the same alpha / eps ratio elsewhere."""
+    return cfg.alpha if cfg.eps == 0 else cfg.alpha * eps / cfg.eps
+
+
+@ATTACKS.register("fgsm", norm="linf", label=lambda cfg: "fgsm", doc="FGSM: one signed gradient step of eps")
+def _fgsm(model, cfg: EvalConfig, eps: float, amp: bool) -> Attack:
+    return lambda xb, yb, g: attacks.fgsm(model, xb, yb, eps=eps, amp=amp)
+
+
+@ATTACKS.register("pgd", norm="linf", label=lambda cfg: f"pgd{cfg.pgd_steps}",
+                  doc="PGD (Madry et al.): eval.pgd_steps steps of eval.alpha, random start, eval.restarts restarts")
+def _pgd(model, cfg: EvalConfig, eps: float, amp: bool) -> Attack:
+    return _pgd_attack(model, eps=eps, alpha=_step(cfg, eps), steps=cfg.pgd_steps, restarts=cfg.restarts, amp=amp)
+
+
+@ATTACKS.register("pgd_cw", norm="linf", label=lambda cfg: f"pgd{cfg.strong_steps}_cw",
+                  doc="PGD on the Carlini-Wagner margin loss, eval.strong_steps steps, eval.restarts restarts")
+def _pgd_cw(model, cfg: EvalConfig, eps: float, amp: bool) -> Attack:
+    return _pgd_attack(model, eps=eps, alpha=_step(cfg, eps), steps=cfg.strong_steps, restarts=cfg.restarts,
+                       loss="cw", amp=amp)
+
+
+def _apgd(loss: str):
+    def make(model, cfg: EvalConfig, eps: float, amp: bool) -> Attack:
+        import torchattacks
+
+        def run(xb, yb, g):
+            seed = int(torch.randint(0, 2 ** 31 - 1, (1,), generator=g, device=g.device)) if g is not None else 0
+            atk = torchattacks.APGD(model, norm="Linf", eps=eps, steps=cfg.strong_steps, n_restarts=cfg.restarts,
+                                    loss=loss, seed=seed)
+            return atk(xb, yb)
+        return run
+    return make
+
+
+ATTACKS.register("apgd_ce", norm="linf", label=lambda cfg: "apgd_ce",
+                 doc="APGD-CE (Croce & Hein 2020, torchattacks): eval.strong_steps steps")(_apgd("ce"))
+ATTACKS.register("apgd_dlr", norm="linf", label=lambda cfg: "apgd_dlr",
+                 doc="APGD-DLR (Croce & Hein 2020, torchattacks): eval.strong_steps steps")(_apgd("dlr"))
 
 
 def _as_float01(x: torch.Tensor) -> torch.Tensor:
@@ -35,16 +93,29 @@ def _model_device(model: nn.Module) -> torch.device:
 
 
 def _correct_under(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attack: Optional[Attack], *,
-                   batch_size: int, seed: int, desc: str, progress: bool, amp: bool) -> torch.Tensor:
-    """Bool [N]: is the prediction on attack(x) (or x if attack is None) equal to y. Batched, on device."""
+                   batch_size: int, seed: int, desc: str, progress: bool, amp: bool,
+                   only: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Bool [N]: is the prediction on attack(x) (or x if attack is None) equal to y. Batched, on device.
+    only: a bool mask [N]; the attack runs on those images only and the others are reported False (used for
+    images already broken, where another attack can change nothing)."""
+    if only is not None:
+        out = torch.zeros(len(x), dtype=torch.bool, device=x.device)
+        idx = only.nonzero().squeeze(1)
+        if len(idx):
+            out[idx] = _correct_under(model, x[idx], y[idx], attack, batch_size=batch_size, seed=seed, desc=desc,
+                                      progress=progress, amp=amp)
+        return out
     gen = torch.Generator(device=x.device)
     gen.manual_seed(seed)
     out = []
     starts = range(0, len(x), batch_size)
-    for i in tqdm(starts, desc=desc, disable=not progress or attack is None, leave=False):
+    bar = tqdm(total=len(x), desc=desc, unit="img", disable=not progress or attack is None, leave=False)
+    for i in starts:
         xb, yb = x[i:i + batch_size], y[i:i + batch_size]
         xa = xb if attack is None else attack(xb, yb, gen)
         out.append(attacks.predict(model, xa, batch_size=len(xa), amp=amp) == yb)
+        bar.update(len(xb))
+    bar.close()
     return torch.cat(out) if out else torch.zeros(0, dtype=torch.bool, device=x.device)
 
 
@@ -53,75 +124,101 @@ def _entry(correct: torch.Tensor, settings: Mapping[str, Any]) -> dict:
     return {"accuracy": float(correct.float().mean()) if n else float("nan"), "n": n, "attack": dict(settings)}
 
 
-def _pgd_attack(model, *, eps, alpha, steps, norm="linf", restarts=1, amp=False) -> Attack:
+def _pgd_attack(model, *, eps, alpha, steps, norm="linf", restarts=1, loss="ce", amp=False) -> Attack:
     def run(xb, yb, gen):
         return attacks.pgd(model, xb, yb, eps=eps, alpha=alpha, steps=steps, norm=norm, random_start=True,
-                           restarts=restarts, generator=gen, amp=amp)
+                           restarts=restarts, loss=loss, generator=gen, amp=amp)
     return run
 
 
 def evaluate_model(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: EvalConfig, *, seed: int = 0,
                    progress: bool = True, amp: bool = False) -> tuple[dict, dict[str, np.ndarray]]:
-    """Evaluate `model` on the first cfg.n_test samples of (x, y).
+    """Evaluate `model` on the first cfg.n_test samples of (x, y) (see the module docstring).
 
-    x: float in [0, 1] (or uint8, divided by 255) [N, C, H, W] on the model's device (moved if not);
-    y: int64 [N]. Returns (metrics, outcomes):
-      metrics[name] = {"accuracy": float, "n": int, "attack": {settings}} for name in
-        clean, fgsm, pgd{steps}, pgd50x{restarts}, l2_pgd20, autoattack (those enabled in cfg),
-        plus metrics["sanity"] (see `sanity_checks`) when cfg.sanity;
-      outcomes[name] = np.bool_ [n] "correct on clean AND adversarial input" (module docstring).
-    Random starts use a torch.Generator seeded with `seed` (+ a per-attack offset); AutoAttack gets `seed`.
-    The model's train/eval mode is restored.
+    x: float in [0, 1] (or uint8, divided by 255) [N, C, H, W] on the model's device (moved if not); y: int64 [N].
+    Returns (metrics, outcomes):
+      metrics[name] = {"accuracy", "n", "attack": {settings}} for clean, each of cfg.attacks (by its label, e.g.
+        fgsm, pgd20), each of cfg.strong and autoattack (worst case after it), l2_pgd20 (when cfg.l2_eps > 0),
+        eps<e> for every eps of the grid and of eval.eps (monotone worst case), and `robust` (= eps<eval.eps>);
+        plus metrics["sanity"] when cfg.sanity;
+      outcomes[name] = np.bool_ [n], "correct on clean AND every attack counted in it".
+    Random starts use torch.Generators seeded from `seed` (a fixed offset per attack). The model's train/eval
+    mode is restored.
     """
     dev = _model_device(model)
     n = min(int(cfg.n_test), len(x))
     x = _as_float01(x[:n].to(dev))
     y = y[:n].to(dev).long()
-    bs = int(cfg.batch_size)
-    kw = dict(batch_size=bs, progress=progress, amp=amp)
+    kw = dict(batch_size=int(cfg.batch_size), progress=progress, amp=amp)
 
     metrics: dict[str, Any] = {}
-    outcomes: dict[str, np.ndarray] = {}
+    outcomes: dict[str, torch.Tensor] = {}
+
+    def record(name: str, ok: torch.Tensor, settings: dict) -> None:
+        metrics[name] = _entry(ok, settings)
+        outcomes[name] = ok
+
     with attacks.eval_mode(model):
         clean = _correct_under(model, x, y, None, seed=seed, desc="clean", **kw)
-        metrics["clean"] = _entry(clean, {"name": "clean"})
-        outcomes["clean"] = clean.cpu().numpy()
+        record("clean", clean, {"name": "clean"})
 
-        runs: list[tuple[str, dict, Attack]] = []
-        if cfg.fgsm:
-            runs.append(("fgsm", {"name": "fgsm", "norm": "linf", "eps": cfg.eps},
-                         lambda xb, yb, g: attacks.fgsm(model, xb, yb, eps=cfg.eps, amp=amp)))
-        runs.append((f"pgd{cfg.pgd_steps}",
-                     {"name": "pgd", "norm": "linf", "eps": cfg.eps, "alpha": cfg.alpha, "steps": cfg.pgd_steps,
-                      "restarts": 1, "random_start": True},
-                     _pgd_attack(model, eps=cfg.eps, alpha=cfg.alpha, steps=cfg.pgd_steps, amp=amp)))
-        if cfg.pgd50_restarts > 0:
-            runs.append((f"pgd50x{cfg.pgd50_restarts}",
-                         {"name": "pgd", "norm": "linf", "eps": cfg.eps, "alpha": cfg.alpha, "steps": 50,
-                          "restarts": cfg.pgd50_restarts, "random_start": True},
-                         _pgd_attack(model, eps=cfg.eps, alpha=cfg.alpha, steps=50, restarts=cfg.pgd50_restarts,
-                                     amp=amp)))
+        # the headline attacks, every image, at eval.eps
+        robust = clean.clone()
+        for k, name in enumerate(cfg.attacks):
+            e = ATTACKS.get(name)
+            ok = _correct_under(model, x, y, e.fn(model, cfg, cfg.eps, amp), seed=seed + 1000 * (k + 1),
+                                desc=e.label(cfg), **kw) & clean
+            record(e.label(cfg), ok, {"name": name, "norm": e.norm, "eps": cfg.eps, "steps": cfg.pgd_steps,
+                                      "alpha": cfg.alpha, "restarts": cfg.restarts})
+            robust &= ok
+
+        # the PGD curve: grid points in increasing eps, each on the images still robust at the previous one
+        grid = sorted(set(cfg.eps_grid) | {cfg.eps})
+        prev = clean.clone()
+        pgd = ATTACKS.get("pgd")
+        for j, eps in enumerate(grid):
+            if eps == cfg.eps:
+                cur = prev & robust
+            elif eps == 0:
+                cur = prev.clone()
+            else:
+                cur = _correct_under(model, x, y, pgd.fn(model, cfg, eps, amp), seed=seed + 50_000 + j,
+                                     desc=f"pgd {eps_name(eps)}", only=prev, **kw)
+            if eps == cfg.eps:  # the strong attacks and AutoAttack, on the survivors at eval.eps
+                for k, name in enumerate(cfg.strong):
+                    e = ATTACKS.get(name)
+                    cur &= _correct_under(model, x, y, e.fn(model, cfg, eps, amp), seed=seed + 90_000 + k,
+                                          desc=e.label(cfg), only=cur, **kw)
+                    record(e.label(cfg), cur.clone(), {"name": name, "eps": eps, "steps": cfg.strong_steps,
+                                                      "restarts": cfg.restarts, "worst_case": True})
+                if cfg.autoattack:
+                    na = min(int(cfg.autoattack_n), n)
+                    sub = cur[:na].clone()
+                    idx = sub.nonzero().squeeze(1)
+                    if len(idx):
+                        sub[idx] = _autoattack(model, x[:na][idx], y[:na][idx], eps=eps, seed=seed,
+                                               batch_size=kw["batch_size"], progress=progress)
+                    cur[:na] = sub
+                    record("autoattack", sub, {"name": "autoattack", "version": "standard", "norm": "Linf",
+                                               "eps": eps, "implementation": "torchattacks", "seed": seed,
+                                               "worst_case": True})
+            record(eps_name(eps), cur, {"name": "worst_case", "eps": eps})
+            prev = cur
+        metrics["robust"] = dict(metrics[eps_name(cfg.eps)], attack={
+            "name": "worst_case", "eps": cfg.eps, "attacks": [ATTACKS.get(a).label(cfg) for a in cfg.attacks]
+            + [f"pgd{cfg.pgd_steps}@smaller eps of the grid"] + [ATTACKS.get(a).label(cfg) for a in cfg.strong]
+            + (["autoattack (first %d)" % min(cfg.autoattack_n, n)] if cfg.autoattack else [])})
+        outcomes["robust"] = outcomes[eps_name(cfg.eps)]
+
         if cfg.l2_eps > 0:
-            runs.append(("l2_pgd20",
-                         {"name": "pgd", "norm": "l2", "eps": cfg.l2_eps, "alpha": cfg.l2_eps / 4, "steps": 20,
-                          "restarts": 1, "random_start": True},
-                         _pgd_attack(model, eps=cfg.l2_eps, alpha=cfg.l2_eps / 4, steps=20, norm="l2", amp=amp)))
-        for k, (name, settings, attack) in enumerate(runs):
-            ok = _correct_under(model, x, y, attack, seed=seed + 1000 * (k + 1), desc=name, **kw) & clean
-            metrics[name] = _entry(ok, settings)
-            outcomes[name] = ok.cpu().numpy()
-
-        if cfg.autoattack:
-            na = min(int(cfg.autoattack_n), n)
-            ok = _autoattack(model, x[:na], y[:na], eps=cfg.eps, seed=seed, batch_size=bs, progress=progress)
-            ok &= clean[:na]
-            metrics["autoattack"] = _entry(ok, {"name": "autoattack", "version": "standard", "norm": "Linf",
-                                               "eps": cfg.eps, "implementation": "torchattacks", "seed": seed})
-            outcomes["autoattack"] = ok.cpu().numpy()
+            ok = _correct_under(model, x, y, _pgd_attack(model, eps=cfg.l2_eps, alpha=cfg.l2_eps / 4, steps=20,
+                                                         norm="l2", amp=amp), seed=seed + 70_000, desc="l2 pgd", **kw)
+            record("l2_pgd20", ok & clean, {"name": "pgd", "norm": "l2", "eps": cfg.l2_eps, "alpha": cfg.l2_eps / 4,
+                                            "steps": 20})
 
     if cfg.sanity:
         metrics["sanity"] = sanity_checks(model, x, y, cfg, metrics, seed=seed, progress=progress, amp=amp)
-    return metrics, outcomes
+    return metrics, {k: v.cpu().numpy() for k, v in outcomes.items()}
 
 
 def _autoattack(model, x, y, *, eps, seed, batch_size, progress) -> torch.Tensor:

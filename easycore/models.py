@@ -13,6 +13,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .registry import Registry
+
 
 class Normalize(nn.Module):
     """(x - mean) / std with per-channel constants stored as buffers (they follow .to())."""
@@ -170,12 +172,39 @@ class WideResNetBody(nn.Module):
 
 
 # ----------------------------------------------------------------------------- registry
+MODELS = Registry("model")
+"""name -> Entry(fn): fn(in_channels) -> (body module mapping [B, C, H, W] to [B, d] features, d)."""
+
+
+@MODELS.register("cnn_small")
+def _cnn_small(c):
+    """A fast CNN for CPU demos: 4 conv-BN-ReLU blocks at width 32."""
+    return cnn_small_body(c, 32)
+
+
+@MODELS.register("cnn_tiny")
+def _cnn_tiny(c):
+    """cnn_small at width 16: the CPU demo and study model."""
+    return cnn_small_body(c, 16)
+
+
+@MODELS.register("resnet_tiny")
+def _resnet_tiny(c):
+    """ResNet-18 shape at 1/4 width with one block per stage: a second CPU-demo architecture."""
+    b = ResNetBody(BasicBlock, c, preact=False, widths=(16, 32, 64, 128), blocks=(1, 1, 1, 1))
+    return b, b.out_dim
+
+
+@MODELS.register("resnet18")
 def _resnet18(c):
+    """CIFAR ResNet-18 (3x3 stem, no max-pool)."""
     b = ResNetBody(BasicBlock, c, preact=False)
     return b, b.out_dim
 
 
+@MODELS.register("preact_resnet18")
 def _preact18(c):
+    """CIFAR PreAct ResNet-18."""
     b = ResNetBody(PreActBlock, c, preact=True)
     return b, b.out_dim
 
@@ -184,29 +213,15 @@ def _wrn(depth, widen):
     def make(c):
         b = WideResNetBody(depth, widen, c)
         return b, b.out_dim
+    make.__doc__ = f"WideResNet-{depth}-{widen}."
     return make
 
 
-def _resnet_tiny(c):
-    """ResNet-18 shape at 1/4 width with one block per stage: a second CPU-demo architecture."""
-    b = ResNetBody(BasicBlock, c, preact=False, widths=(16, 32, 64, 128), blocks=(1, 1, 1, 1))
-    return b, b.out_dim
-
-
-MODELS: dict[str, Callable[[int], tuple[nn.Module, int]]] = {
-    "cnn_small": lambda c: cnn_small_body(c, 32),
-    "cnn_tiny": lambda c: cnn_small_body(c, 16),
-    "resnet_tiny": _resnet_tiny,
-    "resnet18": _resnet18,
-    "preact_resnet18": _preact18,
-    "wrn28_10": _wrn(28, 10),
-    "wrn34_10": _wrn(34, 10),
-}
+MODELS.register("wrn28_10")(_wrn(28, 10))
+MODELS.register("wrn34_10")(_wrn(34, 10))
 
 
 def build_model(name: str, num_classes: int, in_channels: int, mean, std) -> Classifier:
     """Build a model by name (see MODELS). mean/std: per-channel input normalisation constants."""
-    if name not in MODELS:
-        raise ValueError(f"unknown model {name!r}; choose one of {sorted(MODELS)}")
-    body, dim = MODELS[name](in_channels)
+    body, dim = MODELS.get(name).fn(in_channels)
     return Classifier(body, dim, num_classes, mean, std)

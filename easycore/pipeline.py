@@ -1,16 +1,15 @@
-"""The pipeline's stages as plain functions: prepare -> proxy -> select -> train -> evaluate.
+"""The pipeline's stages as plain functions: check -> prepare -> proxy -> select -> train -> evaluate.
 
-Each reads validated params, checks the fingerprints of what it reads, logs what it read and wrote, and
-writes atomically. The CLI (`easycore <stage>`) and the DVC stages call these.
+Each reads validated params, checks the fingerprints of what it reads, logs what it read and wrote, prints its key
+result, and writes atomically. The CLI (`easycore <stage>`) and the DVC stages call these; run names and paths come
+from `runs.py`. Outputs hold no wall-clock values (byte-identical when recomputed on one machine); each run's wall
+time and pass counts go to `runs/timings/<stage>/...json` (a log, not a DVC output).
 
-Layout (all paths relative to the working directory):
-  data/prepared/{train,test}.pt, info.json           prepare
-  runs/proxy/<name>/{dynamics.npz,model.pt,history.json,summary.json}   proxy (name: main | transfer)
-  runs/coresets/<method>-<fraction>[-<proxy>]/{indices.npy,summary.json} select
-  runs/train/<run>/{model.pt,history.json}             train     (run: <method>-<fraction>-<mode>-s<seed>)
-  runs/eval/<run>/{metrics.json,outcomes.npz}          evaluate
-A run's resume checkpoint lies beside its output folder as `.<name>.state.pt` (kept out of DVC's outs so an
-interrupted `dvc repro` resumes it) and is removed once the run's outputs are written.
+  data/prepared/{train,test}.safetensors, info.json        prepare
+  runs/proxy/<name>/{dynamics.npz,model.safetensors,history.json,summary.json}     proxy (main | a transfer model)
+  runs/coresets/<scores>/<method>-<fraction>/{indices.npy,summary.json}           select
+  runs/train/<scores>/<run>/{model.safetensors,history.json}                      train
+  runs/eval/<scores>/<run>/{metrics.json,outcomes.npz}                            evaluate
 """
 from __future__ import annotations
 
@@ -23,6 +22,7 @@ from typing import Optional
 import numpy as np
 import torch
 
+from . import runs
 from .aign import AIGNTracker
 from .config import Params
 from .data import ArrayDataset, load_dataset
@@ -32,48 +32,58 @@ from .train import accuracy, config_hash, resolve_device, save_model, train
 log = logging.getLogger("easycore")
 
 PREPARED = Path("data/prepared")
+PARAMS_OK = Path("runs/params-ok.txt")
 
 
-def fmt_fraction(f: float) -> str:
-    return f"{f:g}"
+def _say(msg: str) -> None:
+    """A stage's key result: printed (what a user of the CLI sees), and logged."""
+    print(msg, flush=True)
 
 
-def run_name(method: str, fraction: float, mode: str, seed: int) -> str:
-    return f"{method}-{fmt_fraction(fraction)}-{mode}-s{seed}"
+def write_timing(stage: str, name: str, seconds: float, **extra) -> Path:
+    """Wall time (and any counts) of one stage run, as a log beside the outputs (not a DVC output)."""
+    path = Path("runs/timings") / stage / f"{name}.json"
+    return write_json(path, {"seconds": round(float(seconds), 2), **extra})
 
 
-def state_path_for(out_dir: Path) -> Path:
-    out_dir = Path(out_dir)
-    return out_dir.parent / f".{out_dir.name}.state.pt"
+# ----------------------------------------------------------------------------- check
+def check(params: Params, out: Path = PARAMS_OK) -> None:
+    """The first stage: params are valid (load_params already checked them). Writes a fixed marker that every other
+    stage depends on, so DVC runs nothing else when params are bad (and no param reaches a shell unvalidated)."""
+    from .registry import registry
+
+    for kind in ("methods", "modes", "models", "datasets", "attacks"):
+        registry(kind)  # import every registry: a broken registration fails here, before any stage
+    write_json(out, {"params": "valid"})
+    _say(f"check: params valid; {len(runs.expected_runs(params))} training runs declared")
 
 
 # ----------------------------------------------------------------------------- prepare
 def prepare(params: Params, out_dir: Path = PREPARED) -> dict:
     d = params.data
     root = d.resolved_root()
-    t0 = time.perf_counter()
     tr = load_dataset(d.dataset, "train", root, download=d.download, n_per_class=d.n_per_class, seed=d.seed,
                       key="data.n_per_class")
     te = load_dataset(d.dataset, "test", root, download=d.download, n_per_class=d.test_n_per_class, seed=d.seed,
                       key="data.test_n_per_class")
     out_dir = Path(out_dir)
-    tr.save(out_dir / "train.pt")
-    te.save(out_dir / "test.pt")
-    info = {"dataset": d.dataset, "root": str(root), "classes": tr.classes,
+    tr.save(out_dir / "train.safetensors")
+    te.save(out_dir / "test.safetensors")
+    info = {"dataset": d.dataset, "classes": tr.classes,
             "train": {"n": len(tr), "fingerprint": tr.fingerprint, "per_class": np.bincount(tr.y.numpy()).tolist()},
-            "test": {"n": len(te), "fingerprint": te.fingerprint, "per_class": np.bincount(te.y.numpy()).tolist()},
-            "seconds": round(time.perf_counter() - t0, 2)}
+            "test": {"n": len(te), "fingerprint": te.fingerprint, "per_class": np.bincount(te.y.numpy()).tolist()}}
     write_json(out_dir / "info.json", info)
-    log.info("prepare: read %s from %s; wrote %s/{train,test}.pt, info.json", d.dataset, root, out_dir)
+    log.info("prepare: read %s from %s; wrote %s/{train,test}.safetensors, info.json", d.dataset, root, out_dir)
+    _say(f"prepare: {d.dataset} train {len(tr)} / test {len(te)} samples ({tr.fingerprint})")
     return info
 
 
 def load_prepared(prepared: Path = PREPARED) -> tuple[ArrayDataset, ArrayDataset]:
     prepared = Path(prepared)
-    for f in ("train.pt", "test.pt"):
+    for f in ("train.safetensors", "test.safetensors"):
         if not (prepared / f).exists():
             raise ArtifactError(f"missing {prepared / f}; run `easycore prepare` (or dvc repro) first")
-    return ArrayDataset.load(prepared / "train.pt"), ArrayDataset.load(prepared / "test.pt")
+    return ArrayDataset.load(prepared / "train.safetensors"), ArrayDataset.load(prepared / "test.safetensors")
 
 
 def _model_meta(ds: ArrayDataset, model: str, **extra) -> dict:
@@ -83,27 +93,27 @@ def _model_meta(ds: ArrayDataset, model: str, **extra) -> dict:
 
 
 # ----------------------------------------------------------------------------- proxy
-def proxy(params: Params, out_dir: Path, *, model: Optional[str] = None, prepared: Path = PREPARED,
+def proxy(params: Params, name: str = "main", out_dir: Optional[Path] = None, *, prepared: Path = PREPARED,
           progress: bool = True) -> dict:
-    """Standard training on the full (prepared) training set, recording AIGN + dynamics every tracked
-    epoch; then penultimate features and DeepFool distances at the final checkpoint."""
+    """Standard training on the full (prepared) training set, recording AIGN + dynamics every tracked epoch; then
+    penultimate features and DeepFool distances at the final model. `name`: main or a transfer model."""
     from .attacks import deepfool_distance
 
     p = params.proxy
-    model_name = model or p.model
+    model_name = p.model_of(name)
+    out_dir = Path(out_dir or runs.proxy_dir(name))
     tr, te = load_prepared(prepared)
     cfg = p.as_train(model_name)
-    cfg.device = params.train.device
     tracker = AIGNTracker(n=len(tr), mode=p.aign.mode, every=p.aign.every, epochs=p.epochs)
-    out_dir = Path(out_dir)
-    state = state_path_for(out_dir)
-    log.info("proxy: %s on %s (%d epochs, AIGN %s every %d)", model_name, tr.describe(), p.epochs, p.aign.mode, p.aign.every)
-    res = train(cfg, tr, mode="standard", seed=p.seed, state_path=state, tracker=tracker,
+    state = runs.state_path_for(out_dir)
+    log.info("proxy %s: %s on %s (%d epochs, AIGN %s every %d)", name, model_name, tr.describe(), p.epochs,
+             p.aign.mode, p.aign.every)
+    res = train(cfg, tr, mode="standard", seed=p.seed, runtime=params.runtime, state_path=state, tracker=tracker,
                 aign_batch_size=p.aign.batch_size, progress=progress)
     net = res.model.eval()
     device = next(net.parameters()).device
     feats, dists = [], []
-    for s in range(0, len(tr), p.aign.batch_size):  # final checkpoint: features + DeepFool distances, one pass
+    for s in range(0, len(tr), p.aign.batch_size):  # final model: features + DeepFool distances, one pass
         xb = tr.x[s:s + p.aign.batch_size].to(device).float() / 255
         with torch.no_grad():
             feats.append(net.features(xb).float().cpu())
@@ -115,66 +125,118 @@ def proxy(params: Params, out_dir: Path, *, model: Optional[str] = None, prepare
     test_acc = accuracy(net, te)
     meta = {"fingerprint": tr.fingerprint, "n": len(tr), "model": model_name, "aign_mode": p.aign.mode,
             "every": p.aign.every, "epochs": p.epochs, "seed": p.seed, "params": dataclasses.asdict(p),
-            "test_acc": test_acc, "seconds": res.seconds}
+            "test_acc": test_acc}
     save_arrays(out_dir / "dynamics.npz", arrays, meta)
-    save_model(out_dir / "model.pt", net, _model_meta(tr, model_name, fingerprint=tr.fingerprint, role="proxy"))
+    save_model(out_dir / "model.safetensors", net, _model_meta(tr, model_name, fingerprint=tr.fingerprint, role="proxy"))
     write_json(out_dir / "history.json", res.history)
     write_json(out_dir / "summary.json", {k: v for k, v in meta.items() if k != "params"} |
                {"bytes_per_sample": int(sum(a.nbytes for a in arrays.values()) / len(tr))})
+    write_timing("proxy", name, res.seconds, **res.counts)
     state.unlink(missing_ok=True)
-    log.info("proxy: test acc %.3f; wrote %s/{dynamics.npz,model.pt,history.json,summary.json}", test_acc, out_dir)
+    log.info("proxy %s: wrote %s/{dynamics.npz,model.safetensors,history.json,summary.json}", name, out_dir)
+    _say(f"proxy {name}: {model_name}, {p.epochs} epochs, test accuracy {test_acc:.3f} ({res.seconds:.0f}s)")
     return meta
 
 
 # ----------------------------------------------------------------------------- select
-def select(params: Params, method: str, fraction: float, out_dir: Path, *, proxy_dir: Path,
+def select(params: Params, method: str, fraction: float, scores: str = "main", out_dir: Optional[Path] = None, *,
            prepared: Path = PREPARED) -> dict:
+    """A static coreset of `method` at `fraction` from proxy run `scores`' records."""
     from .coresets import run_select
 
     c = params.coreset
+    params.proxy.model_of(scores)
     tr, _ = load_prepared(prepared)
-    out_dir = Path(out_dir)
-    summary = run_select(method, fraction, Path(proxy_dir) / "dynamics.npz", out_dir / "indices.npy",
+    out_dir = Path(out_dir or runs.selection_dir(scores, method, fraction))
+    summary = run_select(method, fraction, runs.proxy_dir(scores) / "dynamics.npz", out_dir / "indices.npy",
                          out_dir / "summary.json", fingerprint=tr.fingerprint, labels=tr.y.numpy(),
                          balanced=c.balanced, seed=c.seed, window=c.window, p=c.p, squared=c.squared,
                          score_epochs=c.score_epochs, ccs_score=c.ccs_score, ccs_cutoff=c.ccs_cutoff,
                          moderate_band=c.moderate_band)
-    log.info("select: %s f=%g from %s -> %s (%d samples)", method, fraction, proxy_dir, out_dir,
-             summary.get("n_selected", -1))
+    log.info("select: wrote %s/{indices.npy,summary.json}", out_dir)
+    _say(f"select: {method} f={fraction:g} from proxy {scores}: {summary['n_selected']} of {summary['n_total']} samples")
     return summary
+
+
+def read_indices(path: Path, train_set: ArrayDataset) -> np.ndarray:
+    """A selection's indices, checked: the selection was made on this data, the array is a 1-D integer array of
+    unique positions inside the set. ArtifactError (one line) otherwise."""
+    path = Path(path)
+    summ_path = path.with_name("summary.json")
+    if summ_path.exists():
+        summ = read_json(summ_path)
+        if summ.get("fingerprint") not in (None, train_set.fingerprint):
+            raise ArtifactError(f"{path} was selected on other data ({summ.get('fingerprint')}) than the prepared "
+                                f"train set ({train_set.fingerprint}); re-run select")
+    if not path.exists():
+        raise ArtifactError(f"missing {path}; run the select stage that makes it (dvc repro)")
+    try:
+        idx = np.load(path, allow_pickle=False)
+    except Exception as e:
+        raise ArtifactError(f"cannot read {path} ({type(e).__name__}: {e}): corrupt or truncated; delete it and "
+                            f"re-run select") from None
+    if idx.dtype.kind not in "iu":
+        raise ArtifactError(f"{path}: indices must be integers, got dtype {idx.dtype}; re-run select")
+    if idx.ndim != 1 or (len(idx) and (idx.min() < 0 or idx.max() >= len(train_set))) or len(np.unique(idx)) != len(idx):
+        raise ArtifactError(f"{path}: indices must be unique positions in [0, {len(train_set)})")
+    return idx.astype(np.int64)
 
 
 # ----------------------------------------------------------------------------- train
 def train_run(params: Params, out_dir: Path, *, mode: str, seed: int, indices: Optional[Path] = None,
-              model: Optional[str] = None, prepared: Path = PREPARED, progress: bool = True) -> dict:
-    """Train on the coreset `indices` (positions in the prepared train set; None = all) in `mode`."""
+              adaptive: Optional[tuple[str, float]] = None, model: Optional[str] = None, prepared: Path = PREPARED,
+              progress: bool = True) -> dict:
+    """Train in `mode` on the coreset `indices` (positions in the prepared train set), on an adaptive coreset
+    `adaptive` = (method, fraction) re-selected during training, or (neither) on the full set."""
     t = params.train
     tr, te = load_prepared(prepared)
-    source = "full"
+    source, callbacks = "full", []
     if indices is not None:
-        summ_path = Path(indices).with_name("summary.json")
-        if summ_path.exists():
-            summ = read_json(summ_path)
-            if summ.get("fingerprint") not in (None, tr.fingerprint):
-                raise ArtifactError(f"{indices} was selected on other data ({summ.get('fingerprint')}) than "
-                                    f"{prepared}/train.pt ({tr.fingerprint}); re-run select")
-        idx = np.load(indices)
-        if idx.ndim != 1 or (len(idx) and (idx.min() < 0 or idx.max() >= len(tr))) or len(np.unique(idx)) != len(idx):
-            raise ArtifactError(f"{indices}: indices must be unique positions in [0, {len(tr)})")
-        tr = tr.subset(np.sort(idx))
+        tr = tr.subset(np.sort(read_indices(indices, tr)))
         source = str(indices)
+    elif adaptive is not None:
+        from .acs import schedule_callback
+
+        callbacks.append(schedule_callback(params, adaptive[0], adaptive[1], tr, mode=mode, seed=seed))
+        source = f"adaptive {adaptive[0]} f={adaptive[1]:g}"
     cfg = dataclasses.replace(t, model=model or t.model)
     out_dir = Path(out_dir)
-    state = state_path_for(out_dir)
+    state = runs.state_path_for(out_dir)
     log.info("train: %s %s on %s (%s)", cfg.model, mode, tr.describe(), source)
-    res = train(cfg, tr, mode=mode, seed=seed, state_path=state, test_set=te, progress=progress)
+    res = train(cfg, tr, mode=mode, seed=seed, runtime=params.runtime, state_path=state, test_set=te,
+                callbacks=callbacks, progress=progress)
+    test_acc = accuracy(res.model, te)
     meta = _model_meta(tr, cfg.model, fingerprint=tr.fingerprint, mode=mode, seed=seed, source=source,
-                       n_train=len(tr), config_hash=config_hash(dataclasses.asdict(cfg)), seconds=res.seconds)
-    save_model(out_dir / "model.pt", res.model, meta)
+                       n_train=len(tr), config_hash=config_hash(dataclasses.asdict(cfg)), counts=res.counts,
+                       test_acc=test_acc)
+    save_model(out_dir / "model.safetensors", res.model, meta)
     write_json(out_dir / "history.json", res.history)
+    write_timing("train", out_dir.parent.name + "/" + out_dir.name, res.seconds, **res.counts)
     state.unlink(missing_ok=True)
-    log.info("train: wrote %s/{model.pt,history.json} (%.1fs)", out_dir, res.seconds)
+    log.info("train: wrote %s/{model.safetensors,history.json}", out_dir)
+    _say(f"train: {out_dir.name}: {cfg.model} {mode} on {res.counts['examples'] // max(cfg.epochs, 1)} samples/epoch, "
+         f"test accuracy {test_acc:.3f} ({res.seconds:.0f}s)")
     return meta
+
+
+def train(params: Params, run: runs.Run, *, progress: bool = True) -> dict:
+    """The training run `run` of the pipeline (paths from runs.py)."""
+    from .coresets import METHODS
+
+    kind = METHODS.get(run.method).kind
+    if run.scores != runs.NONE:
+        return train_run(params, run.train_dir(), mode=run.mode, seed=run.seed,
+                         indices=run.selection_dir() / "indices.npy", progress=progress)
+    if kind == "adaptive":
+        return train_run(params, run.train_dir(), mode=run.mode, seed=run.seed, adaptive=(run.method, run.fraction),
+                         progress=progress)
+    if kind == "reference":
+        return train_run(params, run.train_dir(), mode=run.mode, seed=run.seed, progress=progress)
+    raise ArtifactError(f"{run.key}: a static method needs the proxy run that scored it (scores main or a transfer "
+                        f"model), not {runs.NONE!r}")
+
+
+train_fn = train  # the pipeline stage; `train` inside this module's functions above is the training loop
 
 
 # ----------------------------------------------------------------------------- evaluate
@@ -184,15 +246,24 @@ def evaluate_run(params: Params, model_path: Path, out_dir: Path, *, prepared: P
     from .train import load_model
 
     _, te = load_prepared(prepared)
-    device = resolve_device(params.train.device)
+    device = resolve_device(params.runtime.device)
     net, mmeta = load_model(model_path, device)
     if mmeta.get("num_classes") != te.num_classes:
         raise ArtifactError(f"{model_path} has {mmeta.get('num_classes')} classes but the test set has {te.num_classes}")
     n = min(params.eval.n_test, len(te))
-    x, y = te.x[:n].to(device), te.y[:n].to(device)
-    metrics, outcomes = evaluate_model(net, x, y, params.eval, seed=0, progress=progress)
+    t0 = time.perf_counter()
+    metrics, outcomes = evaluate_model(net, te.x[:n].to(device), te.y[:n].to(device), params.eval, seed=0,
+                                       progress=progress, amp=params.runtime.amp and device.type == "cuda")
     meta = {"fingerprint": te.fingerprint, "n": n, "checkpoint": str(model_path),
-            "train": {k: mmeta.get(k) for k in ("model", "mode", "seed", "source", "n_train", "fingerprint")}}
+            "train": {k: mmeta.get(k) for k in ("model", "mode", "seed", "source", "n_train", "fingerprint", "counts")}}
     write_eval(out_dir, metrics, outcomes, meta)
+    out_dir = Path(out_dir)
+    write_timing("eval", out_dir.parent.name + "/" + out_dir.name, time.perf_counter() - t0)
     log.info("evaluate: %s on %d test samples -> %s", model_path, n, out_dir)
+    accs = ", ".join(f"{k} {v['accuracy']:.3f}" for k, v in metrics.items() if isinstance(v, dict) and "accuracy" in v)
+    _say(f"evaluate: {out_dir.name} on {n} test images: {accs}")
     return metrics
+
+
+def evaluate(params: Params, run: runs.Run, *, progress: bool = True) -> dict:
+    return evaluate_run(params, run.train_dir() / "model.safetensors", run.eval_dir(), progress=progress)

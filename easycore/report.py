@@ -1,187 +1,319 @@
-"""Report helpers for the notebooks: collect the evaluation metrics of the runs a params file declares, build
-the paper's tables (mean ± std over seeds, best per column marked), and save tables / figures.
+"""The logic of the report notebooks, tested: read the evaluated runs a params file declares, build the coreset tables
+(mean and 95 % CI per cell, bold only where the CI excludes the runner-up), the paired comparisons and the verdict,
+the robustness curves, the top-level DVC metric, and save tables / figures atomically.
 
-Run folders (see pipeline.py): runs/eval/<method>-<fraction>[-<proxy>]-<mode>-s<seed>/metrics.json, the
-full-data reference as method "full", fraction 1. Only the runs the params declare are read, so stale
-folders left from an earlier params setting never leak into a table.
+Every declared run appears in the tables: a run whose metrics are missing or unreadable is shown as `missing (<why>)`,
+never dropped silently. Statistics come from `easycore.stats` (paired bootstrap over test images and seeds).
 """
 from __future__ import annotations
 
+import io
+import json
 import math
 import os
 import platform
-import re
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Optional, Sequence
+from typing import Iterable, Mapping, Optional, Sequence
 
 import numpy as np
 import pandas as pd
 
-from .config import Params
-from .pipeline import fmt_fraction, run_name
-from .store import atomic_path, read_json
+from . import runs, stats
+from .config import Params, fraction_name
+from .store import ArtifactError, atomic_path, load_arrays, read_json
 
 TABLES = Path("reports/tables")
 FIGURES = Path("reports/figures")
-FULL = "full"
-BEST_MARK = "**"
-RUN_RE = re.compile(r"^(?P<method>[A-Za-z0-9_]+)-(?P<fraction>[0-9.e+-]+?)(?:-(?P<proxy>transfer))?"
-                    r"-(?P<mode>standard|pgd_at|trades|fgsm_rs)-s(?P<seed>\d+)$")
-# metrics entries that are accuracies, in column order (others, e.g. pgd50x5, are appended as found)
-ATTACK_ORDER = ("clean", "fgsm", "pgd20", "pgd10", "l2_pgd20", "autoattack")
+BOLD = "**"
+PAPER_CLAIM = {"standard": 7.0, "trades": 5.0}   # "up to +7 / +5 points" of adversarial accuracy (abstract)
 
 
-def parse_run(name: str) -> Optional[dict]:
-    """'easycore-0.3-trades-s1' -> {method, fraction, proxy ('main' | 'transfer'), mode, seed}; None if no match."""
-    m = RUN_RE.match(name)
-    if not m:
-        return None
-    d = m.groupdict()
-    return {"method": d["method"], "fraction": float(d["fraction"]), "proxy": d["proxy"] or "main",
-            "mode": d["mode"], "seed": int(d["seed"])}
+# ----------------------------------------------------------------------------- reading runs
+@dataclass
+class RunResult:
+    run: runs.Run
+    status: str = "ok"                                  # "ok" or why it is missing
+    metrics: dict = field(default_factory=dict)
+    outcomes: dict = field(default_factory=dict)        # name -> bool [n_test]
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
 
 
-def expected_runs(params: Params, *, transfer_methods: Sequence[str] = ("easycore",),
-                  transfer_modes: Sequence[str] = ("standard",)) -> list[str]:
-    """The run names the DVC pipeline trains for `params` (coreset matrix, full-data reference, transfer)."""
-    c, t = params.coreset, params.train
-    runs = [run_name(m, f, mode, s) for m in c.methods for f in c.fractions for mode in t.modes for s in t.seeds]
-    runs += [run_name(FULL, 1.0, mode, s) for mode in t.modes for s in t.seeds]
-    if params.proxy.transfer_model is not None:
-        runs += [f"{m}-{fmt_fraction(f)}-transfer-{mode}-s{s}" for m in transfer_methods for f in c.fractions
-                 for mode in transfer_modes for s in t.seeds]
-    return runs
+def load_run(run: runs.Run, root: Path = runs.ROOT) -> RunResult:
+    """metrics.json + outcomes.npz of one run; a missing or unreadable file gives status 'missing (...)'."""
+    d = run.eval_dir(root)
+    try:
+        m = read_json(d / "metrics.json")
+        arrays, _ = load_arrays(d / "outcomes.npz")
+    except ArtifactError as e:
+        why = "not evaluated" if not (d / "metrics.json").exists() else str(e).split(";")[0]
+        return RunResult(run, f"missing ({why})")
+    if not any(isinstance(v, dict) and "accuracy" in v for v in m.values()):
+        return RunResult(run, f"missing (no accuracies in {d / 'metrics.json'})")
+    return RunResult(run, "ok", m, {k: np.asarray(v, dtype=bool) for k, v in arrays.items()})
 
 
-def collect_metrics(eval_dir: str | os.PathLike = "runs/eval", runs: Optional[Iterable[str]] = None, *,
-                    missing: str = "raise") -> pd.DataFrame:
-    """One row per run: run, method, fraction, proxy, mode, seed, n_test and one accuracy column per attack
-    entry of metrics.json (clean, fgsm, pgd20, autoattack, ...). `runs`: the run names to read (default: every
-    folder under eval_dir whose name parses); missing='raise' | 'skip' for declared runs without metrics."""
-    eval_dir = Path(eval_dir)
-    if runs is None:
-        runs = sorted(p.name for p in eval_dir.iterdir() if p.is_dir() and parse_run(p.name)) if eval_dir.is_dir() else []
+def load_results(params: Params, root: Path = runs.ROOT) -> list[RunResult]:
+    """Every training run the pipeline declares for `params` (runs.expected_runs), loaded."""
+    return [load_run(r, root) for r in runs.expected_runs(params)]
+
+
+def runs_frame(results: Sequence[RunResult], timings: Optional[Path] = Path("runs/timings")) -> pd.DataFrame:
+    """One row per declared run: identity, status, n_test, every accuracy in its metrics, train minutes and
+    sample-forward/backward passes (from the run's model metadata via the metrics' meta)."""
     rows = []
-    for run in runs:
-        info = parse_run(run)
-        if info is None:
-            raise ValueError(f"run name {run!r} does not look like <method>-<fraction>[-transfer]-<mode>-s<seed>")
-        path = eval_dir / run / "metrics.json"
-        if not path.exists():
-            if missing == "skip":
-                continue
-            raise FileNotFoundError(f"missing {path}; run `dvc repro` (the evaluate stage of {run})")
-        m = read_json(path)
-        row = {"run": run, **info}
-        for k, v in m.items():
+    for r in results:
+        row = {"scores": r.run.scores, "method": r.run.method, "fraction": r.run.fraction, "mode": r.run.mode,
+               "seed": r.run.seed, "status": r.status}
+        for k, v in r.metrics.items():
             if isinstance(v, dict) and "accuracy" in v:
                 row[k] = v["accuracy"]
-                row["n_test"] = v.get("n", row.get("n_test"))
+                row["n_test"] = max(row.get("n_test", 0), v.get("n", 0))
+        counts = (r.metrics.get("meta", {}).get("train") or {}).get("counts") or {}
+        row.update({f"passes_{k}": v for k, v in counts.items() if k in ("forward", "backward")})
+        row["examples"] = counts.get("examples")
+        row["train_minutes"] = _minutes(timings, "train", r.run) if timings else None
         rows.append(row)
-    df = pd.DataFrame(rows)
-    if df.empty:
-        return df
-    acc = [a for a in ATTACK_ORDER if a in df] + sorted(c for c in df if c not in ATTACK_ORDER and c not in
-                                                         ("run", "method", "fraction", "proxy", "mode", "seed", "n_test"))
-    return df[["run", "method", "fraction", "proxy", "mode", "seed", "n_test"] + acc]
+    return pd.DataFrame(rows)
 
 
-def attack_columns(df: pd.DataFrame) -> list[str]:
-    return [c for c in df.columns if c not in ("run", "method", "fraction", "proxy", "mode", "seed", "n_test")]
+def _minutes(timings: Path, stage: str, run: runs.Run) -> Optional[float]:
+    p = Path(timings) / stage / run.scores / f"{run.name}.json"
+    try:
+        return round(json.loads(p.read_text())["seconds"] / 60, 3)
+    except (OSError, ValueError, KeyError):
+        return None
 
 
-def _fmt(mean: float, std: float, n: int, pct: bool) -> str:
-    if mean is None or (isinstance(mean, float) and math.isnan(mean)):
-        return "–"
-    k = 100.0 if pct else 1.0
-    return f"{k * mean:.1f} ± {k * std:.1f}" if n > 1 else f"{k * mean:.1f}"
+def outcome_matrix(results: Sequence[RunResult], *, scores: str, method: str, fraction: float, mode: str,
+                   key: str) -> Optional[np.ndarray]:
+    """bool [S, n]: the per-image outcomes `key` of every seed of one cell (seeds ascending), or None when any
+    declared seed of the cell is missing or lacks the key."""
+    cell = sorted((r for r in results if (r.run.scores, r.run.method, r.run.fraction, r.run.mode)
+                   == (scores, method, fraction, mode)), key=lambda r: r.run.seed)
+    if not cell or any(not r.ok or key not in r.outcomes for r in cell):
+        return None
+    return np.stack([r.outcomes[key] for r in cell])
 
 
-def _std0(s: pd.Series) -> float:
-    """Population std (ddof=0) over seeds: 0 for a single seed, so one seed prints no '± nan'."""
-    return float(s.std(ddof=0))
+def _cell_status(results, scores, method, fraction, mode) -> str:
+    bad = [r for r in results if (r.run.scores, r.run.method, r.run.fraction, r.run.mode)
+           == (scores, method, fraction, mode) and not r.ok]
+    return bad[0].status if bad else "missing (no such run declared)"
 
 
-def _cell(stats: pd.DataFrame, key: tuple, attack: str, pct: bool) -> str:
-    """'mean ± std' for one (method, fraction) group and attack, from the aggregated stats."""
-    return _fmt(stats.loc[key, (attack, "mean")], stats.loc[key, (attack, "_std0")],
-                int(stats.loc[key, (attack, "count")]), pct)
+# ----------------------------------------------------------------------------- cells of a mode's table
+def cells(params: Params, mode: str) -> list[tuple[str, str, float]]:
+    """(scores, method, fraction) of every coreset cell of a mode's table: static methods (main proxy), adaptive
+    methods, then the full-data reference (fraction 1.0)."""
+    c = params.coreset
+    out = [("main", m, f) for m in c.methods for f in c.fractions]
+    out += [(runs.NONE, m, f) for m in c.adaptive for f in c.fractions]
+    return out + [(runs.NONE, runs.FULL, 1.0)]
 
 
-def results_table(df: pd.DataFrame, mode: str, *, attacks: Optional[Sequence[str]] = None, proxy: str = "main",
-                  methods: Optional[Sequence[str]] = None, pct: bool = True, mark_best: bool = True) -> pd.DataFrame:
-    """The paper's table for one training mode: rows = methods (+ the full-data reference row last), columns =
-    '<attack> @ f=<fraction>'; cells 'mean ± std' over seeds in percent (std only with > 1 seed, ddof=0).
-    The best coreset method per column (highest mean; the reference row does not compete) is wrapped in
-    BEST_MARK (Markdown bold); ties are all marked."""
-    d = df[(df["mode"] == mode) & ((df["proxy"] == proxy) | (df["method"] == FULL))]
-    if d.empty:
-        raise ValueError(f"no runs with mode {mode!r} in the metrics")
-    attacks = list(attacks) if attacks is not None else [a for a in attack_columns(d) if d[a].notna().any()]
-    g = d.groupby(["method", "fraction"])
-    stats = g[attacks].agg(["mean", _std0, "count"])
-    core_methods = [m for m in (methods or list(dict.fromkeys(d["method"]))) if m != FULL]
-    fractions = sorted(d.loc[d["method"] != FULL, "fraction"].unique())
-    cols, rows = [], {}
-    for f in fractions:
-        for a in attacks:
-            col = f"{a} @ f={fmt_fraction(f)}"
-            cols.append(col)
-            means = {m: stats.loc[(m, f), (a, "mean")] for m in core_methods if (m, f) in stats.index}
-            finite = [v for v in means.values() if v is not None and not math.isnan(v)]
-            best = max(finite) if finite else None
-            for m in core_methods:
-                if (m, f) not in stats.index:
-                    rows.setdefault(m, {})[col] = "–"
-                    continue
-                mean = stats.loc[(m, f), (a, "mean")]
-                cell = _cell(stats, (m, f), a, pct)
-                if mark_best and best is not None and not math.isnan(mean) and np.isclose(mean, best) and len(finite) > 1:
-                    cell = f"{BEST_MARK}{cell}{BEST_MARK}"
-                rows.setdefault(m, {})[col] = cell
-            if (FULL, 1.0) in stats.index:
-                rows.setdefault("full data (reference)", {})[col] = _cell(stats, (FULL, 1.0), a, pct)
-    out = pd.DataFrame.from_dict(rows, orient="index")[cols]
+def cell_frame(results: Sequence[RunResult], params: Params, mode: str, keys: Sequence[str], *,
+               n_boot: int = 4000) -> pd.DataFrame:
+    """Long numeric frame: one row per (method, fraction, key): mean, lo, hi (95 % CI, bootstrap over test images
+    and seeds), std over seeds, n_seeds, n_test, status."""
+    rows = []
+    for scores, method, f in cells(params, mode):
+        for key in keys:
+            m = outcome_matrix(results, scores=scores, method=method, fraction=f, mode=mode, key=key)
+            row = {"method": method, "fraction": f, "key": key}
+            if m is None:
+                rows.append(row | {"status": _cell_status(results, scores, method, f, mode)})
+                continue
+            s = stats.cell_stat(m, n_boot=n_boot)
+            rows.append(row | {"mean": s.mean, "lo": s.lo, "hi": s.hi, "std_seeds": s.std_seeds,
+                               "n_seeds": s.n_seeds, "n_test": s.n_test, "status": "ok"})
+    return pd.DataFrame(rows)
+
+
+def _fmt(row) -> str:
+    if row.get("status") != "ok":
+        return str(row.get("status"))
+    return f"{100 * row['mean']:.1f} [{100 * row['lo']:.1f}, {100 * row['hi']:.1f}]"
+
+
+def accuracy_table(results: Sequence[RunResult], params: Params, mode: str, keys: Sequence[str], *,
+                   n_boot: int = 4000, frame: Optional[pd.DataFrame] = None) -> pd.DataFrame:
+    """The paper's table for one mode, for reading: rows = methods (full data last), columns '<key> @ f=<f>',
+    cells 'mean [95 % CI]' in %. In each column the best coreset method is bold only when its paired CI against
+    the runner-up excludes 0 (stats.best_marks); missing runs say why. Adds the mean train minutes per run."""
+    frame = cell_frame(results, params, mode, keys, n_boot=n_boot) if frame is None else frame
+    table: dict[str, dict[str, str]] = {}
+    for (method, f, key), row in frame.set_index(["method", "fraction", "key"]).iterrows():
+        label = "full data (reference)" if method == runs.FULL else method
+        col = f"{key} @ f={fraction_name(f)}" if method != runs.FULL else None
+        cell = _fmt(row.to_dict())
+        if col is None:
+            for ff in params.coreset.fractions:
+                table.setdefault(label, {})[f"{key} @ f={fraction_name(ff)}"] = cell
+        else:
+            table.setdefault(label, {})[col] = cell
+    for f in params.coreset.fractions:
+        for key in keys:
+            outs = {}
+            for scores, method, ff in cells(params, mode):
+                if ff == f and method != runs.FULL:
+                    m = outcome_matrix(results, scores=scores, method=method, fraction=f, mode=mode, key=key)
+                    if m is not None:
+                        outs[method] = m
+            for method in stats.best_marks(outs, n_boot=n_boot) if len(outs) > 1 else ():
+                col = f"{key} @ f={fraction_name(f)}"
+                table[method][col] = f"{BOLD}{table[method][col]}{BOLD}"
+    out = pd.DataFrame.from_dict(table, orient="index")
+    minutes = runs_frame(results)
+    minutes = minutes[minutes["mode"] == mode].groupby("method")["train_minutes"].mean()
+    out["train min/run"] = [f"{minutes[m]:.2f}" if m in minutes and pd.notna(minutes[m]) else "not measured"
+                            for m in (runs.FULL if i.startswith("full data") else i for i in out.index)]
     out.index.name = "method"
     return out
 
 
-def numeric_summary(df: pd.DataFrame, group: Sequence[str] = ("proxy", "method", "fraction", "mode")) -> pd.DataFrame:
-    """mean / std (ddof=0) / n_seeds per group and attack, numeric (for CSV export and plots)."""
-    attacks = attack_columns(df)
-    g = df.groupby(list(group))[attacks]
-    out = pd.concat({"mean": g.mean(), "std": g.std(ddof=0).fillna(0.0), "n_seeds": g.count()}, axis=1)
-    out.columns = [f"{a}_{s}" for s, a in out.columns]
-    return out.reset_index()
+# ----------------------------------------------------------------------------- paired comparisons and the verdict
+def comparisons(results: Sequence[RunResult], params: Params, mode: str, fraction: float, key: str, *,
+                reference: str, n_boot: int = 10000, seed: int = 0) -> pd.DataFrame:
+    """`reference` against every other coreset method of (mode, fraction) on outcome `key`: paired difference
+    (reference minus other) in points with its 95 % CI, p-value, Holm-adjusted p over this table, verdict."""
+    outs = {}
+    for scores, method, f in cells(params, mode):
+        if f == fraction and method != runs.FULL:
+            m = outcome_matrix(results, scores=scores, method=method, fraction=f, mode=mode, key=key)
+            if m is not None:
+                outs[method] = m
+    if reference not in outs or len(outs) < 2:
+        return pd.DataFrame()
+    rows = stats.compare(outs, reference, n_boot=n_boot, seed=seed)
+    df = pd.DataFrame(rows)
+    for c in ("diff", "lo", "hi"):
+        df[c] = 100 * df[c]
+    return df.assign(mode=mode, fraction=fraction, key=key)
 
 
-def to_markdown(df: pd.DataFrame, caption: Optional[str] = None) -> str:
-    md = df.to_markdown()
-    return (f"{caption}\n\n{md}\n" if caption else f"{md}\n")
+def verdict(results: Sequence[RunResult], params: Params, *, n_boot: int = 10000) -> pd.DataFrame:
+    """For every (mode, fraction, eps): EasyCore's robust accuracy, the best other coreset method and random
+    (mean [95 % CI] in %), EasyCore minus each as a paired difference with its CI, the Holm-adjusted p over
+    EasyCore's comparisons with every method of that cell, and the verdict the CIs decide; the paper's claim beside."""
+    from .evaluate import eps_name
+
+    rows = []
+    grid = sorted(set(params.eval.eps_grid) | {params.eval.eps})
+    for mode in params.train.modes:
+        for f in params.coreset.fractions:
+            for eps in grid:
+                if eps == 0:
+                    continue
+                key = eps_name(eps)
+                comp = comparisons(results, params, mode, f, key, reference="easycore", n_boot=n_boot)
+                row = {"mode": mode, "fraction": f, "eps (x255)": round(eps * 255, 3), "key": key}
+                if comp.empty:
+                    rows.append(row | {"verdict vs best other": "missing runs"})
+                    continue
+                acc = {m: outcome_matrix(results, scores=s, method=m, fraction=f, mode=mode, key=key)
+                       for s, m, ff in cells(params, mode) if ff == f and m != runs.FULL}
+                acc = {m: float(v.mean()) for m, v in acc.items() if v is not None}
+                others = {m: a for m, a in acc.items() if m != "easycore"}
+                best = max(others, key=others.get)
+                b = comp.set_index("method").loc[best]
+                row |= {"easycore %": 100 * acc["easycore"], "best other": best, "best other %": 100 * others[best],
+                        "easycore - best [95% CI]": f"{b['diff']:+.1f} [{b['lo']:+.1f}, {b['hi']:+.1f}]",
+                        "p (Holm)": b["p_holm"], "verdict vs best other": _verdict_text(b["verdict"])}
+                if "random" in others:
+                    r = comp.set_index("method").loc["random"]
+                    row |= {"random %": 100 * others["random"],
+                            "easycore - random [95% CI]": f"{r['diff']:+.1f} [{r['lo']:+.1f}, {r['hi']:+.1f}]",
+                            "verdict vs random": _verdict_text(r["verdict"])}
+                row["paper claim"] = f"up to +{PAPER_CLAIM.get(mode, float('nan')):g}" if mode in PAPER_CLAIM else "-"
+                rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _verdict_text(v: str) -> str:
+    return {"easycore better": "EasyCore better", "easycore worse": "EasyCore worse"}.get(v, v)
+
+
+def curves(results: Sequence[RunResult], params: Params, mode: str, fraction: float, *,
+           n_boot: int = 2000) -> pd.DataFrame:
+    """Robust accuracy vs eps (worst case, monotone) per method with 95 % CIs, for (mode, fraction); the full-data
+    reference included. Long frame: method, eps, mean, lo, hi (fractions in [0, 1])."""
+    from .evaluate import eps_name
+
+    rows = []
+    grid = sorted(set(params.eval.eps_grid) | {params.eval.eps})
+    for scores, method, f in cells(params, mode):
+        if f not in (fraction, 1.0) or (f == 1.0 and method != runs.FULL):
+            continue
+        for eps in grid:
+            m = outcome_matrix(results, scores=scores, method=method, fraction=f, mode=mode, key=eps_name(eps))
+            if m is not None:
+                s = stats.cell_stat(m, n_boot=n_boot)
+                rows.append({"method": method, "eps": eps, "mean": s.mean, "lo": s.lo, "hi": s.hi})
+    return pd.DataFrame(rows)
+
+
+def summary(results: Sequence[RunResult], params: Params, *, n_boot: int = 2000) -> dict:
+    """The top-level DVC metric: mode -> method -> fraction -> {robust, clean: {mean, lo, hi}, n_seeds, n_test}
+    (numbers only, rounded), so `dvc exp show` / `dvc metrics diff` fit on a screen."""
+    out: dict = {}
+    for mode in params.train.modes:
+        for scores, method, f in cells(params, mode):
+            cell = {}
+            for key in ("robust", "clean"):
+                m = outcome_matrix(results, scores=scores, method=method, fraction=f, mode=mode, key=key)
+                if m is None:
+                    continue
+                s = stats.cell_stat(m, n_boot=n_boot)
+                cell[key] = {"mean": round(s.mean, 4), "lo": round(s.lo, 4), "hi": round(s.hi, 4)}
+                cell["n_seeds"], cell["n_test"] = s.n_seeds, s.n_test
+            if cell:
+                out.setdefault(mode, {}).setdefault(method, {})[fraction_name(f)] = cell
+    return out
+
+
+# ----------------------------------------------------------------------------- output
+def to_markdown(df: pd.DataFrame, caption: Optional[str] = None, index: bool = True) -> str:
+    md = df.to_markdown(index=index)
+    return f"{caption}\n\n{md}\n" if caption else f"{md}\n"
 
 
 def save_table(df: pd.DataFrame, stem: str, *, caption: Optional[str] = None, out_dir: str | os.PathLike = TABLES,
-               index: bool = True) -> tuple[Path, Path]:
-    """Write out_dir/<stem>.md (caption line, blank line, Markdown table) and out_dir/<stem>.csv."""
+               index: bool = True, csv: Optional[pd.DataFrame] = None) -> tuple[Path, Path]:
+    """Write out_dir/<stem>.md (caption, blank line, Markdown table) and out_dir/<stem>.csv, atomically. `csv`: a
+    machine-readable (numeric, no Markdown) frame to write instead of `df` to the CSV."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    md, csv = out_dir / f"{stem}.md", out_dir / f"{stem}.csv"
+    md, csv_path = out_dir / f"{stem}.md", out_dir / f"{stem}.csv"
     with atomic_path(md) as tmp:
-        tmp.write_text(to_markdown(df if index else df.set_index(df.columns[0]), caption))
-    with atomic_path(csv) as tmp:
-        df.to_csv(tmp, index=index)
-    return md, csv
+        tmp.write_text(to_markdown(df, caption, index=index))
+    buf = io.StringIO()
+    (csv if csv is not None else df).to_csv(buf, index=index if csv is None else False, float_format="%.6g")
+    with atomic_path(csv_path) as tmp:
+        tmp.write_text(buf.getvalue())
+    return md, csv_path
+
+
+def save_json(obj, path: str | os.PathLike) -> Path:
+    from .store import write_json
+
+    return write_json(path, obj)
 
 
 def save_figure(fig, stem: str, formats: Sequence[str] = ("png", "svg"), *,
                 out_dir: str | os.PathLike = FIGURES, dpi: int = 150) -> list[Path]:
-    """Save `fig` as out_dir/<stem>.<fmt> for each format (PNG at `dpi`). Returns the paths."""
+    """Save `fig` as out_dir/<stem>.<fmt> for each format (PNG at `dpi`), atomically, without timestamps."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    meta = {"png": {"Software": None}, "svg": {"Date": None}, "pdf": {"CreationDate": None, "ModDate": None}}
     paths = []
     for fmt in formats:
         p = out_dir / f"{stem}.{fmt}"
-        fig.savefig(p, dpi=dpi, bbox_inches="tight", **({"metadata": {"Date": None}} if fmt == "svg" else {}))
+        with atomic_path(p, suffix=f".{fmt}") as tmp:
+            fig.savefig(tmp, format=fmt, dpi=dpi, bbox_inches="tight", metadata=meta.get(fmt))
         paths.append(p)
     return paths
 
@@ -195,18 +327,34 @@ def hardware() -> str:
     return f"{os.cpu_count()} CPU cores ({platform.machine()}), no GPU"
 
 
+def pipeline_minutes(timings: Path = Path("runs/timings")) -> Optional[float]:
+    """Sum of the recorded stage wall times (proxy, train, evaluate runs; the report stages not included)."""
+    files = list(Path(timings).rglob("*.json")) if Path(timings).is_dir() else []
+    total = 0.0
+    for f in files:
+        try:
+            total += float(json.loads(f.read_text())["seconds"])
+        except (OSError, ValueError, KeyError):
+            continue
+    return round(total / 60, 1) if files else None
+
+
 def scale_caption(params: Params, info: Optional[dict] = None, *, what: str = "") -> str:
-    """One caption line stating the scale: dataset, subset sizes, model, epochs, seeds, attacks, hardware."""
+    """One caption line stating the scale: dataset, subset sizes, model, epochs, seeds, attacks, hardware, time."""
     d, t, e = params.data, params.train, params.eval
     n_tr = info["train"]["n"] if info else None
     n_te = info["test"]["n"] if info else None
     sub = "full training set" if d.n_per_class is None else f"{d.n_per_class}/class"
-    aa = f", AutoAttack on {e.autoattack_n}" if e.autoattack else ""
-    return (f"*{what}Scale: {d.dataset} {sub} ({n_tr} train samples), test subset {n_te} "
-            f"(first {min(e.n_test, n_te or e.n_test)} attacked); model {t.model}, {t.epochs} epochs "
-            f"(batch {t.batch_size}); TRADES beta {t.attack.beta}, {t.attack.steps} steps; eval Linf eps "
-            f"{e.eps * 255:.0f}/255, PGD-{e.pgd_steps}{aa}; proxy {params.proxy.model} {params.proxy.epochs} epochs; "
-            f"seeds {t.seeds}; hardware: {hardware()}. Accuracies in %, best coreset per column in bold.*")
+    strong = f" + {', '.join(e.strong)} on survivors" if e.strong else ""
+    aa = f" + AutoAttack on the first {e.autoattack_n}" if e.autoattack else ""
+    mins = pipeline_minutes()
+    return (f"*{what}Scale: {d.dataset} {sub} ({n_tr} train samples), {min(e.n_test, n_te or e.n_test)} test images "
+            f"attacked; model {t.model}, {t.epochs} epochs (batch {t.batch_size}); TRADES beta {t.attack.beta}, "
+            f"{t.attack.steps} steps; robust = per-image worst case over {', '.join(e.attacks)} at Linf eps "
+            f"{e.eps * 255:.0f}/255 (PGD-{e.pgd_steps}){strong}{aa}; proxy {params.proxy.model} "
+            f"{params.proxy.epochs} epochs; seeds {t.seeds}; hardware: {hardware()}"
+            f"{f'; stage wall time {mins} min' if mins else ''}. Cells: mean [95% CI] in %, bootstrap over test "
+            f"images and seeds; bold only where the paired CI against the runner-up excludes 0.*")
 
 
 def jaccard(a: Iterable[int], b: Iterable[int]) -> float:

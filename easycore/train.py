@@ -1,85 +1,128 @@
-"""One training loop for standard training, PGD-AT, TRADES and FGSM-RS, with AIGN tracking.
+"""One training loop for standard training, PGD-AT, TRADES and FGSM-RS, static or adaptive data schedules.
 
-The seam between modes is a per-batch loss function `loss_fn(model, x, y) -> BatchOut`; the loop owns
-everything else: the device-resident iterator, SGD + schedule, bf16 autocast / channels_last on CUDA,
-AIGN tracking, non-finite checks, and an atomic checkpoint after every epoch from which `resume`
-continues to the same result (bit-identical on CPU): an epoch's batches, augmentations and attack
-random starts depend only on (seed, epoch).
+`train()` owns the steps every run shares: build the model, the optimiser and the loader; resume from a checkpoint;
+for each epoch: seed, let the callbacks prepare it (a data schedule may change the subset and the per-sample
+weights, or skip the epoch), run the batches of the training mode (`modes.MODES`), let the callbacks record, write
+an atomic checkpoint. Everything else plugs in through named extension points (`Callback`):
+    on_epoch_start(loop)                    before an epoch's batches (data schedules: `loop.loader.set_subset`,
+                                            `loop.weights`, `loop.skip`; AIGN: open the inline record)
+    before_batch(loop, x, y, idx)           before the forward pass (inline AIGN: x.requires_grad_())
+    after_backward(loop, x, y, idx, out)    after loss.backward(), before the optimiser step
+    on_epoch_end(loop, record)              after the batches (exact AIGN pass); may add keys to the history record
+    state_dict() / load_state_dict(state)   saved in every checkpoint, restored on resume
+A resumed run continues to the same result (bit-identical on CPU): an epoch's batches, augmentations and random
+starts depend only on (seed, epoch), and every callback's state travels in the checkpoint.
 """
 from __future__ import annotations
 
 import dataclasses
-import json
 import hashlib
+import json
 import logging
 import math
 import os
 import random
-import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, NamedTuple, Optional
+from typing import Optional, Sequence, Union
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from .aign import AIGNTracker, exact_pass
-from .config import ConfigError, OptimConfig, TrainConfig
-from .data import ArrayDataset, DeviceLoader, hash_seed
+from .config import ConfigError, OptimConfig, RuntimeConfig, TrainConfig
+from .data import ArrayDataset, DeviceLoader, Loader, hash_seed
 from .models import build_model
+from .modes import MODES
 from .store import ArtifactError, load_torch, save_torch
 
 log = logging.getLogger("easycore.train")
-
-KILL_ENV = "EASYCORE_DEBUG_KILL_AT"  # "epoch:batch" (1-based epoch): SIGKILL self there. For tests only.
 
 
 class NonFiniteLoss(RuntimeError):
     pass
 
 
-class BatchOut(NamedTuple):
-    loss: torch.Tensor                   # scalar, mean over the batch
-    logits: torch.Tensor                 # logits on the CLEAN input when available (else adversarial)
-    feats: Optional[torch.Tensor] = None  # penultimate features for those logits (standard mode)
+# ----------------------------------------------------------------------------- extension points
+@dataclass
+class Loop:
+    """The state of a running `train()`, as the callbacks see it."""
+    cfg: TrainConfig
+    model: torch.nn.Module
+    loader: Loader
+    device: torch.device
+    amp: bool
+    channels_last: bool
+    mode: str
+    seed: int
+    progress: bool = True
+    epoch: int = 0
+    weights: Optional[torch.Tensor] = None   # per-sample loss weights indexed by position in the full set, or None
+    skip: bool = False                       # this epoch trains nothing (the lr schedule still advances)
+    counts: dict = field(default_factory=lambda: {"examples": 0, "forward": 0, "backward": 0})
 
 
-LossFn = Callable[[torch.nn.Module, torch.Tensor, torch.Tensor], BatchOut]
+class Callback:
+    """No-op base: override the extension points you need (see the module docstring)."""
+    name = "callback"   # the key of its state in the checkpoint
+
+    def on_epoch_start(self, loop: Loop) -> None: ...
+
+    def before_batch(self, loop: Loop, x, y, idx) -> None: ...
+
+    def after_backward(self, loop: Loop, x, y, idx, out) -> None: ...
+
+    def on_epoch_end(self, loop: Loop, record: dict) -> None: ...
+
+    def state_dict(self):
+        return None
+
+    def load_state_dict(self, state) -> None: ...
 
 
-# ----------------------------------------------------------------------------- modes
-def make_loss_fn(mode: str, attack=None, *, amp: bool = False) -> LossFn:
-    """Per-batch loss for a training mode. The attacks run in eval mode (they restore train mode)."""
-    if mode == "standard":
-        def standard(model, x, y):
-            feats = model.features(x)
-            logits = model.fc(feats)
-            return BatchOut(F.cross_entropy(logits.float(), y), logits, feats)
-        return standard
+class AIGNCallback(Callback):
+    """Records AIGN and the training dynamics into `tracker`: inline from the training step's own input gradient,
+    exact by an eval-mode pass over `score_loader` (the un-augmented set, in order) after each tracked epoch."""
+    name = "aign"
 
-    from . import attacks
+    def __init__(self, tracker: AIGNTracker, score_loader: Loader):
+        self.tracker, self.score_loader = tracker, score_loader
 
-    if mode == "pgd_at":
-        def pgd_at(model, x, y):
-            x_adv = attacks.pgd(model, x, y, eps=attack.eps, alpha=attack.alpha, steps=attack.steps, amp=amp)
-            logits = model(x_adv)
-            return BatchOut(F.cross_entropy(logits.float(), y), logits)
-        return pgd_at
-    if mode == "fgsm_rs":
-        def fgsm_rs(model, x, y):
-            x_adv = attacks.fgsm_rs(model, x, y, eps=attack.eps, amp=amp)
-            logits = model(x_adv)
-            return BatchOut(F.cross_entropy(logits.float(), y), logits)
-        return fgsm_rs
-    if mode == "trades":
-        def trades(model, x, y):
-            loss, logits = attacks.trades_loss(model, x, y, eps=attack.eps, alpha=attack.alpha,
-                                               steps=attack.steps, beta=attack.beta, amp=amp)
-            return BatchOut(loss, logits)
-        return trades
-    raise ValueError(f"unknown training mode {mode!r}")
+    def on_epoch_start(self, loop: Loop) -> None:
+        self.tracker.start_epoch(loop.epoch, loop.device)
+
+    def before_batch(self, loop: Loop, x, y, idx) -> None:
+        if self.tracker.inline_active:
+            x.requires_grad_(True)
+
+    def after_backward(self, loop: Loop, x, y, idx, out) -> None:
+        if self.tracker.inline_active:
+            self.tracker.record_inline(idx, x.grad, len(y), out.logits, y, out.feats)
+
+    def on_epoch_end(self, loop: Loop, record: dict) -> None:
+        exact = None
+        if self.tracker.wants_exact and self.tracker.tracks(loop.epoch):
+            exact = exact_pass(loop.model, self.score_loader, amp=loop.amp, progress=loop.progress)
+        self.tracker.end_epoch(loop.epoch, exact)
+
+    def state_dict(self):
+        return self.tracker.state_dict()
+
+    def load_state_dict(self, state) -> None:
+        self.tracker.load_state_dict(state)
+
+
+class EvalCallback(Callback):
+    """Clean accuracy on a test set every `every` epochs (and after the last), into the history record."""
+    name = "eval"
+
+    def __init__(self, test_set: ArrayDataset, every: int):
+        self.test_set, self.every = test_set, every
+
+    def on_epoch_end(self, loop: Loop, record: dict) -> None:
+        if self.every and ((loop.epoch + 1) % self.every == 0 or loop.epoch + 1 == loop.cfg.epochs):
+            record["test_acc"] = accuracy(loop.model, self.test_set)
 
 
 # ----------------------------------------------------------------------------- optimiser
@@ -105,17 +148,13 @@ def lr_factor(cfg: OptimConfig, step: int, total: int) -> float:
     raise ValueError(cfg.schedule)
 
 
-def make_scheduler(opt, cfg: OptimConfig, total_steps: int):
-    return torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(cfg, s, total_steps))
-
-
 # ----------------------------------------------------------------------------- device
 def resolve_device(name: str = "auto") -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
         # a params problem: the CLI reports it in one line (exit 2)
-        raise ConfigError("params: train.device = 'cuda' is not allowed here: torch sees no GPU; use auto or cpu")
+        raise ConfigError("params: runtime.device = 'cuda' is not allowed here: torch sees no GPU; use auto or cpu")
     return torch.device(name)
 
 
@@ -125,12 +164,12 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def setup_backend(cfg: TrainConfig, device: torch.device) -> None:
+def setup_backend(rt: RuntimeConfig, device: torch.device) -> None:
     if device.type == "cuda":
-        torch.backends.cudnn.benchmark = not cfg.deterministic
+        torch.backends.cudnn.benchmark = not rt.deterministic
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
-        if cfg.deterministic:
+        if rt.deterministic:
             os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
             torch.use_deterministic_algorithms(True)
 
@@ -162,124 +201,172 @@ class TrainResult:
     tracker: Optional[AIGNTracker]
     epochs_run: int               # epochs computed in this call (0 when everything came from a checkpoint)
     seconds: float
+    counts: dict                  # examples trained on, sample-forward and sample-backward passes (whole run)
 
 
 def config_hash(obj) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def train(cfg: TrainConfig, train_set: ArrayDataset, *, mode: str = "standard", seed: int = 0,
-          state_path: Optional[Path] = None, tracker: Optional[AIGNTracker] = None,
-          aign_batch_size: int = 512, test_set: Optional[ArrayDataset] = None, progress: bool = True,
-          batch_hook: Optional[Callable[[int, int, torch.Tensor], torch.Tensor]] = None) -> TrainResult:
-    """Train `cfg.model` on `train_set` in `mode`. With `state_path`, a checkpoint is written there after
-    every epoch (atomically) and a matching one found there is resumed. Returns the trained model."""
+def code_hash() -> str:
+    """A hash of the package's sources: a checkpoint made by other code is not resumed."""
+    h = hashlib.sha256()
+    for f in sorted(Path(__file__).parent.glob("*.py")):
+        h.update(f.name.encode() + b"\0" + f.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def train(cfg: TrainConfig, data: Union[Loader, ArrayDataset], *, mode: str = "standard", seed: int = 0,
+          runtime: RuntimeConfig = RuntimeConfig(), state_path: Optional[Path] = None,
+          callbacks: Sequence[Callback] = (), tracker: Optional[AIGNTracker] = None, aign_batch_size: int = 512,
+          test_set: Optional[ArrayDataset] = None, progress: bool = True) -> TrainResult:
+    """Train `cfg.model` in `mode` on `data` (a Loader, or an ArrayDataset held on the device by a DeviceLoader).
+
+    callbacks: extension points (module docstring); `tracker` adds the AIGN callback (exact pass in batches of
+    `aign_batch_size`); `test_set` with cfg.eval_every logs test accuracy. With `state_path`, a checkpoint is
+    written there after every epoch (atomically) and a matching one found there is resumed.
+    """
     from tqdm.auto import tqdm
 
-    if tracker is not None and tracker.wants_inline and mode != "standard":
+    mode_fn = MODES.get(mode)
+    if tracker is not None and tracker.wants_inline and mode_fn.adversarial:
         raise ValueError("inline AIGN needs mode standard (the training backward must be the clean-input one); "
                          "use aign.mode: exact")
-    device = resolve_device(cfg.device)
-    setup_backend(cfg, device)
-    cuda = device.type == "cuda"
-    amp = cfg.amp and cuda
-    chl = cfg.channels_last  # NHWC: faster on CUDA and (measured, cnn_tiny) ~1.5x on CPU too
+    device = resolve_device(runtime.device)
+    setup_backend(runtime, device)
+    amp = runtime.amp and device.type == "cuda"
+    chl = runtime.channels_last  # NHWC: faster on CUDA and (measured, cnn_tiny) ~1.5x on CPU too
+    loader = _as_loader(data, cfg.batch_size, device, augment=cfg.augment, shuffle=True, seed=seed, channels_last=chl)
+    callbacks = list(callbacks)
+    if tracker is not None:
+        score = _as_loader(data, aign_batch_size, device, augment=False, shuffle=False, seed=seed, channels_last=chl)
+        callbacks.insert(0, AIGNCallback(tracker, score))
+    if test_set is not None and cfg.eval_every:
+        callbacks.append(EvalCallback(test_set, cfg.eval_every))
 
     seed_everything(hash_seed(seed, -1))
-    model = build_model(cfg.model, train_set.num_classes, train_set.in_channels, *train_set.stats).to(device)
+    info = loader.info
+    model = build_model(cfg.model, info.num_classes, info.in_channels, info.mean, info.std).to(device)
     if chl:
         model = model.to(memory_format=torch.channels_last)
     opt = make_optimizer(model, cfg.optim)
-    loader = DeviceLoader(train_set.x, train_set.y, batch_size=cfg.batch_size, device=device, shuffle=True,
-                          augment=cfg.augment, seed=seed, channels_last=chl)
-    total = len(loader) * cfg.epochs
-    sched = make_scheduler(opt, cfg.optim, total)
-    fwd = torch.compile(model) if (cfg.compile and cuda) else model
-    loss_fn = make_loss_fn(mode, cfg.attack, amp=amp)
+    loop = Loop(cfg, model, loader, device, amp, chl, mode, seed, progress)
+    fwd = torch.compile(model) if (runtime.compile and device.type == "cuda") else model
+    unhook = _count_passes(model, loop.counts)
 
-    identity = {"config": dataclasses.asdict(cfg), "mode": mode, "seed": seed, "fingerprint": train_set.fingerprint,
+    identity = {"config": dataclasses.asdict(cfg), "mode": mode, "seed": seed, "fingerprint": info.fingerprint,
+                "callbacks": [type(c).__name__ for c in callbacks], "code": code_hash(),
                 "tracker": None if tracker is None else [tracker.mode, tracker.every]}
-    ident_hash = config_hash(identity)
-    start, history = 0, []
-    if state_path is not None and Path(state_path).exists():
-        try:
-            st = load_torch(state_path, map_location=device)
-        except ArtifactError as e:
-            log.warning("ignoring unreadable checkpoint (%s); starting fresh", e)
-            st = None
-        if st is not None and st.get("identity_hash") != ident_hash:
-            log.warning("checkpoint %s was made with other settings or data; starting fresh", state_path)
-            st = None
-        if st is not None:
-            model.load_state_dict(st["model"])
-            opt.load_state_dict(st["optimizer"])
-            sched.load_state_dict(st["scheduler"])
-            history = st["history"]
-            start = st["epoch"]
-            if tracker is not None:
-                tracker.load_state_dict(st["tracker"])
-            _set_rng(st["rng"])
-            log.info("resumed from %s after epoch %d/%d", state_path, start, cfg.epochs)
-
-    kill_at = _parse_kill(os.environ.get(KILL_ENV))
+    history, start = _resume(state_path, config_hash(identity), loop, opt, callbacks)
     t_start = time.perf_counter()
-    check_every = 50 if cuda else 1
-    epoch = start
     try:
         for epoch in range(start, cfg.epochs):
             t0 = time.perf_counter()
+            loop.epoch = epoch
             seed_everything(hash_seed(seed, epoch))
             loader.set_epoch(epoch)
-            inline = False
-            if tracker is not None:
-                tracker.start_epoch(epoch, device)
-                inline = tracker.inline_active
-            model.train()
-            losses = torch.zeros(len(loader), device=device)
-            correct = torch.zeros((), device=device, dtype=torch.long)
-            bar = tqdm(loader, desc=f"{mode} epoch {epoch + 1}/{cfg.epochs}", leave=False, disable=not progress)
-            for b, (x, y, idx) in enumerate(bar):
-                if kill_at == (epoch + 1, b):
-                    os.kill(os.getpid(), signal.SIGKILL)
-                if inline:
-                    x.requires_grad_(True)
-                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-                    out = loss_fn(fwd, x, y)
-                loss = out.loss if batch_hook is None else batch_hook(epoch, b, out.loss)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                if inline:
-                    tracker.record_inline(idx, x.grad, len(y), out.logits, y, out.feats)
-                opt.step()
-                sched.step()
-                losses[b] = loss.detach().float()
-                correct += (out.logits.detach().argmax(1) == y).sum()
-                if (b + 1) % check_every == 0 or b == len(loader) - 1:
-                    _check_finite(losses[: b + 1], epoch)
-            exact = None
-            if tracker is not None and tracker.wants_exact and tracker.tracks(epoch):
-                exact = exact_pass(model, loader.x, loader.y, batch_size=aign_batch_size, amp=amp,
-                                   channels_last=chl, progress=progress)
-            if tracker is not None:
-                tracker.end_epoch(epoch, exact)
-            rec = {"epoch": epoch + 1, "loss": float(losses.mean()), "train_acc": float(correct) / len(train_set),
-                   "lr": float(sched.get_last_lr()[0]), "seconds": time.perf_counter() - t0}
-            if test_set is not None and cfg.eval_every and ((epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs):
-                rec["test_acc"] = accuracy(model, test_set)
+            for cb in callbacks:
+                cb.on_epoch_start(loop)
+            rec = {"epoch": epoch + 1}
+            if not loop.skip:
+                rec.update(_run_epoch(loop, fwd, mode_fn.fn, opt, callbacks, tqdm))
+            for cb in callbacks:
+                cb.on_epoch_end(loop, rec)
             history.append(rec)
-            log.info("%s epoch %d/%d loss %.4f train_acc %.3f%s (%.1fs)", mode, epoch + 1, cfg.epochs, rec["loss"],
-                     rec["train_acc"], f" test_acc {rec['test_acc']:.3f}" if "test_acc" in rec else "", rec["seconds"])
+            log.info("%s epoch %d/%d%s (%.1fs)", mode, epoch + 1, cfg.epochs,
+                     "".join(f" {k} {v:.4f}" for k, v in rec.items() if k not in ("epoch", "lr") and isinstance(v, float)),
+                     time.perf_counter() - t0)
             if state_path is not None:
                 save_torch(state_path, {
-                    "identity_hash": ident_hash, "identity": identity, "epoch": epoch + 1,
-                    "model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                    "history": history, "tracker": None if tracker is None else tracker.state_dict(), "rng": _get_rng()})
+                    "identity_hash": config_hash(identity), "identity": identity, "epoch": epoch + 1,
+                    "model": model.state_dict(), "optimizer": opt.state_dict(), "history": history,
+                    "counts": dict(loop.counts), "callbacks": {c.name: c.state_dict() for c in callbacks},
+                    "rng": _get_rng()})
     except KeyboardInterrupt:
-        where = f"after epoch {epoch}" if state_path is not None else "(no checkpoint path given)"
+        where = f"after epoch {loop.epoch}" if state_path is not None else "(no checkpoint path given)"
         log.warning("interrupted during epoch %d; the last complete epoch is saved %s at %s; run the same command "
-                    "again to resume", epoch + 1, where, state_path)
+                    "again to resume", loop.epoch + 1, where, state_path)
         raise
-    return TrainResult(model, history, tracker, cfg.epochs - start, time.perf_counter() - t_start)
+    finally:
+        unhook()
+    return TrainResult(model, history, tracker, cfg.epochs - start, time.perf_counter() - t_start, dict(loop.counts))
+
+
+def _as_loader(data, batch_size: int, device, *, augment: bool, shuffle: bool, seed: int, channels_last: bool):
+    if not isinstance(data, ArrayDataset):
+        return data
+    return DeviceLoader(data.x, data.y, batch_size=batch_size, device=device, shuffle=shuffle, augment=augment,
+                        seed=seed, channels_last=channels_last, info=data.info)
+
+
+def _run_epoch(loop: Loop, fwd, mode_fn, opt, callbacks: Sequence[Callback], tqdm) -> dict:
+    """One epoch of optimiser steps over loop.loader; returns the history entries (loss, train_acc, lr)."""
+    cfg, loader, device = loop.cfg, loop.loader, loop.device
+    loop.model.train()
+    n_batches = len(loader)
+    losses = torch.zeros(n_batches, device=device)
+    correct = torch.zeros((), device=device, dtype=torch.long)
+    seen = 0
+    check_every = 50 if device.type == "cuda" else 1
+    lr = cfg.optim.lr
+    bar = tqdm(loader, desc=f"{loop.mode} epoch {loop.epoch + 1}/{cfg.epochs}", leave=False, disable=not loop.progress)
+    for b, (x, y, idx) in enumerate(bar):
+        for cb in callbacks:
+            cb.before_batch(loop, x, y, idx)
+        w = None if loop.weights is None else loop.weights[idx]
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=loop.amp):
+            out = mode_fn(fwd, x, y, w, attack=cfg.attack, amp=loop.amp)
+        opt.zero_grad(set_to_none=True)
+        out.loss.backward()
+        for cb in callbacks:
+            cb.after_backward(loop, x, y, idx, out)
+        # the lr at this step: position in the run = (epoch * n_batches + b) / (epochs * n_batches)
+        lr = cfg.optim.lr * lr_factor(cfg.optim, loop.epoch * n_batches + b, cfg.epochs * n_batches)
+        for g in opt.param_groups:
+            g["lr"] = lr
+        opt.step()
+        losses[b] = out.loss.detach().float()
+        correct += (out.logits.detach().argmax(1) == y).sum()
+        seen += len(y)
+        if (b + 1) % check_every == 0 or b == n_batches - 1:
+            _check_finite(losses[: b + 1], loop.epoch)
+    loop.counts["examples"] += seen
+    return {"loss": float(losses.mean()), "train_acc": float(correct) / max(seen, 1), "lr": lr}
+
+
+def _count_passes(model: torch.nn.Module, counts: dict):
+    """Count sample-forward and sample-backward passes through `model` (training, attacks, scoring alike)."""
+    def fwd(_m, args):
+        counts["forward"] += int(args[0].shape[0])
+
+    def bwd(_m, grad_out):
+        counts["backward"] += int(grad_out[0].shape[0])
+
+    h1 = model.register_forward_pre_hook(fwd)
+    h2 = model.register_full_backward_pre_hook(bwd)
+    return lambda: (h1.remove(), h2.remove())
+
+
+def _resume(state_path, ident_hash: str, loop: Loop, opt, callbacks) -> tuple[list, int]:
+    """Load a matching checkpoint into the model, optimiser, callbacks and RNGs: (history, first epoch to run)."""
+    if state_path is None or not Path(state_path).exists():
+        return [], 0
+    try:
+        st = load_torch(state_path, map_location=loop.device)
+    except ArtifactError as e:
+        log.warning("ignoring unreadable checkpoint (%s); starting fresh", e)
+        return [], 0
+    if st.get("identity_hash") != ident_hash:
+        log.warning("checkpoint %s was made with other settings, data or code; starting fresh", state_path)
+        return [], 0
+    loop.model.load_state_dict(st["model"])
+    opt.load_state_dict(st["optimizer"])
+    loop.counts.update(st["counts"])
+    for c in callbacks:
+        c.load_state_dict(st["callbacks"][c.name])
+    _set_rng(st["rng"])
+    log.info("resumed from %s after epoch %d/%d", state_path, st["epoch"], loop.cfg.epochs)
+    return st["history"], st["epoch"]
 
 
 def _check_finite(losses: torch.Tensor, epoch: int) -> None:
@@ -289,13 +376,6 @@ def _check_finite(losses: torch.Tensor, epoch: int) -> None:
         b = int(bad.nonzero()[0])
         raise NonFiniteLoss(f"non-finite training loss ({float(losses[b])}) at epoch {epoch + 1}, batch {b} "
                             f"(0-based); lower the learning rate, or check the data and params")
-
-
-def _parse_kill(v: Optional[str]):
-    if not v:
-        return None
-    e, _, b = v.partition(":")
-    return int(e), int(b)
 
 
 def _get_rng() -> dict:
@@ -312,15 +392,23 @@ def _set_rng(st: dict) -> None:
 
 
 def save_model(path, model: torch.nn.Module, meta: dict) -> Path:
-    """Final weights + everything needed to rebuild the model (name, classes, stats) + provenance."""
-    sd = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    return save_torch(path, {"model": sd, "meta": meta})
+    """Final weights (safetensors) + everything needed to rebuild the model (name, classes, stats) + provenance."""
+    from .store import save_tensors
+
+    return save_tensors(path, model.state_dict(), meta)
 
 
 def load_model(path, device="cpu"):
-    """Rebuild a model saved by `save_model`. Returns (model in eval mode, meta)."""
-    ck = load_torch(path)
-    meta = ck["meta"]
-    model = build_model(meta["model"], meta["num_classes"], meta["in_channels"], meta["mean"], meta["std"])
-    model.load_state_dict(ck["model"])
+    """Rebuild a model saved by `save_model`. Returns (model in eval mode, meta). A file that is not such a model
+    (missing keys, another architecture's weights) is an ArtifactError with one line."""
+    from .store import load_tensors
+
+    sd, meta = load_tensors(path)
+    try:
+        model = build_model(meta["model"], meta["num_classes"], meta["in_channels"], meta["mean"], meta["std"])
+        model.load_state_dict(sd)
+    except (KeyError, ValueError, RuntimeError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ArtifactError(f"{path} does not hold the weights of the model its metadata names "
+                            f"({meta.get('model')!r}): {first}") from None
     return model.to(device).eval(), meta

@@ -1,0 +1,65 @@
+"""Execute a report notebook: `notebooks/<name>.py` (jupytext percent format, the one source a person edits) is
+converted in memory and executed by papermill with its `parameters` cell overridden; the executed copy is written
+atomically to reports/notebooks/ (a failed run leaves the published copy untouched and writes
+`<out>.failed.ipynb` beside it for inspection)."""
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any, Mapping, Optional
+
+import yaml
+
+from .store import ArtifactError, atomic_path
+
+NOTEBOOKS = Path("notebooks")
+EXECUTED = Path("reports/notebooks")
+
+
+class NotebookError(ArtifactError):
+    """A notebook cell raised: one line naming the notebook, the cell and the error."""
+
+
+def source(name: str, folder: Path = NOTEBOOKS) -> Path:
+    path = Path(folder) / f"{name}.py"
+    if not path.exists():
+        raise ArtifactError(f"no notebook {path}; choose one of {sorted(p.stem for p in Path(folder).glob('*.py'))}")
+    return path
+
+
+def load(name: str, folder: Path = NOTEBOOKS):
+    """The notebook `name` as an nbformat node (from its percent-format source)."""
+    import jupytext
+
+    nb = jupytext.read(source(name, folder))
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    return nb
+
+
+def run(name: str, parameters: Optional[Mapping[str, Any]] = None, *, out: Optional[Path] = None,
+        params_path: str = "params.yaml", folder: Path = NOTEBOOKS, cwd: Optional[Path] = None) -> Path:
+    """Execute notebook `name` with `parameters` (strings are YAML-parsed, as on the command line) and
+    params_path; returns the executed notebook's path."""
+    import papermill
+    from papermill.exceptions import PapermillExecutionError
+
+    values = {k: (yaml.safe_load(v) if isinstance(v, str) else v) for k, v in (parameters or {}).items()}
+    values["params_path"] = params_path
+    out = Path(out or EXECUTED / f"{name}{''.join(f'_{v}' for v in (parameters or {}).values())}.ipynb")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    failed = out.with_suffix(".failed.ipynb")
+    logging.getLogger("papermill").setLevel(logging.WARNING)
+    os.environ.setdefault("MPLBACKEND", "Agg")
+    with atomic_path(out, suffix=".ipynb") as tmp:
+        try:
+            papermill.execute_notebook(load(name, folder), str(tmp), parameters=values, kernel_name="python3",
+                                       progress_bar=False, log_output=False, cwd=str(cwd) if cwd else None)
+        except PapermillExecutionError as e:
+            os.replace(tmp, failed)
+            first = (e.evalue or "").strip().splitlines()
+            raise NotebookError(f"notebook {name} failed in cell {e.exec_count}: {e.ename}: "
+                                f"{first[0] if first else ''} (executed copy: {failed})") from None
+    failed.unlink(missing_ok=True)
+    print(f"notebook: {name} -> {out}", flush=True)
+    return out

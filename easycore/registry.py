@@ -1,0 +1,104 @@
+"""One registry per concept: coreset methods, training modes, attacks, datasets, models.
+
+A registry maps a name to a function and a few facts about it (`meta`). Adding a method, a mode, an attack, a dataset
+or a model is one function and one `@REGISTRY.register(...)` line next to it; everything that lists choices (the
+params schema, the CLI, `easycore methods`, the README table, the notebooks) reads the registry.
+
+This module imports nothing heavy: the params schema names a registry by its module (`choices("models")`) and the
+module is imported only when the choices are needed, so `import easycore.config` does not import torch.
+"""
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator, Mapping
+
+
+@dataclass(frozen=True)
+class Entry:
+    name: str
+    fn: Callable[..., Any]
+    meta: Mapping[str, Any] = field(default_factory=dict)
+
+    def __getattr__(self, key: str) -> Any:  # entry.keep, entry.needs, ... read from meta
+        try:
+            return self.meta[key]
+        except KeyError:
+            raise AttributeError(f"{self.name!r} has no {key!r}") from None
+
+
+class Registry:
+    """An ordered name -> Entry map filled by the `register` decorator; iteration order = registration order."""
+
+    def __init__(self, kind: str):
+        self.kind = kind
+        self._entries: dict[str, Entry] = {}
+
+    def register(self, name: str | None = None, **meta: Any) -> Callable:
+        def deco(fn: Callable) -> Callable:
+            key = name or fn.__name__
+            if key in self._entries:
+                raise ValueError(f"{self.kind} {key!r} is registered twice")
+            self._entries[key] = Entry(key, fn, dict(meta))
+            return fn
+        return deco
+
+    def unregister(self, name: str) -> None:
+        """Remove an entry (tests that register a toy entry clean up with this)."""
+        self._entries.pop(name, None)
+
+    def __getitem__(self, name: str) -> Entry:
+        try:
+            return self._entries[name]
+        except (KeyError, TypeError):
+            raise KeyError(f"unknown {self.kind} {name!r}; choose one of {self.names()}") from None
+
+    def get(self, name: str) -> Entry:
+        """The entry, or ValueError naming the choices."""
+        try:
+            return self[name]
+        except KeyError as e:
+            raise ValueError(e.args[0]) from None
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._entries
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._entries)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def names(self, **where: Any) -> list[str]:
+        """Names in registration order, optionally only those whose meta matches every `where` item."""
+        return [n for n, e in self._entries.items() if all(e.meta.get(k) == v for k, v in where.items())]
+
+    def items(self):
+        return self._entries.items()
+
+    def entries(self) -> list[Entry]:
+        return list(self._entries.values())
+
+
+# where each registry lives: importing the module fills it
+_HOMES = {
+    "methods": ("easycore.coresets", "METHODS"),
+    "modes": ("easycore.modes", "MODES"),
+    "attacks": ("easycore.evaluate", "ATTACKS"),
+    "datasets": ("easycore.data", "DATASETS"),
+    "models": ("easycore.models", "MODELS"),
+}
+
+
+def registry(kind: str) -> Registry:
+    """The registry of `kind` ('methods' | 'modes' | 'attacks' | 'datasets' | 'models'), imported on first use."""
+    module, attr = _HOMES[kind]
+    return getattr(importlib.import_module(module), attr)
+
+
+def choices(registry_kind: str, **where: Any) -> Callable[[], list[str]]:
+    """A deferred list of names, for the params schema (evaluated when params are checked). kind 'scores': the
+    per-sample scores the static coreset methods rank by."""
+    if registry_kind == "scores":
+        return lambda: importlib.import_module("easycore.coresets").score_names()
+    return lambda: registry(registry_kind).names(**where)

@@ -1,0 +1,90 @@
+"""Run names and paths: the one place that builds and parses them.
+
+    runs/proxy/<proxy>/                                     a proxy run: main, or a transfer model's name
+    runs/coresets/<scores>/<method>-<fraction>/             a static selection made with proxy <scores>' records
+    runs/train/<scores>/<method>-<fraction>-<mode>-s<seed>/ a training run
+    runs/eval/<scores>/<method>-<fraction>-<mode>-s<seed>/  its evaluation
+`scores` is the proxy run whose records chose the coreset, or `none` for runs that need no proxy: the full-data
+reference (method `full`, fraction 1.0) and the adaptive methods (ACS). Fractions are written by
+`config.fraction_name` (repr of the float), which is what DVC writes for `${item.fraction}`: dvc.yaml's path
+templates and these functions agree (tests/test_architecture.py renders dvc.yaml and compares).
+A run's resume checkpoint lies beside its folder as `.<name>.state.pt` (outside DVC's outs, so an interrupted
+`dvc repro` resumes it).
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+from .config import Params, fraction_name
+
+ROOT = Path("runs")
+NONE = "none"          # the `scores` of runs chosen without a proxy
+FULL = "full"          # the full-data reference method
+_NAME = re.compile(r"^(?P<method>[A-Za-z0-9_]+)-(?P<fraction>[0-9.]+(?:e-?[0-9]+)?)-(?P<mode>[A-Za-z0-9_]+)"
+                   r"-s(?P<seed>[0-9]+)$")
+
+
+@dataclass(frozen=True, order=True)
+class Run:
+    scores: str
+    method: str
+    fraction: float
+    mode: str
+    seed: int
+
+    @property
+    def name(self) -> str:
+        return f"{self.method}-{fraction_name(self.fraction)}-{self.mode}-s{self.seed}"
+
+    @property
+    def key(self) -> str:
+        """'<scores>/<name>': unique over a pipeline."""
+        return f"{self.scores}/{self.name}"
+
+    def train_dir(self, root: Path = ROOT) -> Path:
+        return Path(root) / "train" / self.scores / self.name
+
+    def eval_dir(self, root: Path = ROOT) -> Path:
+        return Path(root) / "eval" / self.scores / self.name
+
+    def selection_dir(self, root: Path = ROOT) -> Optional[Path]:
+        """The static selection this run trains on (None for the full-data and adaptive runs)."""
+        return None if self.scores == NONE else selection_dir(self.scores, self.method, self.fraction, root)
+
+
+def proxy_dir(name: str, root: Path = ROOT) -> Path:
+    return Path(root) / "proxy" / name
+
+
+def selection_dir(scores: str, method: str, fraction: float, root: Path = ROOT) -> Path:
+    return Path(root) / "coresets" / scores / f"{method}-{fraction_name(fraction)}"
+
+
+def state_path_for(out_dir: Path) -> Path:
+    out_dir = Path(out_dir)
+    return out_dir.parent / f".{out_dir.name}.state.pt"
+
+
+def parse(key: str) -> Run:
+    """'<scores>/<method>-<fraction>-<mode>-s<seed>' (or a path ending in it) -> Run; ValueError otherwise."""
+    parts = Path(key).parts
+    m = _NAME.match(parts[-1]) if len(parts) >= 2 else None
+    if m is None:
+        raise ValueError(f"{key!r} is not a run key <scores>/<method>-<fraction>-<mode>-s<seed>")
+    return Run(parts[-2], m["method"], float(m["fraction"]), m["mode"], int(m["seed"]))
+
+
+def expected_runs(params: Params) -> list[Run]:
+    """Every training run the DVC pipeline makes for `params`, in dvc.yaml's order: the static methods scored by
+    the main proxy, the adaptive methods, the full-data reference, then the transfer runs (static methods scored by
+    every other proxy, standard mode)."""
+    c, t = params.coreset, params.train
+    runs = [Run("main", m, f, mode, s) for m in c.methods for f in c.fractions for mode in t.modes for s in t.seeds]
+    runs += [Run(NONE, m, f, mode, s) for m in c.adaptive for f in c.fractions for mode in t.modes for s in t.seeds]
+    runs += [Run(NONE, FULL, 1.0, mode, s) for mode in t.modes for s in t.seeds]
+    runs += [Run(p, m, f, "standard", s) for p in params.proxy.transfer_models
+             for m in c.transfer_methods for f in c.fractions for s in t.seeds]
+    return runs
