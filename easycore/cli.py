@@ -34,10 +34,10 @@ class _Fmt(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFo
     pass
 
 
-def _names(kind: str, **where) -> list[str]:
+def _names(registry_kind: str, **where) -> list[str]:
     from .registry import registry
 
-    return registry(kind).names(**where)
+    return registry(registry_kind).names(**where)
 
 
 def _common(p: argparse.ArgumentParser) -> None:

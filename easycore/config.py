@@ -426,8 +426,9 @@ def load_params(path: str | os.PathLike = "params.yaml", overrides: Optional[Seq
             node[parts[-1]] = yaml.safe_load(raw)
         except yaml.YAMLError as e:
             raise ConfigError(f"params: override {ov!r}: value is not valid YAML: {str(e).splitlines()[0]}") from None
+    params = params_from_dict(data)
     _check_raw_fractions(data)
-    return params_from_dict(data)
+    return params
 
 
 def _check_raw_fractions(data: dict) -> None:
@@ -436,6 +437,6 @@ def _check_raw_fractions(data: dict) -> None:
     fr = (data.get("coreset") or {}).get("fractions") if isinstance(data.get("coreset"), dict) else None
     if isinstance(fr, list):
         for v in fr:
-            if isinstance(v, (int, float)) and not isinstance(v, bool) and str(v) != repr(float(v)):
+            if not isinstance(v, bool) and isinstance(v, (int, float, str)) and str(v) != repr(float(v)):
                 fail("coreset.fractions", v, "write each fraction as a plain decimal such as 0.3 "
                                               "(it names the run folders)")

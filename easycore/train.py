@@ -202,6 +202,7 @@ class TrainResult:
     epochs_run: int               # epochs computed in this call (0 when everything came from a checkpoint)
     seconds: float
     counts: dict                  # examples trained on, sample-forward and sample-backward passes (whole run)
+    epoch_seconds: list[float] = field(default_factory=list)   # wall time of each epoch computed in this call
 
 
 def config_hash(obj) -> str:
@@ -255,10 +256,11 @@ def train(cfg: TrainConfig, data: Union[Loader, ArrayDataset], *, mode: str = "s
     unhook = _count_passes(model, loop.counts)
 
     identity = {"config": dataclasses.asdict(cfg), "mode": mode, "seed": seed, "fingerprint": info.fingerprint,
-                "callbacks": [type(c).__name__ for c in callbacks], "code": code_hash(),
+                "callbacks": [c.name for c in callbacks if c.state_dict() is not None], "code": code_hash(),
                 "tracker": None if tracker is None else [tracker.mode, tracker.every]}
     history, start = _resume(state_path, config_hash(identity), loop, opt, callbacks)
     t_start = time.perf_counter()
+    epoch_seconds = []
     try:
         for epoch in range(start, cfg.epochs):
             t0 = time.perf_counter()
@@ -273,14 +275,16 @@ def train(cfg: TrainConfig, data: Union[Loader, ArrayDataset], *, mode: str = "s
             for cb in callbacks:
                 cb.on_epoch_end(loop, rec)
             history.append(rec)
+            epoch_seconds.append(time.perf_counter() - t0)
             log.info("%s epoch %d/%d%s (%.1fs)", mode, epoch + 1, cfg.epochs,
                      "".join(f" {k} {v:.4f}" for k, v in rec.items() if k not in ("epoch", "lr") and isinstance(v, float)),
-                     time.perf_counter() - t0)
+                     epoch_seconds[-1])
             if state_path is not None:
                 save_torch(state_path, {
                     "identity_hash": config_hash(identity), "identity": identity, "epoch": epoch + 1,
                     "model": model.state_dict(), "optimizer": opt.state_dict(), "history": history,
-                    "counts": dict(loop.counts), "callbacks": {c.name: c.state_dict() for c in callbacks},
+                    "counts": dict(loop.counts),
+                    "callbacks": {c.name: st for c in callbacks if (st := c.state_dict()) is not None},
                     "rng": _get_rng()})
     except KeyboardInterrupt:
         where = f"after epoch {loop.epoch}" if state_path is not None else "(no checkpoint path given)"
@@ -289,7 +293,8 @@ def train(cfg: TrainConfig, data: Union[Loader, ArrayDataset], *, mode: str = "s
         raise
     finally:
         unhook()
-    return TrainResult(model, history, tracker, cfg.epochs - start, time.perf_counter() - t_start, dict(loop.counts))
+    return TrainResult(model, history, tracker, cfg.epochs - start, time.perf_counter() - t_start, dict(loop.counts),
+                       epoch_seconds)
 
 
 def _as_loader(data, batch_size: int, device, *, augment: bool, shuffle: bool, seed: int, channels_last: bool):
@@ -335,15 +340,16 @@ def _run_epoch(loop: Loop, fwd, mode_fn, opt, callbacks: Sequence[Callback], tqd
 
 
 def _count_passes(model: torch.nn.Module, counts: dict):
-    """Count sample-forward and sample-backward passes through `model` (training, attacks, scoring alike)."""
+    """Count sample-forward and sample-backward passes through `model` (training, attacks, scoring alike), at its
+    last layer `fc`, which every forward (model(x) or features + fc) and every backward goes through."""
     def fwd(_m, args):
         counts["forward"] += int(args[0].shape[0])
 
     def bwd(_m, grad_out):
         counts["backward"] += int(grad_out[0].shape[0])
 
-    h1 = model.register_forward_pre_hook(fwd)
-    h2 = model.register_full_backward_pre_hook(bwd)
+    h1 = model.fc.register_forward_pre_hook(fwd)
+    h2 = model.fc.register_full_backward_pre_hook(bwd)
     return lambda: (h1.remove(), h2.remove())
 
 
@@ -363,7 +369,8 @@ def _resume(state_path, ident_hash: str, loop: Loop, opt, callbacks) -> tuple[li
     opt.load_state_dict(st["optimizer"])
     loop.counts.update(st["counts"])
     for c in callbacks:
-        c.load_state_dict(st["callbacks"][c.name])
+        if c.name in st["callbacks"]:
+            c.load_state_dict(st["callbacks"][c.name])
     _set_rng(st["rng"])
     log.info("resumed from %s after epoch %d/%d", state_path, st["epoch"], loop.cfg.epochs)
     return st["history"], st["epoch"]

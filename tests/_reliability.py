@@ -16,9 +16,9 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def sub_env(**extra) -> dict:
-    """Environment for subprocesses: one thread (deterministic, cheap on shared CPUs), no kill hook."""
-    # no kill hook, and no EASYCORE_DATA (CI sets it; it would override the data.root the tests give)
-    env = {k: v for k, v in os.environ.items() if k not in ("EASYCORE_DEBUG_KILL_AT", "EASYCORE_DATA")}
+    """Environment for subprocesses: one thread (deterministic, cheap on shared CPUs)."""
+    # no EASYCORE_DATA (CI sets it; it would override the data.root the tests give)
+    env = {k: v for k, v in os.environ.items() if k != "EASYCORE_DATA"}
     env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONUNBUFFERED="1", CUDA_VISIBLE_DEVICES="")
     env.update({k: str(v) for k, v in extra.items()})
     return env
@@ -46,6 +46,30 @@ def one_thread():
         torch.set_num_threads(threads)
 
 
+def kill_callback():
+    """A training callback that SIGKILLs its own process before batch `batch` of epoch `epoch` (1-based epoch):
+    the test-only kill switch, plugged in through the loop's extension points."""
+    import signal
+
+    from easycore.train import Callback
+
+    class KillAt(Callback):
+        name = "kill"
+
+        def __init__(self, epoch: int, batch: int):
+            self.epoch, self.batch, self.b = epoch, batch, 0
+
+        def on_epoch_start(self, loop):
+            self.b = 0
+
+        def before_batch(self, loop, x, y, idx):
+            if (loop.epoch + 1, self.b) == (self.epoch, self.batch):
+                os.kill(os.getpid(), signal.SIGKILL)
+            self.b += 1
+
+    return KillAt
+
+
 def train_tiny(a: dict) -> dict:
     """A tiny CPU training run through the real loop (`train()` with its checkpoint/resume logic).
 
@@ -55,19 +79,21 @@ def train_tiny(a: dict) -> dict:
     import torch
 
     from easycore.aign import AIGNTracker
-    from easycore.config import OptimConfig, TrainConfig
+    from easycore.config import OptimConfig, RuntimeConfig, TrainConfig
     from easycore.data import load_dataset
     from easycore.train import train
 
+    KillAt = kill_callback()
     with one_thread():
         ds = load_dataset("synthetic", "train", ".", n_per_class=a["n_per_class"], seed=a.get("data_seed", 0))
-        cfg = TrainConfig(model="cnn_tiny", epochs=a["epochs"], batch_size=a["batch_size"], device="cpu",
+        cfg = TrainConfig(model="cnn_tiny", epochs=a["epochs"], batch_size=a["batch_size"],
                           augment=True, optim=OptimConfig(lr=a["lr"], schedule="onecycle", warmup=0.2))
         tracker = None
         if a.get("tracker"):
             tracker = AIGNTracker(n=len(ds), mode=a["tracker"], every=1, epochs=cfg.epochs)
+        callbacks = [KillAt(*map(int, a["kill_at"].split(":")))] if a.get("kill_at") else []
         res = train(cfg, ds, mode="standard", seed=a["seed"], state_path=a.get("state"), tracker=tracker,
-                    aign_batch_size=16, progress=False)
+                    aign_batch_size=16, progress=False, runtime=RuntimeConfig(device="cpu"), callbacks=callbacks)
     out = {"model": {k: v.detach().clone() for k, v in res.model.state_dict().items()},
            "epochs_run": res.epochs_run, "history": res.history,
            "tracker": None if tracker is None else tracker.matrices(),
@@ -77,7 +103,7 @@ def train_tiny(a: dict) -> dict:
     return out
 
 
-# the same run in a fresh process (for EASYCORE_DEBUG_KILL_AT, which SIGKILLs the process)
+# the same run in a fresh process (for the KillAt callback, which SIGKILLs the process)
 TRAIN_SCRIPT = f"""
 import json, logging, sys
 sys.path.insert(0, {str(Path(__file__).resolve().parent)!r})
@@ -91,7 +117,8 @@ def run_train_script(tmp: Path, args: dict, *, kill_at: str | None = None, timeo
     script = tmp / "train_script.py"
     if not script.exists():
         script.write_text(TRAIN_SCRIPT)
-    env = sub_env(**({"EASYCORE_DEBUG_KILL_AT": kill_at} if kill_at else {}))
+    env = sub_env()
+    args = dict(args, kill_at=kill_at) if kill_at else args
     return subprocess.run([sys.executable, str(script), json.dumps(args)], cwd=tmp, env=env,
                           capture_output=True, text=True, timeout=timeout)
 

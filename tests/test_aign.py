@@ -9,6 +9,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.func import functional_call, grad, vmap
 
+from easycore.data import DeviceLoader
 from easycore.aign import AIGNTracker, aign_scores, dynamics_from_logits, exact_pass, parse_window, per_sample_input_grad_norm, spearman
 from easycore.models import build_model
 
@@ -78,7 +79,7 @@ def test_exact_pass_agrees_with_per_sample_function():
     g = torch.Generator().manual_seed(3)
     x8 = torch.randint(0, 256, (40, 3, 12, 12), generator=g, dtype=torch.uint8)
     y = torch.randint(0, 5, (40,), generator=g)
-    rec = exact_pass(model, x8, y, batch_size=16)
+    rec = exact_pass(model, DeviceLoader(x8, y, batch_size=16, device="cpu", shuffle=False), progress=False)
     ref = per_sample_input_grad_norm(model, x8.float() / 255, y)
     torch.testing.assert_close(rec["aign_l2"], ref, rtol=1e-5, atol=1e-7)
     for p, k in ((1.0, "aign_l1"), (math.inf, "aign_linf")):

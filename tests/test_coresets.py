@@ -264,7 +264,7 @@ def test_ccs_cutoff_budget_and_coverage():
 
 
 # ----------------------------------------------------------------------------- every method, budgets, errors
-@pytest.mark.parametrize("method", sorted(cs.METHODS))
+@pytest.mark.parametrize("method", cs.METHODS.names(kind="static"))
 def test_every_method_exact_budget(blobs, method):
     art, labels, _ = blobs
     for balanced in (False, True):
@@ -299,13 +299,13 @@ def test_table_and_config():
     md = cs.direction_table_markdown()
     rows = md.strip().splitlines()
     assert len(rows) == 2 + len(cs.METHODS)
-    assert all(len(r.replace("\\|", "").split("|")) == 7 for r in rows)     # 5 cells, no stray pipes
+    assert all(len(r.replace("\\|", "").split("|")) == 8 for r in rows)     # 6 cells, no stray pipes
     for name, spec in cs.METHODS.items():
-        assert f"`{name}`" in md and spec.keep in ("low", "high", "custom")
+        assert f"`{name}`" in md and spec.keep in ("low", "high", "custom", "adaptive", "all")
     assert cs.METHODS["easycore"].keep == "low" and cs.METHODS["hard"].keep == "high"
-    from easycore.config import CoresetConfig
+    from easycore.config import CoresetConfig, check
 
-    CoresetConfig(methods=sorted(cs.METHODS)).check("coreset")
+    check(CoresetConfig(methods=cs.METHODS.names(kind="static"), adaptive=cs.METHODS.names(kind="adaptive")), "coreset")
 
 
 # ----------------------------------------------------------------------------- the stage

@@ -91,3 +91,22 @@ def test_device_loader_covers_epoch_and_is_seeded():
     assert all(torch.equal(a[0], b[0]) for a, b in zip(batches, again))
     ld.set_epoch(2)
     assert not torch.equal(torch.cat([b[2] for b in ld]), idx)
+
+
+def test_device_loader_subset_is_the_data_schedule_seam():
+    """set_subset: an epoch covers exactly those positions, in an order fixed by (seed, epoch); None = all again."""
+    ds = load_dataset("synthetic", "train", ".", n_per_class=7)
+    ld = DeviceLoader(ds.x, ds.y, batch_size=8, device="cpu", seed=3)
+    pos = torch.tensor([3, 9, 10, 11, 40, 41, 55, 60, 61, 62, 69])
+    ld.set_subset(pos)
+    ld.set_epoch(0)
+    assert len(ld) == 2
+    first = torch.cat([b[2] for b in ld])
+    assert sorted(first.tolist()) == pos.tolist()
+    assert torch.equal(first, torch.cat([b[2] for b in ld]))          # same epoch: same order
+    for xb, yb, ib in ld:
+        assert torch.equal(yb, ds.y[ib]) and torch.equal((xb * 255).round().to(torch.uint8), ds.x[ib])
+    ld.set_epoch(1)
+    assert sorted(torch.cat([b[2] for b in ld]).tolist()) == pos.tolist()
+    ld.set_subset(None)
+    assert sorted(torch.cat([b[2] for b in ld]).tolist()) == list(range(len(ds)))

@@ -20,7 +20,7 @@ from easycore.config import OptimConfig, TrainConfig, params_from_dict
 from easycore.data import DataError, balanced_subset, load_dataset
 from easycore.store import (ArtifactError, atomic_path, load_arrays, load_torch, read_json, save_arrays,
                             save_torch, write_json)
-from easycore.train import NonFiniteLoss, train
+from easycore.train import Callback, NonFiniteLoss, train
 
 
 def leftovers(folder: Path) -> list[str]:
@@ -67,7 +67,8 @@ def test_truncated_artifacts_name_the_file(tmp_path):
 def prepared(tmp_path_factory):
     base = tmp_path_factory.mktemp("prep")
     params = params_from_dict({"data": {"dataset": "synthetic", "n_per_class": 3, "test_n_per_class": 2},
-                               "train": {"model": "cnn_tiny", "epochs": 1, "batch_size": 8, "device": "cpu"}})
+                               "train": {"model": "cnn_tiny", "epochs": 1, "batch_size": 8},
+                               "runtime": {"device": "cpu"}})
     info = pipeline.prepare(params, base / "prepared")
     return params, base / "prepared", info
 
@@ -151,7 +152,7 @@ def test_killed_writer_never_leaves_a_half_file(tmp_path):
 
 # ----------------------------------------------------------------------------- non-finite loss
 def _tiny_cfg(**kw) -> TrainConfig:
-    return TrainConfig(model="cnn_tiny", epochs=3, batch_size=8, device="cpu", augment=False,
+    return TrainConfig(model="cnn_tiny", epochs=3, batch_size=8, augment=False,
                        optim=OptimConfig(lr=0.05, schedule="constant"), **kw)
 
 
@@ -159,22 +160,31 @@ def test_nan_loss_names_epoch_and_batch(tmp_path):
     ds = load_dataset("synthetic", "train", ".", n_per_class=4)
     state = tmp_path / ".s.pt"
 
-    def hook(epoch, b, loss):                     # epoch as the loop counts it (0-based): the 2nd epoch
-        return loss * float("nan") if (epoch, b) == (1, 2) else loss
-
     with pytest.raises(NonFiniteLoss) as ei, one_thread():
-        train(_tiny_cfg(), ds, seed=0, state_path=state, progress=False, batch_hook=hook)
+        train(_tiny_cfg(), ds, seed=0, state_path=state, progress=False, callbacks=[Poison(1, 2)])
     msg = str(ei.value)
     assert "epoch 2," in msg and "batch 2 " in msg, msg   # reported: epoch 1-based, batch 0-based
     st = torch.load(state, map_location="cpu", weights_only=False)
     assert st["epoch"] == 1                       # the poisoned epoch was never saved
     assert all(torch.isfinite(v).all() for v in st["model"].values() if v.is_floating_point())
 
-    def inf_first(epoch, b, loss):
-        return loss + float("inf") if (epoch, b) == (0, 0) else loss
-
     with pytest.raises(NonFiniteLoss, match=r"epoch 1, batch 0 "), one_thread():
-        train(_tiny_cfg(), ds, seed=0, progress=False, batch_hook=inf_first)
+        train(_tiny_cfg(), ds, seed=0, progress=False, callbacks=[Poison(0, 0, float("inf"))])
+
+
+class Poison(Callback):
+    """Fills batch `batch` of epoch `epoch` (0-based, as the loop counts) with a non-finite value."""
+
+    def __init__(self, epoch, batch, value=float("nan")):
+        self.epoch, self.batch, self.value, self.b = epoch, batch, value, 0
+
+    def on_epoch_start(self, loop):
+        self.b = 0
+
+    def before_batch(self, loop, x, y, idx):
+        if (loop.epoch, self.b) == (self.epoch, self.batch):
+            x.fill_(self.value)
+        self.b += 1
 
 
 # ----------------------------------------------------------------------------- broken data
@@ -246,7 +256,7 @@ def test_cuda_without_gpu_is_a_params_error():
     from easycore.config import ConfigError
     from easycore.train import resolve_device
 
-    with pytest.raises(ConfigError, match="train.device"):
+    with pytest.raises(ConfigError, match="runtime.device"):
         resolve_device("cuda")
 
 

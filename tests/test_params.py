@@ -41,7 +41,7 @@ BAD = [
     ("eval.eps", 2, "eval.eps", "2"),
     ("eval.n_test", 0, "eval.n_test", "0"),
     ("eval.pgd_steps", -1, "eval.pgd_steps", "-1"),
-    ("data.dataset", "imagenet", "data.dataset", "'imagenet'"),
+    ("data.dataset", "tiny_imagenet", "data.dataset", "'tiny_imagenet'"),
     ("data.n_per_class", 0, "data.n_per_class", "0"),
     ("data.test_n_per_class", -5, "data.test_n_per_class", "-5"),
     ("data.n_per_class", "all", "data.n_per_class", "'all'"),           # string for int
@@ -50,7 +50,13 @@ BAD = [
     ("data.root", 3, "data.root", "3"),                                 # int for str
     ("train.model", "vit", "train.model", "'vit'"),
     ("proxy.model", "mlp", "proxy.model", "'mlp'"),
-    ("proxy.transfer_model", "vgg", "proxy.transfer_model", "'vgg'"),
+    ("proxy.transfer_models", ["vgg"], "proxy.transfer_models", "'vgg'"),
+    ("coreset.fractions", [0.3, 0.3], "coreset.fractions", "repeat"),          # duplicated runs
+    ("train.seeds", [0, 0], "train.seeds", "repeat"),
+    ("coreset.methods", ["random", "random"], "coreset.methods", "repeat"),
+    ("coreset.methods", ["acs_craig"], "coreset.methods", "'acs_craig'"),     # adaptive in the static list
+    ("coreset.fractions", [1.0], "coreset.fractions", "1.0"),                 # the full-data run is its own
+    ("eval.attacks", ["pgd", "magic"], "eval.attacks", "'magic'"),
     ("train.modes", ["standard", "fgsm"], "train.modes", "'fgsm'"),
     ("train.optim.schedule", "linear", "train.optim.schedule", "'linear'"),
     ("train.epochs", "ten", "train.epochs", "'ten'"),                   # string for int
@@ -59,7 +65,7 @@ BAD = [
     ("train.augment", [True], "train.augment", "[True]"),              # list for bool
     ("train.seeds", [], "train.seeds", "[]"),
     ("train.seeds", [0, -1], "train.seeds", "-1"),
-    ("train.device", "tpu", "train.device", "'tpu'"),
+    ("runtime.device", "tpu", "runtime.device", "'tpu'"),
     ("train.optim.lr", float("nan"), "train.optim.lr", "nan"),
     ("train.optim.lr", 0, "train.optim.lr", "0"),
     ("train.optim.lr", float("inf"), "train.optim.lr", "inf"),
@@ -69,7 +75,7 @@ BAD = [
     ("train.optim.milestones", [0.75, 0.5], "train.optim.milestones", "[0.75, 0.5]"),
     ("train.optim.milestones", [0.5, 1.0], "train.optim.milestones", "1.0"),
     ("proxy.aign.mode", "fast", "proxy.aign.mode", "'fast'"),
-    ("proxy.aign.p", 0.5, "proxy.aign.p", "0.5"),
+    ("proxy.aign.p", 0.5, "proxy.aign.p", "unknown key"),                   # removed: it was read nowhere
     ("proxy.aign.every", 0, "proxy.aign.every", "0"),
     ("proxy.epochs", 0, "proxy.epochs", "0"),
     ("report.formats", ["gif"], "report.formats", "'gif'"),
@@ -147,11 +153,11 @@ def test_valid_defaults_and_spellings(tmp_path):
     assert params_from_dict({}) == Params()
     path = tmp_path / "p.yaml"
     # YAML 1.1 (PyYAML) reads 5e-4 as a string: it must still be accepted as a number
-    path.write_text("train:\n  optim:\n    lr: 1e-2\n    weight_decay: 5e-4\ncoreset:\n  p: inf\nproxy:\n  aign:\n    p: .inf\n"
+    path.write_text("train:\n  optim:\n    lr: 1e-2\n    weight_decay: 5e-4\ncoreset:\n  p: inf\n"
                     "eval:\n")  # an empty section reads as null = defaults
     p = load_params(path, ["train.epochs=3", "eval.n_test=7", "data.n_per_class=null"])
     assert p.train.optim.lr == pytest.approx(0.01) and p.train.optim.weight_decay == pytest.approx(5e-4)
-    assert math.isinf(p.coreset.p) and math.isinf(p.proxy.aign.p)
+    assert math.isinf(p.coreset.p)
     assert p.train.epochs == 3 and p.eval.n_test == 7 and p.data.n_per_class is None
 
 

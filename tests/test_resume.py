@@ -62,7 +62,7 @@ def test_kill_then_resume_is_bit_identical(tmp_path, kill_at, tracker):
         st = torch.load(state, map_location="cpu", weights_only=False)
         assert st["epoch"] == done and len(st["history"]) == done
         if tracker:
-            assert st["tracker"]["tracked_epochs"] == list(range(done))
+            assert st["callbacks"]["aign"]["tracked_epochs"] == list(range(done))
     assert temp_leftovers(tmp_path) == []
 
     # re-run (no kill hook) in a fresh train() call: continues from the checkpoint
@@ -107,7 +107,7 @@ def test_checkpoint_from_other_settings_is_ignored(tmp_path, caplog, change):
     with caplog.at_level(logging.WARNING, logger="easycore.train"):
         got = train_tiny(dict(BASE, epochs=2, state=str(state), **change))
     assert got["epochs_run"] == 2
-    assert "other settings or data" in caplog.text
+    assert "other settings, data or code" in caplog.text
     if "lr" in change:
         assert_same_run(got, reference(epochs=2, lr=change["lr"]))
 
@@ -115,7 +115,8 @@ def test_checkpoint_from_other_settings_is_ignored(tmp_path, caplog, change):
 # ----------------------------------------------------------------------------- Ctrl-C through the CLI
 def test_ctrl_c_saves_last_epoch_and_resumes(tmp_path):
     spec = {"data": {"dataset": "synthetic", "n_per_class": 20, "test_n_per_class": 2},
-            "train": {"model": "cnn_tiny", "epochs": 4, "batch_size": 10, "device": "cpu",
+            "runtime": {"device": "cpu"},
+            "train": {"model": "cnn_tiny", "epochs": 4, "batch_size": 10,
                       "optim": {"lr": 0.05}}}
     (tmp_path / "p.yaml").write_text(yaml.safe_dump(spec))
     params = params_from_dict(spec)

@@ -5,7 +5,7 @@ import torch
 from easycore.aign import AIGNTracker
 from easycore.config import OptimConfig, TrainConfig
 from easycore.data import load_dataset
-from easycore.train import lr_factor, train
+from easycore.train import Callback, lr_factor, train
 
 
 @pytest.fixture(scope="module")
@@ -47,15 +47,15 @@ def test_resume_is_bit_identical(ds, tmp_path):
     ref_tracker = AIGNTracker(n=len(ds), mode="exact", epochs=cfg.epochs)
     ref = train(cfg, ds, seed=5, tracker=ref_tracker, progress=False)
 
-    def crash(epoch, batch, loss):
-        if epoch == 2 and batch == 1:
-            raise Stop
-        return loss
+    class Crash(Callback):
+        def after_backward(self, loop, x, y, idx, out):
+            if loop.epoch == 2:
+                raise Stop
 
     state = tmp_path / "state.pt"
     with pytest.raises(Stop):
         train(cfg, ds, seed=5, state_path=state, tracker=AIGNTracker(n=len(ds), mode="exact", epochs=cfg.epochs),
-              batch_hook=crash, progress=False)
+              callbacks=[Crash()], progress=False)
     assert torch.load(state, weights_only=False)["epoch"] == 2
     tracker = AIGNTracker(n=len(ds), mode="exact", epochs=cfg.epochs)
     res = train(cfg, ds, seed=5, state_path=state, tracker=tracker, progress=False)

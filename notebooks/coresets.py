@@ -1,0 +1,118 @@
+# %% [markdown]
+# # Coresets: robustness tables, the verdict and robustness curves
+#
+# Models trained on each coreset (static methods scored by the main proxy, adaptive ACS methods, the full-data
+# reference) under every training mode, evaluated on the same test images (paired). Cells are mean [95 % CI] over
+# test images and seeds; robust accuracy is the per-image worst case over every attack run at that eps or below. The
+# verdict compares EasyCore with the best other method and with random by paired differences whose CIs decide.
+
+# %% tags=["parameters"]
+params_path = "params.yaml"
+n_boot = 10000
+
+# %%
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import seaborn as sns
+from IPython.display import Markdown, display
+
+from easycore import report
+from easycore.config import load_params
+from easycore.evaluate import ATTACKS, eps_name
+from easycore.store import read_json
+
+sns.set_theme(style="whitegrid", context="notebook")
+P = load_params(params_path)
+FIG, TAB = "reports/figures/coresets", "reports/tables/coresets"
+info = read_json("data/prepared/info.json")
+results = report.load_results(P)
+missing = [f"{r.run.key}: {r.status}" for r in results if not r.ok]
+display(Markdown(f"{len(results)} runs declared, {len(results) - len(missing)} evaluated." +
+                 ("" if not missing else " **Missing:** " + "; ".join(missing))))
+runs_df = report.runs_frame(results)
+report.save_table(runs_df.set_index(["scores", "method", "fraction", "mode", "seed"]), "runs", out_dir=TAB,
+                  caption="*Every declared run: accuracies (fractions in [0, 1]), train minutes, sample passes.*")
+keys = ["clean"] + [ATTACKS.get(a).label(P.eval) for a in P.eval.attacks] + ["robust"]
+
+# %%
+for mode in P.train.modes:
+    frame = report.cell_frame(results, P, mode, keys, n_boot=n_boot)
+    table = report.accuracy_table(results, P, mode, keys, n_boot=n_boot, frame=frame)
+    cap = report.scale_caption(P, info, what=f"{mode} training. ")
+    report.save_table(table, f"coresets_{mode}", caption=cap, out_dir=TAB, csv=frame)
+    display(Markdown(f"### {mode}\n\n" + report.to_markdown(table, cap)))
+
+# %% [markdown]
+# ## Paired comparisons at the headline eps
+# Every method against EasyCore and against random: difference in robust accuracy (reference minus other, points)
+# with its 95 % CI (bootstrap over test images and seeds, pairing kept), p-value, Holm correction over each table.
+
+# %%
+comps = []
+for mode in P.train.modes:
+    for f in P.coreset.fractions:
+        for ref in ("easycore", "random"):
+            comps.append(report.comparisons(results, P, mode, f, "robust", reference=ref, n_boot=n_boot))
+comps = pd.concat([c for c in comps if not c.empty], ignore_index=True) if any(not c.empty for c in comps) else pd.DataFrame()
+if not comps.empty:
+    cols = ["mode", "fraction", "reference", "method", "diff", "lo", "hi", "p_value", "p_holm", "verdict"]
+    report.save_table(comps[cols].round(4), "comparisons", out_dir=TAB, index=False,
+                      caption=f"*Paired differences in robust accuracy at eps {P.eval.eps * 255:.0f}/255 (points).*")
+    display(comps[cols].round(3))
+
+# %% [markdown]
+# ## The verdict
+# For every training mode, fraction and eps of the grid: EasyCore vs the best other coreset method and vs random.
+# "no detectable difference" means the 95 % CI of the paired difference includes 0 (after Holm correction over
+# EasyCore's comparisons in that cell); the paper claims up to +7 points (standard) and +5 points (TRADES).
+
+# %%
+ver = report.verdict(results, P, n_boot=n_boot)
+cap = report.scale_caption(P, info, what="Verdict. ")
+report.save_table(ver.round(3), "verdict", caption=cap, out_dir=TAB, index=False)
+display(Markdown(report.to_markdown(ver.round(2), cap, index=False)))
+report.save_json(report.summary(results, P), "reports/summary.json")
+
+# %%
+for mode in P.train.modes:
+    fig, axes = plt.subplots(1, len(P.coreset.fractions), figsize=(6 * len(P.coreset.fractions), 4.2), squeeze=False)
+    for ax, f in zip(axes[0], P.coreset.fractions):
+        cur = report.curves(results, P, mode, f, n_boot=2000)
+        for method, d in cur.groupby("method", sort=False):
+            full = method == "full"
+            ax.plot(d.eps * 255, 100 * d["mean"], marker="o", lw=2.5 if method == "easycore" else 1.2,
+                    ls="--" if full else "-", color="black" if full else None, label="full data" if full else method)
+            ax.fill_between(d.eps * 255, 100 * d.lo, 100 * d.hi, alpha=0.12, color="black" if full else None)
+        ax.set_xlabel("Linf eps (x255)"); ax.set_ylabel("robust accuracy (%)")
+        ax.set_title(f"{mode}, fraction {f:g}: worst case over attacks, 95% CI")
+    axes[0][-1].legend(fontsize=8, bbox_to_anchor=(1.02, 1), loc="upper left")
+    fig.suptitle(f"n = {min(P.eval.n_test, info['test']['n'])} test images, seeds {P.train.seeds}", y=1.02)
+    report.save_figure(fig, f"curves_{mode}", P.report.formats, out_dir=FIG); plt.show()
+
+# %%
+for mode in P.train.modes:
+    frame = report.cell_frame(results, P, mode, ["robust", "clean"], n_boot=2000)
+    ok = frame[frame.status == "ok"]
+    fig, axes = plt.subplots(1, 2, figsize=(13, 0.5 + 0.38 * ok.method.nunique() * len(P.coreset.fractions)))
+    for ax, key in zip(axes, ["robust", "clean"]):
+        d = ok[(ok.key == key) & (ok.method != "full")].reset_index(drop=True)
+        lab = [f"{m} f={f:g}" for m, f in zip(d.method, d.fraction)]
+        ax.errorbar(100 * d["mean"], range(len(d)), xerr=[100 * (d["mean"] - d.lo), 100 * (d.hi - d["mean"])],
+                    fmt="o", color="tab:blue")
+        ax.set_yticks(range(len(d))); ax.set_yticklabels(lab, fontsize=8); ax.invert_yaxis()
+        full = ok[(ok.key == key) & (ok.method == "full")]
+        if len(full):
+            ax.axvline(100 * full["mean"].iloc[0], color="black", ls="--", lw=1, label="full data")
+            ax.legend(fontsize=8)
+        ax.set_xlabel(f"{key} accuracy (%)")
+    axes[0].set_title(f"{mode}: robust = worst case at eps {P.eval.eps * 255:.0f}/255 over {', '.join(keys[1:-1])}")
+    fig.suptitle(f"n = {min(P.eval.n_test, info['test']['n'])} test images, seeds {P.train.seeds}; bars: 95% CI", y=1.0)
+    report.save_figure(fig, f"accuracy_{mode}", P.report.formats, out_dir=FIG); plt.show()
+
+# %%
+for _, r in ver[ver["eps (x255)"] == round(P.eval.eps * 255, 3)].iterrows():
+    if "easycore %" in r and pd.notna(r.get("easycore %")):
+        print(f"{r['mode']} f={r['fraction']:g} eps {r['eps (x255)']:g}/255: EasyCore {r['easycore %']:.1f}% vs best "
+              f"other {r['best other']} {r['best other %']:.1f}% -> {r['verdict vs best other']} "
+              f"({r['easycore - best [95% CI]']} points)")

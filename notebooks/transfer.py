@@ -1,0 +1,72 @@
+# %% [markdown]
+# # Transfer: scores from another architecture
+#
+# EasyCore selected with AIGN from each transfer proxy architecture (`proxy.transfer_models`), then trained on the main
+# architecture (`train.model`, standard mode), against EasyCore from the main proxy, random, and the full-data
+# reference. The claim: AIGN is a property of the data, so the selections agree and train equally robust models.
+
+# %% tags=["parameters"]
+params_path = "params.yaml"
+n_boot = 4000
+
+# %%
+import matplotlib.pyplot as plt
+import pandas as pd
+from IPython.display import Markdown, display
+
+from easycore import coresets, report, runs
+from easycore.aign import spearman
+from easycore.config import load_params
+from easycore.store import load_arrays, read_json
+
+P = load_params(params_path)
+c = P.coreset
+FIG, TAB = "reports/figures/transfer", "reports/tables/transfer"
+info = read_json("data/prepared/info.json")
+main, mmeta = load_arrays("runs/proxy/main/dynamics.npz")
+kw = dict(window=c.window, p=c.p, squared=c.squared)
+rows = []
+for name in P.proxy.transfer_models:
+    other, tmeta = load_arrays(f"runs/proxy/{name}/dynamics.npz")
+    a_main, a_tr = coresets.aign(main, **kw), coresets.aign(other, **kw)
+    for f in c.fractions:
+        rows.append({"transfer proxy": name, "fraction": f, "spearman_AIGN_main_vs_transfer": spearman(a_main, a_tr),
+                     "jaccard_easycore_main_vs_transfer": report.jaccard(
+                         coresets.select("easycore", main, main["labels"], f, balanced=c.balanced, seed=c.seed, **kw),
+                         coresets.select("easycore", other, other["labels"], f, balanced=c.balanced, seed=c.seed, **kw))})
+    fig, ax = plt.subplots(figsize=(4.5, 4.5))
+    ax.scatter(a_main, a_tr, s=4, alpha=0.5); ax.set_xscale("log"); ax.set_yscale("log")
+    ax.set_xlabel(f"AIGN, proxy {mmeta['model']}"); ax.set_ylabel(f"AIGN, proxy {tmeta['model']}")
+    ax.set_title(f"Spearman {spearman(a_main, a_tr):.3f}")
+    report.save_figure(fig, f"aign_main_vs_{name}", P.report.formats, out_dir=FIG); plt.show()
+agree = pd.DataFrame(rows).round(3)
+display(agree)
+
+# %%
+results = report.load_results(P)
+keys = ["clean", "robust"]
+rows = []
+for r in results:
+    if r.run.mode != "standard" or (r.run.scores == "main" and r.run.method not in ("easycore", "random")) or \
+            (r.run.scores == runs.NONE and r.run.method != runs.FULL):
+        continue
+    rows.append(r)
+table = []
+for scores, method, f in sorted({(r.run.scores, r.run.method, r.run.fraction) for r in rows}):
+    label = "full data" if method == runs.FULL else (f"{method} (scored by {scores})" if scores != "main" else
+                                                     f"{method} (scored by main {mmeta['model']})")
+    row = {"run": label, "fraction": f}
+    for key in keys:
+        m = report.outcome_matrix(results, scores=scores, method=method, fraction=f, mode="standard", key=key)
+        if m is None:
+            row[key] = "missing"
+            continue
+        s = report.stats.cell_stat(m, n_boot=n_boot)
+        row[key] = f"{100 * s.mean:.1f} [{100 * s.lo:.1f}, {100 * s.hi:.1f}]"
+    table.append(row)
+table = pd.DataFrame(table).set_index("run")
+cap = report.scale_caption(P, info, what="Transfer, standard training. ")
+report.save_table(table, "transfer", caption=cap, out_dir=TAB)
+report.save_table(agree.set_index(["transfer proxy", "fraction"]), "transfer_agreement", out_dir=TAB,
+                  caption="*Agreement of AIGN between the main and each transfer proxy.*")
+display(Markdown(report.to_markdown(table, cap)))
