@@ -272,7 +272,9 @@ def _refusal_detail(msg: str) -> str:
         line = line.split("WeightsUnpickler error:", 1)[-1].strip()
         if line.startswith("Unsupported global:"):
             return line.split(" was not an allowed global")[0]
-        if line.startswith(("Unsupported", "Can only build", "Trying to")):
+        if line.startswith("Can only build") and "but got " in line:
+            return "cannot build " + line.split("but got ", 1)[1][:100]
+        if line.startswith(("Unsupported", "Trying to")):
             return line[:120]
     return "it names objects other than tensors and plain values"
 
