@@ -9,11 +9,13 @@ STAMP := $(VENV)/.installed
 
 .PHONY: setup demo test bench clean-runs
 
-$(STAMP): requirements.txt pyproject.toml
+$(STAMP): requirements.lock pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --upgrade pip wheel setuptools
-	$(BIN)/python -m pip install -r requirements.txt
-	$(BIN)/python -m pip install --no-deps -e .
+	$(BIN)/python -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "requirements.lock is for Python 3.11: rm -rf $(VENV) and run make again with PYTHON=python3.11")'
+	$(BIN)/python -m pip install -q pip==26.3
+	$(BIN)/python -m pip install -r requirements.lock
+	$(BIN)/python -m pip uninstall -q -y easycore 2>/dev/null || true
+	$(BIN)/python -m pip install --no-deps --no-build-isolation -e .
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 >/dev/null
 	touch $(STAMP)
 
