@@ -413,28 +413,3 @@ def save_npy(path, array: np.ndarray) -> Path:
             np.save(f, a, allow_pickle=False)
     return Path(path)
 
-
-def save_tensors(path, tensors, meta) -> Path:  # provisional; replaced by the store branch
-    from safetensors.torch import save
-
-    data = save({k: v.detach().cpu().contiguous() for k, v in sorted(tensors.items())},
-                metadata={"meta": json.dumps(dict(meta), sort_keys=True, default=_json_default)})
-    with atomic_path(path, suffix=".safetensors") as tmp:
-        tmp.write_bytes(data)
-    return Path(path)
-
-
-def load_tensors(path):  # provisional; replaced by the store branch
-    from safetensors import safe_open
-
-    path = Path(path)
-    if not path.exists():
-        raise ArtifactError(f"missing {path}")
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            meta = json.loads((f.metadata() or {}).get("meta", "{}"))
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
-    except Exception as e:
-        raise ArtifactError(f"{path} is corrupt or truncated ({type(e).__name__}); delete it and re-run the stage "
-                            f"that makes it") from None
-    return tensors, meta

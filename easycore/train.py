@@ -35,7 +35,8 @@ from .config import ConfigError, OptimConfig, RuntimeConfig, TrainConfig
 from .data import ArrayDataset, DeviceLoader, Loader, hash_seed
 from .models import build_model
 from .modes import MODES
-from .store import ArtifactError, load_torch, save_torch
+from .rng import get_rng_state, set_rng_state
+from .store import ArtifactError, load_state, save_state
 
 log = logging.getLogger("easycore.train")
 
@@ -280,12 +281,12 @@ def train(cfg: TrainConfig, data: Union[Loader, ArrayDataset], *, mode: str = "s
                      "".join(f" {k} {v:.4f}" for k, v in rec.items() if k not in ("epoch", "lr") and isinstance(v, float)),
                      epoch_seconds[-1])
             if state_path is not None:
-                save_torch(state_path, {
+                save_state(state_path, {
                     "identity_hash": config_hash(identity), "identity": identity, "epoch": epoch + 1,
                     "model": model.state_dict(), "optimizer": opt.state_dict(), "history": history,
                     "counts": dict(loop.counts),
                     "callbacks": {c.name: st for c in callbacks if (st := c.state_dict()) is not None},
-                    "rng": _get_rng()})
+                    "rng": get_rng_state()})
     except KeyboardInterrupt:
         where = f"after epoch {loop.epoch}" if state_path is not None else "(no checkpoint path given)"
         log.warning("interrupted during epoch %d; the last complete epoch is saved %s at %s; run the same command "
@@ -358,7 +359,7 @@ def _resume(state_path, ident_hash: str, loop: Loop, opt, callbacks) -> tuple[li
     if state_path is None or not Path(state_path).exists():
         return [], 0
     try:
-        st = load_torch(state_path, map_location=loop.device)
+        st = load_state(state_path, map_location=loop.device)
     except ArtifactError as e:
         log.warning("ignoring unreadable checkpoint (%s); starting fresh", e)
         return [], 0
@@ -371,7 +372,7 @@ def _resume(state_path, ident_hash: str, loop: Loop, opt, callbacks) -> tuple[li
     for c in callbacks:
         if c.name in st["callbacks"]:
             c.load_state_dict(st["callbacks"][c.name])
-    _set_rng(st["rng"])
+    set_rng_state(st["rng"])
     log.info("resumed from %s after epoch %d/%d", state_path, st["epoch"], loop.cfg.epochs)
     return st["history"], st["epoch"]
 
@@ -383,19 +384,6 @@ def _check_finite(losses: torch.Tensor, epoch: int) -> None:
         b = int(bad.nonzero()[0])
         raise NonFiniteLoss(f"non-finite training loss ({float(losses[b])}) at epoch {epoch + 1}, batch {b} "
                             f"(0-based); lower the learning rate, or check the data and params")
-
-
-def _get_rng() -> dict:
-    return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate(),
-            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
-
-
-def _set_rng(st: dict) -> None:
-    torch.set_rng_state(st["torch"].cpu())
-    np.random.set_state(st["numpy"])
-    random.setstate(st["python"])
-    if st.get("cuda") is not None and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all([s.cpu() for s in st["cuda"]])
 
 
 def save_model(path, model: torch.nn.Module, meta: dict) -> Path:

@@ -18,7 +18,7 @@ from easycore import pipeline
 from easycore.aign import AIGNTracker
 from easycore.config import OptimConfig, TrainConfig, params_from_dict
 from easycore.data import DataError, balanced_subset, load_dataset
-from easycore.store import (ArtifactError, atomic_path, load_arrays, load_torch, read_json, save_arrays,
+from easycore.store import (load_state, ArtifactError, atomic_path, load_arrays, load_torch, read_json, save_arrays,
                             save_torch, write_json)
 from easycore.train import Callback, NonFiniteLoss, train
 
@@ -164,7 +164,7 @@ def test_nan_loss_names_epoch_and_batch(tmp_path):
         train(_tiny_cfg(), ds, seed=0, state_path=state, progress=False, callbacks=[Poison(1, 2)])
     msg = str(ei.value)
     assert "epoch 2," in msg and "batch 2 " in msg, msg   # reported: epoch 1-based, batch 0-based
-    st = torch.load(state, map_location="cpu", weights_only=False)
+    st = load_state(state)
     assert st["epoch"] == 1                       # the poisoned epoch was never saved
     assert all(torch.isfinite(v).all() for v in st["model"].values() if v.is_floating_point())
 

@@ -15,7 +15,8 @@ import torch
 import yaml
 
 from _reliability import history_core, one_thread, run_train_script, sub_env, train_tiny, weights_equal
-from easycore import pipeline
+from easycore import pipeline, runs
+from easycore.store import load_state, load_tensors
 from easycore.config import params_from_dict
 
 EPOCHS, N_PER_CLASS, BATCH = 3, 4, 8          # 40 samples -> 5 batches per epoch (last batch index 4)
@@ -59,7 +60,7 @@ def test_kill_then_resume_is_bit_identical(tmp_path, kill_at, tracker):
     if done == 0:
         assert not state.exists()
     else:
-        st = torch.load(state, map_location="cpu", weights_only=False)
+        st = load_state(state)
         assert st["epoch"] == done and len(st["history"]) == done
         if tracker:
             assert st["callbacks"]["aign"]["tracked_epochs"] == list(range(done))
@@ -122,7 +123,7 @@ def test_ctrl_c_saves_last_epoch_and_resumes(tmp_path):
     params = params_from_dict(spec)
     pipeline.prepare(params, tmp_path / "prepared")
     out = tmp_path / "runs" / "train" / "x"
-    state = pipeline.state_path_for(out)
+    state = runs.state_path_for(out)
     cmd = [sys.executable, "-m", "easycore", "train", "--params", "p.yaml", "--mode", "standard", "--seed", "0",
            "--full", "--out", str(out), "--prepared", "prepared", "-q"]
     proc = subprocess.Popen(cmd, cwd=tmp_path, env=sub_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -144,23 +145,23 @@ def test_ctrl_c_saves_last_epoch_and_resumes(tmp_path):
     last = err.strip().splitlines()[-1]
     assert "interrupted" in last and "resume" in last, last
     assert "Traceback" not in err
-    st = torch.load(state, map_location="cpu", weights_only=False)
+    st = load_state(state)
     k = st["epoch"]
     assert 1 <= k < 4 and len(st["history"]) == k
     assert f"interrupted during epoch {k + 1}" in err, err[-2000:]
-    assert not (out / "model.pt").exists()
+    assert not (out / "model.safetensors").exists()
     assert temp_leftovers(state.parent) == []
 
     r = subprocess.run(cmd, cwd=tmp_path, env=sub_env(), capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr[-2000:]
     assert f"after epoch {k}/4" in r.stderr and "resumed from" in r.stderr
-    assert (out / "model.pt").exists() and not state.exists()
-    resumed = torch.load(out / "model.pt", map_location="cpu", weights_only=False)
+    assert (out / "model.safetensors").exists() and not state.exists()
+    resumed = load_tensors(out / "model.safetensors")
 
     # an uninterrupted run of the same command, in this process on one thread, gives the same weights
     with one_thread():
         pipeline.train_run(params, tmp_path / "ref", mode="standard", seed=0, prepared=tmp_path / "prepared",
                            progress=False)
-    ref = torch.load(tmp_path / "ref" / "model.pt", map_location="cpu", weights_only=False)
-    assert weights_equal(resumed["model"], ref["model"]) == []
-    assert resumed["meta"]["fingerprint"] == ref["meta"]["fingerprint"]
+    ref = load_tensors(tmp_path / "ref" / "model.safetensors")
+    assert weights_equal(resumed[0], ref[0]) == []
+    assert resumed[1]["fingerprint"] == ref[1]["fingerprint"]

@@ -3,6 +3,7 @@ import pytest
 import torch
 
 from easycore.aign import AIGNTracker
+from easycore.store import load_state, load_tensors
 from easycore.config import OptimConfig, TrainConfig
 from easycore.data import load_dataset
 from easycore.train import Callback, lr_factor, train
@@ -56,7 +57,7 @@ def test_resume_is_bit_identical(ds, tmp_path):
     with pytest.raises(Stop):
         train(cfg, ds, seed=5, state_path=state, tracker=AIGNTracker(n=len(ds), mode="exact", epochs=cfg.epochs),
               callbacks=[Crash()], progress=False)
-    assert torch.load(state, weights_only=False)["epoch"] == 2
+    assert load_state(state)["epoch"] == 2
     tracker = AIGNTracker(n=len(ds), mode="exact", epochs=cfg.epochs)
     res = train(cfg, ds, seed=5, state_path=state, tracker=tracker, progress=False)
     assert res.epochs_run == 1
