@@ -26,8 +26,11 @@ from . import __version__
 # the function each stage command runs (tests/test_architecture.py derives every stage's code dependencies from it)
 ENTRY = {"check": "easycore.pipeline:check", "prepare": "easycore.pipeline:prepare",
          "proxy": "easycore.pipeline:proxy", "select": "easycore.pipeline:select",
-         "train": "easycore.pipeline:train_fn", "eval": "easycore.pipeline:evaluate",
-         "notebook": "easycore.notebook:run"}
+         "train": "easycore.pipeline:train_named", "eval": "easycore.pipeline:evaluate_named",
+         "notebook": "easycore.notebook:run",
+         # not pipeline stages: the listing, and training / evaluating files given by path
+         "methods": "easycore.coresets:direction_table_markdown", "train_files": "easycore.pipeline:train_run",
+         "eval_files": "easycore.pipeline:evaluate_run"}
 
 
 class _Fmt(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
@@ -133,6 +136,14 @@ def _run(args, params):
     return runs.Run(args.scores, args.method, args.fraction, args.mode, args.seed)
 
 
+def _entry(cmd: str):
+    """The function a stage command runs (ENTRY), imported only for that command."""
+    import importlib
+
+    module, name = ENTRY[cmd].split(":")
+    return getattr(importlib.import_module(module), name)
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING if getattr(args, "quiet", False) else logging.INFO,
@@ -142,55 +153,50 @@ def main(argv=None) -> int:
     from .store import ArtifactError
     from .train import NonFiniteLoss
 
+    cmd = {"score": "proxy"}.get(args.cmd, args.cmd)
     try:
-        if args.cmd == "methods":
-            from .coresets import direction_table_markdown
-
-            print(direction_table_markdown())
+        if cmd == "methods":
+            print(_entry("methods")())
             return 0
         overrides = list(args.overrides)
         if getattr(args, "download", False):
             overrides.append("data.download=true")
         params = load_params(args.params, overrides)
         progress = not args.quiet
-        from . import pipeline as pl
-
-        if args.cmd == "check":
-            pl.check(params)
-        elif args.cmd == "prepare":
-            pl.prepare(params, Path(args.out))
-        elif args.cmd in ("proxy", "score"):
-            pl.proxy(params, args.name, args.out and Path(args.out), prepared=Path(args.prepared), progress=progress)
-        elif args.cmd == "select":
+        fn = _entry(cmd)
+        if cmd == "check":
+            fn(params)
+        elif cmd == "prepare":
+            fn(params, Path(args.out))
+        elif cmd == "proxy":
+            fn(params, args.name, args.out and Path(args.out), prepared=Path(args.prepared), progress=progress)
+        elif cmd == "select":
             if not 0 < args.fraction < 1:
                 raise ConfigError(f"--fraction {args.fraction!r} is not allowed; must be in (0, 1)")
-            pl.select(params, args.method, args.fraction, args.scores, args.out and Path(args.out),
-                      prepared=Path(args.prepared))
-        elif args.cmd == "train":
+            fn(params, args.method, args.fraction, args.scores, args.out and Path(args.out),
+               prepared=Path(args.prepared))
+        elif cmd == "train":
             if args.indices or args.full:
                 if not args.out:
                     raise ConfigError("--indices/--full need --out")
-                pl.train_run(params, Path(args.out), mode=args.mode, seed=args.seed,
-                             indices=None if args.full else Path(args.indices), model=args.model,
-                             prepared=Path(args.prepared), progress=progress)
+                _entry("train_files")(params, Path(args.out), mode=args.mode, seed=args.seed,
+                                      indices=None if args.full else Path(args.indices), model=args.model,
+                                      prepared=Path(args.prepared), progress=progress)
             else:
-                run = _run(args, params)
                 if args.out or args.model or args.prepared != "data/prepared":
                     raise ConfigError("--out/--model/--prepared go with --indices or --full; a named run uses the "
                                       "pipeline's paths")
-                pl.train_fn(params, run, progress=progress)
-        elif args.cmd == "eval":
+                fn(params, _run(args, params), progress=progress)
+        elif cmd == "eval":
             if args.model_path:
                 if not args.out:
                     raise ConfigError("--model-path needs --out")
-                pl.evaluate_run(params, Path(args.model_path), Path(args.out), prepared=Path(args.prepared),
-                                progress=progress)
+                _entry("eval_files")(params, Path(args.model_path), Path(args.out), prepared=Path(args.prepared),
+                                     progress=progress)
             else:
-                pl.evaluate(params, _run(args, params), progress=progress)
-        elif args.cmd == "notebook":
-            from .notebook import run
-
-            run(args.name, dict(args.parameter), out=args.out and Path(args.out), params_path=args.params)
+                fn(params, _run(args, params), progress=progress)
+        elif cmd == "notebook":
+            fn(args.name, dict(args.parameter), out=args.out and Path(args.out), params_path=args.params)
         return 0
     except (ConfigError, DataError, ArtifactError, NonFiniteLoss) as e:
         msg = " ".join(str(e).split("\n"))  # one line, even when a wrapped library message has several

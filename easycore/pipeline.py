@@ -219,7 +219,7 @@ def train_run(params: Params, out_dir: Path, *, mode: str, seed: int, indices: O
     return meta
 
 
-def train(params: Params, run: runs.Run, *, progress: bool = True) -> dict:
+def train_named(params: Params, run: runs.Run, *, progress: bool = True) -> dict:
     """The training run `run` of the pipeline (paths from runs.py)."""
     from .coresets import METHODS
 
@@ -234,9 +234,6 @@ def train(params: Params, run: runs.Run, *, progress: bool = True) -> dict:
         return train_run(params, run.train_dir(), mode=run.mode, seed=run.seed, progress=progress)
     raise ArtifactError(f"{run.key}: a static method needs the proxy run that scored it (scores main or a transfer "
                         f"model), not {runs.NONE!r}")
-
-
-train_fn = train  # the pipeline stage; `train` inside this module's functions above is the training loop
 
 
 # ----------------------------------------------------------------------------- evaluate
@@ -265,5 +262,5 @@ def evaluate_run(params: Params, model_path: Path, out_dir: Path, *, prepared: P
     return metrics
 
 
-def evaluate(params: Params, run: runs.Run, *, progress: bool = True) -> dict:
+def evaluate_named(params: Params, run: runs.Run, *, progress: bool = True) -> dict:
     return evaluate_run(params, run.train_dir() / "model.safetensors", run.eval_dir(), progress=progress)

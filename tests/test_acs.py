@@ -1,4 +1,5 @@
 """ACS selectors and helpers (easycore/acs.py) against brute force, scipy and autograd."""
+import copy
 import itertools
 import math
 
@@ -363,3 +364,76 @@ def test_weighted_mean_and_normalised_weights():
     assert acs.weighted_mean(losses, 7 * w).item() == pytest.approx(acs.weighted_mean(losses, w).item())
     nw = acs.normalise_weights([2.0, 6.0, 4.0])
     assert nw.dtype == np.float32 and np.allclose(nw, [0.5, 1.5, 1.0])
+
+
+# ----------------------------------------------------------------------------- ACS inside the training loop
+def _acs_run(tmp_path=None, *, method="acs_craig", mode="trades", callbacks=(), epochs=6, state=None):
+    from easycore.config import params_from_dict, RuntimeConfig
+    from easycore.data import load_dataset
+    from easycore.train import train
+
+    P = params_from_dict({"train": {"model": "cnn_tiny", "epochs": epochs, "batch_size": 16, "attack": {"steps": 1},
+                                    "optim": {"lr": 0.05}},
+                          "coreset": {"acs": {"every": 2, "kappa": 0.5, "batch_size": 8}}})
+    ds = load_dataset("synthetic", "train", ".", n_per_class=8)
+    cb = acs.schedule_callback(P, method, 0.3, ds, mode=mode, seed=1)
+    with torch.random.fork_rng():
+        torch.set_num_threads(1)
+        res = train(P.train, ds, mode=mode, seed=1, callbacks=[cb, *callbacks], state_path=state, progress=False,
+                    runtime=RuntimeConfig(device="cpu"))
+    return res, cb, ds
+
+
+@pytest.mark.parametrize("method", ["acs_craig", "acs_gradmatch"])
+def test_acs_run_sees_a_static_coresets_examples(method):
+    res, cb, ds = _acs_run(method=method)
+    assert [h["schedule"] for h in res.history] == ["partial", "skip", "skip", "select", "coreset", "select"]
+    static = 6 * budget(0.3, len(ds))
+    # per-batch selection rounds the budget up to whole mini-batches (8): within one batch per epoch
+    assert abs(res.counts["examples"] - static) <= 6 * 8, (res.counts, static)
+    assert cb.selections == 2 and len(cb.positions) == res.history[-1]["n_train"]
+    assert res.history[1]["n_train"] == 0 and "loss" not in res.history[1]          # skipped epochs train nothing
+
+
+def test_acs_killed_after_a_reselection_resumes_bit_identical(tmp_path):
+    from easycore.train import Callback
+
+    class Stop(Exception):
+        pass
+
+    class StopIn(Callback):
+        def before_batch(self, loop, x, y, idx):
+            if loop.epoch == 4:         # a 'coreset' epoch after the re-selection of epoch 3
+                raise Stop
+
+    ref, ref_cb, _ = _acs_run()
+    state = tmp_path / ".acs.state.pt"
+    with pytest.raises(Stop):
+        _acs_run(callbacks=[StopIn()], state=state)
+    got, cb, _ = _acs_run(state=state)
+    assert got.epochs_run == 2
+    assert torch.equal(cb.positions, ref_cb.positions) and torch.equal(cb.weights, ref_cb.weights)
+    for k, v in ref.model.state_dict().items():
+        assert torch.equal(v, got.model.state_dict()[k]), k
+    assert got.counts == ref.counts
+
+
+@pytest.mark.parametrize("mode", ["standard", "pgd_at", "trades", "fgsm_rs"])
+def test_mode_loss_with_unit_weights_equals_unweighted(mode):
+    from easycore.config import AttackConfig
+    from easycore.models import build_model
+    from easycore.modes import MODES
+
+    torch.manual_seed(0)
+    model = build_model("cnn_tiny", 10, 3, (0.5,) * 3, (0.25,) * 3).train()
+    x, y = torch.rand(12, 3, 32, 32), torch.randint(0, 10, (12,))
+    fn = MODES.get(mode).fn
+    w = torch.rand(12) + 0.5
+
+    def loss(weights):  # a fresh copy each time: train-mode forwards update BN running statistics
+        with torch.random.fork_rng():
+            return fn(copy.deepcopy(model), x, y, weights, attack=AttackConfig(steps=2)).loss
+
+    a, b, c = loss(None), loss(torch.ones(12)), loss(w)
+    torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-6)
+    assert not torch.isclose(a, c)                     # weights do change the loss

@@ -17,12 +17,13 @@ ROOT = Path(__file__).resolve().parent.parent
 
 TINY = {
     "data": {"dataset": "synthetic", "n_per_class": 16, "test_n_per_class": 4, "seed": 0},
-    "proxy": {"model": "cnn_tiny", "epochs": 2, "batch_size": 64, "deepfool_steps": 1,
-              "aign": {"mode": "both", "batch_size": 256}, "transfer_model": "cnn_tiny"},
-    "coreset": {"methods": ["random", "easycore"], "fractions": [0.5], "score_epochs": 1},
-    "train": {"model": "cnn_tiny", "epochs": 1, "batch_size": 64, "modes": ["standard"], "seeds": [0],
+    "proxy": {"model": "cnn_tiny", "transfer_models": ["resnet_tiny"], "epochs": 2, "batch_size": 64,
+              "deepfool_steps": 1, "aign": {"mode": "both", "batch_size": 256}},
+    "coreset": {"methods": ["random", "easycore"], "adaptive": ["acs_craig"], "transfer_methods": ["easycore"],
+                "fractions": [0.5], "score_epochs": 1, "acs": {"every": 1, "kappa": 0.5}},
+    "train": {"model": "cnn_tiny", "epochs": 2, "batch_size": 64, "modes": ["standard"], "seeds": [0, 1],
               "attack": {"steps": 1}},
-    "eval": {"n_test": 20, "pgd_steps": 2, "sanity": False},
+    "eval": {"n_test": 20, "pgd_steps": 2, "sanity": False, "eps_grid": [0.0, 0.01568627450980392]},
     "report": {"grid_per_class": 2, "formats": ["png"]},
 }
 
@@ -45,24 +46,41 @@ def _run(cmd, cwd, env):
     return r
 
 
-@pytest.mark.slow
-def test_dvc_repro_tiny(tmp_path):
+def _hashes(root: Path, paths) -> dict:
+    import hashlib
+
+    out = {}
+    for p in paths:
+        for f in sorted((root / p).rglob("*")) if (root / p).is_dir() else [root / p]:
+            out[str(f.relative_to(root))] = hashlib.sha256(f.read_bytes()).hexdigest()
+    return out
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory):
+    """The whole pipeline (dvc.yaml + notebooks + package), run once by `dvc repro` in a temp git + DVC repo."""
     if shutil.which("dvc", path=str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", "")) is None:
-        pytest.skip("dvc is not installed (pip install -e .[pipeline])")
-    work = tmp_path / "repo"
+        pytest.skip("dvc is not installed (make setup)")
+    work = tmp_path_factory.mktemp("pipeline") / "repo"
     work.mkdir()
     shutil.copy(ROOT / "dvc.yaml", work / "dvc.yaml")
     shutil.copytree(ROOT / "notebooks", work / "notebooks")
     shutil.copytree(ROOT / "easycore", work / "easycore", ignore=shutil.ignore_patterns("__pycache__"))
     (work / "params.yaml").write_text(yaml.safe_dump(tiny_params()))
-    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="2", MPLBACKEND="Agg",
+    env = dict(os.environ, PYTHONPATH=str(work), OMP_NUM_THREADS="2", MPLBACKEND="Agg",
                PATH=str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", ""),
                GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@t", GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@t")
+    env.pop("EASYCORE_DATA", None)
     _run(["git", "init", "-q"], work, env)
     _run(["dvc", "init", "-q"], work, env)
     _run(["dvc", "config", "core.analytics", "false"], work, env)
     _run(["dvc", "repro"], work, env)
+    return work, env
 
+
+@pytest.mark.slow
+def test_dvc_repro_tiny(repo):
+    work, env = repo
     # every declared out / metric / plot exists and parses
     lock = yaml.safe_load((work / "dvc.lock").read_text())["stages"]
     dvcyaml_stages = subprocess.run(["dvc", "stage", "list", "--name-only"], cwd=work, env=env, capture_output=True,
@@ -94,11 +112,73 @@ def test_dvc_repro_tiny(tmp_path):
                     assert f.stat().st_size > 0, f"{f} is empty"
                 checked += 1
     assert checked > 30
-    for t in ("coreset_standard", "transfer", "score_correlations", "hardness_vs_vulnerability", "ablations", "aign_stability"):
+    for t in ("coresets/coresets_standard", "coresets/verdict", "transfer/transfer", "score_correlations/score_correlations",
+              "hardness_vs_vulnerability/hardness_vs_vulnerability", "ablations/ablations", "aign_scores/aign_stability"):
         md = (work / "reports" / "tables" / f"{t}.md").read_text()
         assert "|" in md, f"{t}.md holds no table"
-    m = json.loads((work / "runs/eval/easycore-0.5-standard-s0/metrics.json").read_text())
-    assert 0 <= m["clean"]["accuracy"] <= 1 and "pgd2" in m
+    m = json.loads((work / "runs/eval/main/easycore-0.5-standard-s0/metrics.json").read_text())
+    assert 0 <= m["clean"]["accuracy"] <= 1 and "pgd2" in m and "eps4" in m and "robust" in m
+    acs = json.loads((work / "runs/eval/none/acs_craig-0.5-standard-s1/metrics.json").read_text())
+    assert 0 <= acs["robust"]["accuracy"] <= acs["clean"]["accuracy"]
+    summary = json.loads((work / "reports/summary.json").read_text())
+    assert set(summary["standard"]) == {"random", "easycore", "acs_craig", "full"}
+    assert summary["standard"]["easycore"]["0.5"]["n_seeds"] == 2
     # nothing left to do
     st = _run(["dvc", "status", "-q"], work, env)
     assert st.stdout.strip() == "", st.stdout
+
+
+@pytest.mark.slow
+def test_stages_rerun_give_byte_identical_outputs(repo):
+    """prepare, proxy and one train stage forced to run again: the same bytes, dvc.lock unchanged, nothing stale."""
+    work, env = repo
+    outs = ["data/prepared", "runs/proxy/main", "runs/train/main/easycore-0.5-standard-s0", "runs/coresets"]
+    before, lock = _hashes(work, outs), (work / "dvc.lock").read_text()
+    for stage in ("prepare", "proxy@main", "train@main-easycore-0.5-standard-0"):
+        _run(["dvc", "repro", "-f", "-s", stage], work, env)
+    after = _hashes(work, outs)
+    assert {k for k in before if before[k] != after.get(k)} == set()
+    assert (work / "dvc.lock").read_text() == lock
+    assert _run(["dvc", "status", "-q"], work, env).stdout.strip() == ""
+
+
+@pytest.mark.slow
+def test_injected_param_runs_nothing(repo):
+    """A param value with shell syntax stops `dvc repro` at the check stage: the injected command never runs and
+    no published output is removed."""
+    work, env = repo
+    params = (work / "params.yaml").read_text()
+    table = (work / "reports/tables/coresets/coresets_standard.md").read_bytes()
+    bad = tiny_params()
+    bad["coreset"]["methods"] = ["random", "$(touch INJECTED)easycore"]
+    bad["proxy"]["transfer_models"] = ["`touch INJECTED2`resnet_tiny"]
+    try:
+        (work / "params.yaml").write_text(yaml.safe_dump(bad))
+        r = subprocess.run(["dvc", "repro"], cwd=work, env=env, capture_output=True, text=True)
+        assert r.returncode != 0
+        assert not (work / "INJECTED").exists() and not (work / "INJECTED2").exists()
+        assert (work / "reports/tables/coresets/coresets_standard.md").read_bytes() == table
+    finally:
+        (work / "params.yaml").write_text(params)
+
+
+@pytest.mark.slow
+def test_report_shows_a_missing_run(repo, tmp_path):
+    """One run's metrics deleted: the coreset table names it as missing instead of dropping it silently."""
+    work, env = repo
+    victim = work / "runs/eval/main/random-0.5-standard-s1/metrics.json"
+    saved = victim.read_bytes()
+    out = tmp_path / "nb.ipynb"
+    try:
+        victim.unlink()
+        r = subprocess.run([sys.executable, "-m", "easycore", "notebook", "coresets", "--out", str(out)], cwd=work,
+                           env=env, capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr[-3000:]
+        md = (work / "reports/tables/coresets/coresets_standard.md").read_text()
+        row = next(line for line in md.splitlines() if line.startswith("| random"))
+        assert "missing (not evaluated)" in row, row
+        assert "main/random-0.5-standard-s1: missing (not evaluated)" in out.read_text()
+    finally:
+        victim.write_bytes(saved)
+        subprocess.run([sys.executable, "-m", "easycore", "notebook", "-q", "coresets"], cwd=work, env=env,
+                       capture_output=True)
