@@ -44,10 +44,10 @@ def to_chw_uint8(img) -> torch.Tensor:
     """PIL image, uint8 ndarray [H, W(, C)] or uint8 tensor [C, H, W] -> uint8 tensor [C, H, W]."""
     if isinstance(img, torch.Tensor):
         return img if img.ndim == 3 else img.unsqueeze(0)
-    a = np.asarray(img, dtype=np.uint8)
+    a = np.array(img, dtype=np.uint8)  # a writable copy (np.asarray of a PIL image is read-only)
     if a.ndim == 2:
         a = a[:, :, None]
-    return torch.from_numpy(np.ascontiguousarray(a)).permute(2, 0, 1).contiguous()
+    return torch.from_numpy(a).permute(2, 0, 1).contiguous()
 
 
 def _hw(img) -> tuple[int, int]:
@@ -257,7 +257,8 @@ class StreamingLoader:
     def from_source(cls, source: Source, **kw) -> "StreamingLoader":
         """A loader over a datasets.Source (its dataset, info, recipe kind and image shape)."""
         kw.setdefault("recipe", source.recipe)
-        return cls(source.dataset, source.info, shape=source.shape, **kw)
+        kw.setdefault("shape", source.shape)
+        return cls(source.dataset, source.info, **kw)
 
     @property
     def epoch(self) -> int:
