@@ -41,13 +41,22 @@ from .datasets import Source
 
 # ----------------------------------------------------------------------------- per-sample transforms
 def to_chw_uint8(img) -> torch.Tensor:
-    """PIL image, uint8 ndarray [H, W(, C)] or uint8 tensor [C, H, W] -> uint8 tensor [C, H, W]."""
+    """PIL image, uint8 ndarray [H, W(, C)] or uint8 tensor [C, H, W] -> uint8 tensor [C, H, W] (maybe a
+    channels-last view: collation stacks it into a contiguous batch)."""
     if isinstance(img, torch.Tensor):
         return img if img.ndim == 3 else img.unsqueeze(0)
     a = np.array(img, dtype=np.uint8)  # a writable copy (np.asarray of a PIL image is read-only)
     if a.ndim == 2:
         a = a[:, :, None]
-    return torch.from_numpy(a).permute(2, 0, 1).contiguous()
+    return torch.from_numpy(a).permute(2, 0, 1)
+
+
+def _hwc(img) -> np.ndarray:
+    """uint8 [H, W, C] numpy view/array of a PIL image, ndarray or CHW tensor (not copied when avoidable)."""
+    if isinstance(img, torch.Tensor):
+        return (img if img.ndim == 3 else img.unsqueeze(0)).permute(1, 2, 0).numpy()
+    a = np.asarray(img, dtype=np.uint8)
+    return a[:, :, None] if a.ndim == 2 else a
 
 
 def _hw(img) -> tuple[int, int]:
@@ -108,16 +117,21 @@ class Recipe:
         return self._imagenet(img, gen) if self.kind == "imagenet" else self._cifar(img, gen)
 
     def _cifar(self, img, gen):
-        x = to_chw_uint8(img)
         if gen is None:
-            return x
+            return to_chw_uint8(img)
         p = self.pad
-        _, h, w = x.shape
         oy = int(torch.randint(0, 2 * p + 1, (1,), generator=gen))
         ox = int(torch.randint(0, 2 * p + 1, (1,), generator=gen))
         flip = bool(torch.rand(1, generator=gen) < 0.5)
-        out = torch.nn.functional.pad(x, (p, p, p, p))[:, oy:oy + h, ox:ox + w]
-        return (out.flip(-1) if flip else out).contiguous()
+        a = _hwc(img)
+        h, w = a.shape[:2]
+        dy, dx = oy - p, ox - p  # out[r, c] = padded[r + oy, c + ox] = a[r + dy, c + dx], zero outside a
+        out = np.zeros_like(a)
+        out[max(0, -dy):h - max(0, dy), max(0, -dx):w - max(0, dx)] = \
+            a[max(0, dy):h + min(0, dy), max(0, dx):w + min(0, dx)]
+        if flip:
+            out = out[:, ::-1]
+        return torch.from_numpy(np.ascontiguousarray(out)).permute(2, 0, 1)
 
     def _imagenet(self, img, gen):
         import torchvision.transforms.v2.functional as F
