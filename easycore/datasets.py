@@ -123,19 +123,21 @@ class Source:
         return DataInfo(self.name, self.split, len(self), tuple(self.classes), self.in_channels, tuple(mean),
                         tuple(std), self.fingerprint)
 
-    def files(self) -> list[str]:
-        """Paths of this (sub)set's images relative to `folder` ('/'-separated), in sample order."""
+    def files(self, start: int = 0, stop: Optional[int] = None) -> list[str]:
+        """Paths of samples [start, stop) of this (sub)set relative to `folder` ('/'-separated)."""
         if self.samples is None:
             raise ValueError(f"{self.name}/{self.split} is array-backed: it has no files")
-        return relative_paths([self.samples[p] for p in self.positions.tolist()], self.folder)
+        return relative_paths([self.samples[p] for p in self.positions[start:stop].tolist()], self.folder)
 
     def _fingerprint(self) -> str:
         if self.x is not None:
             return fingerprint(self.name, self.split, self.x, torch.as_tensor(self.labels),
                                torch.as_tensor(self.index))
-        files = self.files()
-        return manifest_fingerprint(self.name, self.split, files, file_sizes(self.folder, files), self.labels,
-                                    self.index)
+        h = manifest_hasher(self.name, self.split, len(self))
+        for a in range(0, len(self), CHUNK):  # in chunks: flat memory for ImageNet's 1.28M files
+            files = self.files(a, a + CHUNK)
+            update_manifest(h, files, file_sizes(self.folder, files), self.labels[a:a + CHUNK], self.index[a:a + CHUNK])
+        return f"{self.name}-{self.split}-n{len(self)}-{h.hexdigest()[:12]}"
 
     def subset(self, positions) -> "Source":
         """Samples `positions` (positions in THIS source); new fingerprint, index kept (official positions)."""
@@ -166,20 +168,30 @@ def file_sizes(folder, files: Sequence[str]) -> np.ndarray:
         raise DataError(f"cannot stat {e.filename}: {e.strerror}; the data under {folder} changed while reading it") from None
 
 
+CHUNK = 1 << 16
+
+
 def manifest_fingerprint(name: str, split: str, files: Sequence[str], sizes, labels, index) -> str:
     """`<name>-<split>-n<N>-<12 hex>`: sha256 of the manifest (relative path, size, label, position per sample),
     in sample order. Changes when a file is added, removed, renamed, resized or relabelled, or the subset
     changes; not when the data root moves or the pixels change at equal size (content edits that keep the size
-    are not detected: the price of not reading 150 GB)."""
-    sizes, labels, index = (np.asarray(a, dtype=np.int64) for a in (sizes, labels, index))
+    are not detected: the price of not reading 150 GB). Source computes the same hash chunk by chunk."""
+    h = manifest_hasher(name, split, len(files))
+    for a in range(0, len(files), CHUNK):
+        update_manifest(h, files[a:a + CHUNK], sizes[a:a + CHUNK], labels[a:a + CHUNK], index[a:a + CHUNK])
+    return f"{name}-{split}-n{len(files)}-{h.hexdigest()[:12]}"
+
+
+def manifest_hasher(name: str, split: str, n: int):
+    return hashlib.sha256(f"{name}|{split}|manifest|{n}".encode())
+
+
+def update_manifest(h, files: Sequence[str], sizes, labels, index) -> None:
+    """Add manifest lines `path<TAB>size<TAB>label<TAB>position` to the hash `h`."""
+    sizes, labels, index = (np.asarray(a, dtype=np.int64).tolist() for a in (sizes, labels, index))
     if not (len(files) == len(sizes) == len(labels) == len(index)):
         raise ValueError("manifest columns differ in length")
-    h = hashlib.sha256(f"{name}|{split}|manifest|{len(files)}".encode())
-    for a in range(0, len(files), 1 << 16):  # in chunks: flat memory for ImageNet's 1.28M lines
-        b = a + (1 << 16)
-        h.update("".join(f"{f}\t{s}\t{y}\t{i}\n" for f, s, y, i in
-                         zip(files[a:b], sizes[a:b].tolist(), labels[a:b].tolist(), index[a:b].tolist())).encode())
-    return f"{name}-{split}-n{len(files)}-{h.hexdigest()[:12]}"
+    h.update("".join(f"{f}\t{s}\t{y}\t{i}\n" for f, s, y, i in zip(files, sizes, labels, index)).encode())
 
 
 # ----------------------------------------------------------------------------- readers
