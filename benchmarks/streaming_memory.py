@@ -9,7 +9,9 @@ loader kind over the smallest folder once (warm-up: lazy imports, codecs, DataLo
 unseen), reset of the kernel's peak-RSS counter (/proc/self/clear_refs), and open_dataset('imagenet',
 'train') + make_loader(kind=...) with the imagenet eval recipe at --out-size (no augmentation: the one recipe
 both loaders can run) + --epochs passes over all batches on the CPU. Reported: peak RSS (VmHWM) above the RSS
-before the run, and the peak of the DataLoader worker processes (RUSAGE_CHILDREN) when --workers > 0.
+before the run, and with --workers > 0 the largest peak RSS of any DataLoader worker so far (RUSAGE_CHILDREN
+is a running maximum over the process's life, warm-up included; a worker's RSS counts the pages it shares
+with its parent).
 The subprocess runs with glibc's mmap threshold fixed at 1 MiB (MALLOC_MMAP_THRESHOLD_): buffers of 1 MiB and
 more are mapped and unmapped directly, so RSS follows the live large buffers (with the default dynamic
 threshold, allocator caching adds several MiB of run-to-run noise). Largest N first: one-time costs the
@@ -201,7 +203,7 @@ def main(argv=None) -> int:
              f"one subprocess, largest N first, glibc mmap threshold 1 MiB; "
              f"peak counter reset before the run: {results[0]['peak_reset']}.", "",
              table(["loader", "N", "uint8 set (MiB)", "RSS before (MiB)", "peak (MiB)", "peak - before (MiB)",
-                    "workers' peak (MiB)"], rows), ""]
+                    "largest worker peak so far (MiB)"], rows), ""]
     for kind, v in sorted(s.items()):
         lines.append(f"- {kind}: N {v['n'][0]} -> {v['n'][1]}: peak grows {v['peak_growth_bytes'] / 2**20:.1f} MiB "
                      f"({v['per_sample_bytes']:.0f} B/sample) while the uint8 set grows "
