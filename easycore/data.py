@@ -466,3 +466,7 @@ def hash_seed(*parts: int) -> int:
     """A 63-bit seed from integers (stable across runs and platforms)."""
     h = hashlib.sha256(",".join(str(int(p)) for p in parts).encode()).digest()
     return int.from_bytes(h[:8], "little") & ((1 << 63) - 1)
+
+
+# ----------------------------------------------------------------------------- datasets read by easycore.datasets
+STATS["imagenet"] = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))  # the ImageNet constants torchvision's models use
