@@ -374,8 +374,5 @@ def make_loader(source: Source, *, batch_size: int, device="cpu", shuffle: bool 
     if augment and source.recipe != "cifar":
         raise ValueError(f"DeviceLoader augments with the cifar recipe only; {source.name} needs kind 'streaming'")
     x = decode_all(source, image_size=image_size, num_workers=num_workers)
-    loader = DeviceLoader(x, torch.as_tensor(source.labels), batch_size=batch_size, device=device, shuffle=shuffle,
-                          augment=augment, seed=seed, drop_last=drop_last, channels_last=channels_last)
-    if not hasattr(loader, "info"):  # DeviceLoader before the protocol refactor
-        loader.info = source.info
-    return loader
+    return DeviceLoader(x, torch.as_tensor(source.labels), batch_size=batch_size, device=device, shuffle=shuffle,
+                        augment=augment, seed=seed, drop_last=drop_last, channels_last=channels_last, info=source.info)

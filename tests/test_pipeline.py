@@ -51,7 +51,7 @@ def _hashes(root: Path, paths) -> dict:
 
     out = {}
     for p in paths:
-        for f in sorted((root / p).rglob("*")) if (root / p).is_dir() else [root / p]:
+        for f in sorted(q for q in (root / p).rglob("*") if q.is_file()) if (root / p).is_dir() else [root / p]:
             out[str(f.relative_to(root))] = hashlib.sha256(f.read_bytes()).hexdigest()
     return out
 
