@@ -8,6 +8,7 @@
     easycore train --indices I | --full --out D --mode MODE --seed N                   (any coreset file)
     easycore eval --method M --fraction F --scores S --mode MODE --seed N             -> runs/eval/<scores>/<run>/
     easycore eval --model-path P --out D
+    easycore autoattack                              AutoAttack on the verdict's models -> runs/autoattack/
     easycore notebook NAME [-p key value ...]        execute notebooks/NAME.py         -> reports/notebooks/...
     easycore methods                                 the coreset methods and their directions
 
@@ -27,7 +28,7 @@ from . import __version__
 ENTRY = {"check": "easycore.pipeline:check", "prepare": "easycore.pipeline:prepare",
          "proxy": "easycore.pipeline:proxy", "select": "easycore.pipeline:select",
          "train": "easycore.pipeline:train_named", "eval": "easycore.pipeline:evaluate_named",
-         "notebook": "easycore.notebook:run",
+         "notebook": "easycore.notebook:run", "autoattack": "easycore.pipeline:autoattack_stage",
          # not pipeline stages: the listing, and training / evaluating files given by path
          "methods": "easycore.coresets:direction_table_markdown", "train_files": "easycore.pipeline:train_run",
          "eval_files": "easycore.pipeline:evaluate_run"}
@@ -115,6 +116,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="output folder (default: the run's folder under runs/eval/)")
     p.add_argument("--prepared", default="data/prepared", help="prepared data folder")
 
+    p = sub.add_parser("autoattack", formatter_class=_Fmt,
+                       help="AutoAttack on the models the verdict compares (eval.autoattack_modes)")
+    _common(p)
+
     p = sub.add_parser("notebook", formatter_class=_Fmt, help="execute notebooks/NAME.py into reports/notebooks/")
     _common(p)
     p.add_argument("name", help="notebook name (a file notebooks/<name>.py)")
@@ -164,8 +169,8 @@ def main(argv=None) -> int:
         params = load_params(args.params, overrides)
         progress = not args.quiet
         fn = _entry(cmd)
-        if cmd == "check":
-            fn(params)
+        if cmd in ("check", "autoattack"):
+            fn(params) if cmd == "check" else fn(params, progress=progress)
         elif cmd == "prepare":
             fn(params, Path(args.out))
         elif cmd == "proxy":

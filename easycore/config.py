@@ -250,6 +250,14 @@ class CoresetConfig:
                            choices=choices("methods", kind="static"), each=True, nonempty=True, unique=True)
     # adaptive methods, re-selected during training (ACS); need no proxy
     adaptive: list[str] = param(factory=list, choices=choices("methods", kind="adaptive"), each=True, unique=True)
+    # ... trained in these modes of train.modes (ACS is an adversarial-training method)
+    adaptive_modes: list[str] = param(factory=lambda: ["trades"], choices=choices("modes"), each=True, unique=True,
+                                      nonempty=True)
+    # a survey: more static methods, trained only at survey_fractions (every method at least at one fraction
+    # without the cost of the full methods x fractions product)
+    survey_methods: list[str] = param(factory=list, choices=choices("methods", kind="static"), each=True, unique=True)
+    survey_fractions: list[float] = param(factory=list, each=True, within="(0, 1)", unique=True,
+                                          what="each fraction must be in (0, 1)")
     # static methods also selected with the scores of every non-main proxy run (trained in standard mode)
     transfer_methods: list[str] = param(factory=lambda: ["easycore"], choices=choices("methods", kind="static"),
                                     each=True, unique=True)
@@ -267,9 +275,11 @@ class CoresetConfig:
     acs: ACSConfig = field(default_factory=ACSConfig)
 
     def extra_check(self, k: str) -> None:
-        for f in self.fractions:
-            if fraction_name(f) != repr(float(f)):
-                fail(f"{k}.fractions", f, "write each fraction as a plain decimal such as 0.3")
+        both = sorted(set(self.methods) & set(self.survey_methods))
+        if both and set(self.fractions) & set(self.survey_fractions):
+            fail(f"{k}.survey_methods", both, "already in coreset.methods at a survey fraction (each run is declared once)")
+        if self.survey_methods and not self.survey_fractions:
+            fail(f"{k}.survey_fractions", self.survey_fractions, "give the fractions the survey methods train at")
 
 
 @dataclass
@@ -288,10 +298,14 @@ class EvalConfig:
     # PGD robustness curve: every eps here (and eval.eps); monotone worst case over the grid
     eps_grid: list[float] = param(factory=lambda: [0.0, 1 / 255, 2 / 255, 4 / 255, 8 / 255], each=True,
                                   within="[0, 1]", increasing=True, unique=True)
+    grid_steps: int = param(0, within="[0, inf)")      # PGD steps at grid points other than eps; 0 = pgd_steps
     l2_eps: float = param(0.0, within="[0, inf)")       # >0: L2 PGD-20 with this budget (0.5 is standard)
-    autoattack: bool = False         # standard AutoAttack (torchattacks) on the survivors among the first autoattack_n
+    # standard AutoAttack (torchattacks) at eps on the first autoattack_n test images still robust, for the models
+    # the verdict compares (full data, EasyCore, random, the best other method) of these modes (the autoattack stage)
+    autoattack_modes: list[str] = param(factory=list, choices=choices("modes"), each=True, unique=True)
     autoattack_n: int = param(100, within="[1, inf)")
-    sanity: bool = True              # gradient-masking sanity checks
+    sanity: bool = True              # gradient-masking sanity checks, on the first sanity_n images
+    sanity_n: int = param(200, within="[1, inf)")
 
 
 @dataclass
@@ -312,6 +326,12 @@ class Params:
 
     def check(self) -> "Params":
         return check(self)
+
+    def extra_check(self, k: str) -> None:
+        for key, modes in (("coreset.adaptive_modes", self.coreset.adaptive_modes),
+                           ("eval.autoattack_modes", self.eval.autoattack_modes)):
+            if not set(modes) <= set(self.train.modes):
+                fail(key, modes, f"each must be one of train.modes {self.train.modes}")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

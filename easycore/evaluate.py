@@ -6,14 +6,15 @@ adversarial input tried. Robust accuracy at an eps is the **per-image worst case
 or a smaller one** (RobustBench's convention; an adversarial example inside a smaller ball is inside the larger one),
 so the curve over the eps grid is monotone by construction. Attacks registered in ATTACKS:
   `eval.attacks` (e.g. fgsm, pgd) run on every image at eval.eps: their own accuracies are reported too;
-  `eval.strong` (e.g. apgd_dlr) and AutoAttack run only on the images still robust after them (what they could
-  change), so they cost little where the cheap attacks already succeed; grid points other than eval.eps likewise
-  attack only the images still robust at the previous grid point.
-`outcomes[name]` is the per-image bool array of "still correct"; the accuracy is its mean. AutoAttack runs on the
-first `cfg.autoattack_n` images only (its outcome array is shorter).
+  `eval.strong` (e.g. apgd_dlr) runs only on the images still robust after them (what it could change), so it costs
+  little where the cheap attacks already succeed; grid points other than eval.eps likewise attack only the images
+  still robust at the previous grid point (with eval.grid_steps PGD steps).
+`outcomes[name]` is the per-image bool array of "still correct"; the accuracy is its mean. AutoAttack runs in its own
+stage (`autoattack_stage`) on the models the verdict compares, on the first eval.autoattack_n images.
 """
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional
 
@@ -138,7 +139,7 @@ def evaluate_model(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: Eval
     x: float in [0, 1] (or uint8, divided by 255) [N, C, H, W] on the model's device (moved if not); y: int64 [N].
     Returns (metrics, outcomes):
       metrics[name] = {"accuracy", "n", "attack": {settings}} for clean, each of cfg.attacks (by its label, e.g.
-        fgsm, pgd20), each of cfg.strong and autoattack (worst case after it), l2_pgd20 (when cfg.l2_eps > 0),
+        fgsm, pgd20), each of cfg.strong (worst case after it), l2_pgd20 (when cfg.l2_eps > 0),
         eps<e> for every eps of the grid and of eval.eps (monotone worst case), and `robust` (= eps<eval.eps>);
         plus metrics["sanity"] when cfg.sanity;
       outcomes[name] = np.bool_ [n], "correct on clean AND every attack counted in it".
@@ -182,32 +183,22 @@ def evaluate_model(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: Eval
             elif eps == 0:
                 cur = prev.clone()
             else:
-                cur = _correct_under(model, x, y, pgd.fn(model, cfg, eps, amp), seed=seed + 50_000 + j,
+                grid_cfg = dataclasses.replace(cfg, pgd_steps=cfg.grid_steps or cfg.pgd_steps)
+                cur = _correct_under(model, x, y, pgd.fn(model, grid_cfg, eps, amp), seed=seed + 50_000 + j,
                                      desc=f"pgd {eps_name(eps)}", only=prev, **kw)
-            if eps == cfg.eps:  # the strong attacks and AutoAttack, on the survivors at eval.eps
+            if eps == cfg.eps:  # the strong attacks, on the survivors at eval.eps
                 for k, name in enumerate(cfg.strong):
                     e = ATTACKS.get(name)
                     cur &= _correct_under(model, x, y, e.fn(model, cfg, eps, amp), seed=seed + 90_000 + k,
                                           desc=e.label(cfg), only=cur, **kw)
                     record(e.label(cfg), cur.clone(), {"name": name, "eps": eps, "steps": cfg.strong_steps,
                                                       "restarts": cfg.restarts, "worst_case": True})
-                if cfg.autoattack:
-                    na = min(int(cfg.autoattack_n), n)
-                    sub = cur[:na].clone()
-                    idx = sub.nonzero().squeeze(1)
-                    if len(idx):
-                        sub[idx] = _autoattack(model, x[:na][idx], y[:na][idx], eps=eps, seed=seed,
-                                               batch_size=kw["batch_size"], progress=progress)
-                    cur[:na] = sub
-                    record("autoattack", sub, {"name": "autoattack", "version": "standard", "norm": "Linf",
-                                               "eps": eps, "implementation": "torchattacks", "seed": seed,
-                                               "worst_case": True})
             record(eps_name(eps), cur, {"name": "worst_case", "eps": eps})
             prev = cur
         metrics["robust"] = dict(metrics[eps_name(cfg.eps)], attack={
             "name": "worst_case", "eps": cfg.eps, "attacks": [ATTACKS.get(a).label(cfg) for a in cfg.attacks]
-            + [f"pgd{cfg.pgd_steps}@smaller eps of the grid"] + [ATTACKS.get(a).label(cfg) for a in cfg.strong]
-            + (["autoattack (first %d)" % min(cfg.autoattack_n, n)] if cfg.autoattack else [])})
+            + [f"pgd{cfg.grid_steps or cfg.pgd_steps}@smaller eps of the grid"]
+            + [ATTACKS.get(a).label(cfg) for a in cfg.strong]})
         outcomes["robust"] = outcomes[eps_name(cfg.eps)]
 
         if cfg.l2_eps > 0:
@@ -217,22 +208,27 @@ def evaluate_model(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: Eval
                                             "steps": 20})
 
     if cfg.sanity:
-        metrics["sanity"] = sanity_checks(model, x, y, cfg, metrics, seed=seed, progress=progress, amp=amp)
+        ns = min(cfg.sanity_n, n)
+        sub = {k: _entry(v[:ns], {}) for k, v in outcomes.items()}
+        metrics["sanity"] = sanity_checks(model, x[:ns], y[:ns], dataclasses.replace(cfg, n_test=ns), sub,
+                                          seed=seed, progress=progress, amp=amp)
     return metrics, {k: v.cpu().numpy() for k, v in outcomes.items()}
 
 
-def _autoattack(model, x, y, *, eps, seed, batch_size, progress) -> torch.Tensor:
+def autoattack(model, x, y, *, eps: float, seed: int = 0, batch_size: int = 256, progress: bool = False) -> torch.Tensor:
+    """Bool [N]: still correct under standard AutoAttack (APGD-CE, APGD-T, FAB-T, Square; torchattacks) at Linf eps,
+    in eval mode (mode restored)."""
     import torchattacks
 
-    with torch.no_grad():
+    with attacks.eval_mode(model), torch.no_grad():
         k = int(model(x[:1]).shape[1])
     aa = torchattacks.AutoAttack(model, norm="Linf", eps=eps, version="standard", n_classes=k, seed=seed)
     out = []
-    for i in tqdm(range(0, len(x), batch_size), desc="autoattack", disable=not progress, leave=False):
-        xb, yb = x[i:i + batch_size], y[i:i + batch_size]
-        xa = aa(xb, yb)
-        out.append(attacks.predict(model, xa, batch_size=len(xa)) == yb)
-    return torch.cat(out)
+    with attacks.eval_mode(model):
+        for i in tqdm(range(0, len(x), batch_size), desc="autoattack", disable=not progress, leave=False):
+            xb, yb = x[i:i + batch_size], y[i:i + batch_size]
+            out.append(attacks.predict(model, aa(xb, yb), batch_size=len(xb)) == yb)
+    return torch.cat(out) if out else torch.zeros(0, dtype=torch.bool, device=x.device)
 
 
 def sanity_checks(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: EvalConfig, metrics: Mapping, *,

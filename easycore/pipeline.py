@@ -264,3 +264,59 @@ def evaluate_run(params: Params, model_path: Path, out_dir: Path, *, prepared: P
 
 def evaluate_named(params: Params, run: runs.Run, *, progress: bool = True) -> dict:
     return evaluate_run(params, run.train_dir() / "model.safetensors", run.eval_dir(), progress=progress)
+
+
+# ----------------------------------------------------------------------------- AutoAttack on the verdict's models
+def autoattack_targets(params: Params, root: Path = runs.ROOT) -> list[runs.Run]:
+    """The runs the verdict compares, per mode of eval.autoattack_modes and fraction: the full-data reference,
+    EasyCore, random, and the best other method by mean robust accuracy over seeds (from their metrics.json)."""
+    out: list[runs.Run] = []
+    every = runs.expected_runs(params)
+    for mode in params.eval.autoattack_modes:
+        out += [r for r in every if r.mode == mode and r.method == runs.FULL]
+        for f in sorted({r.fraction for r in every if r.method != runs.FULL}):
+            cell = [r for r in every if r.mode == mode and r.fraction == f and r.method != runs.FULL
+                    and r.scores in ("main", runs.NONE)]
+            means: dict[str, list[float]] = {}
+            for r in cell:
+                path = r.eval_dir(root) / "metrics.json"
+                if path.exists():
+                    means.setdefault(r.method, []).append(read_json(path)["robust"]["accuracy"])
+            others = {m: float(np.mean(v)) for m, v in means.items() if m not in ("easycore", "random")}
+            keep = {"easycore", "random"} | ({max(others, key=others.get)} if others else set())
+            out += [r for r in cell if r.method in keep]
+    return out
+
+
+def autoattack_stage(params: Params, out_root: Path = runs.ROOT / "autoattack", *, prepared: Path = PREPARED,
+                     progress: bool = True) -> dict:
+    """Standard AutoAttack at eval.eps on the first eval.autoattack_n test images that each verdict model still
+    classifies correctly after the evaluation's attacks (what AutoAttack could change). Writes
+    <out_root>/<scores>/<run>/outcomes.npz (robust: before, robust_aa: after; per image) and summary.json."""
+    from .evaluate import autoattack
+    from .train import load_model
+
+    e = params.eval
+    _, te = load_prepared(prepared)
+    device = resolve_device(params.runtime.device)
+    n = min(e.autoattack_n, e.n_test, len(te))
+    targets = autoattack_targets(params)
+    summary = {"n": n, "eps": e.eps, "runs": {}}
+    t0 = time.perf_counter()
+    for run in targets:
+        arrays, _ = load_arrays(run.eval_dir() / "outcomes.npz", fingerprint=te.fingerprint)
+        before = torch.as_tensor(arrays["robust"][:n])
+        net, _ = load_model(run.train_dir() / "model.safetensors", device)
+        after = before.clone()
+        idx = before.nonzero().squeeze(1)
+        if len(idx):
+            x, y = te.x[:n][idx].to(device).float() / 255, te.y[:n][idx].to(device)
+            after[idx] = autoattack(net, x, y, eps=e.eps, seed=0, batch_size=e.batch_size, progress=progress).cpu()
+        save_arrays(out_root / run.key / "outcomes.npz", {"robust": before.numpy(), "robust_aa": after.numpy()},
+                    {"fingerprint": te.fingerprint, "n": n, "run": run.key})
+        summary["runs"][run.key] = {"robust": float(before.float().mean()), "robust_aa": float(after.float().mean())}
+        _say(f"autoattack: {run.key}: robust {before.float().mean():.3f} -> {after.float().mean():.3f} "
+             f"on the first {n} test images")
+    write_json(out_root / "summary.json", summary)
+    write_timing("autoattack", "all", time.perf_counter() - t0, runs=len(targets))
+    return summary

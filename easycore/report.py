@@ -107,12 +107,19 @@ def _cell_status(results, scores, method, fraction, mode) -> str:
 
 # ----------------------------------------------------------------------------- cells of a mode's table
 def cells(params: Params, mode: str) -> list[tuple[str, str, float]]:
-    """(scores, method, fraction) of every coreset cell of a mode's table: static methods (main proxy), adaptive
-    methods, then the full-data reference (fraction 1.0)."""
+    """(scores, method, fraction) of every coreset cell of a mode's table: static methods (main proxy; the survey
+    methods at their fractions), adaptive methods (in their modes), then the full-data reference (fraction 1.0)."""
     c = params.coreset
     out = [("main", m, f) for m in c.methods for f in c.fractions]
-    out += [(runs.NONE, m, f) for m in c.adaptive for f in c.fractions]
+    out += [("main", m, f) for m in c.survey_methods for f in c.survey_fractions]
+    if mode in c.adaptive_modes:
+        out += [(runs.NONE, m, f) for m in c.adaptive for f in c.fractions]
     return out + [(runs.NONE, runs.FULL, 1.0)]
+
+
+def fractions(params: Params) -> list[float]:
+    """Every coreset fraction of the tables (the main ones, then survey-only ones)."""
+    return list(dict.fromkeys(list(params.coreset.fractions) + list(params.coreset.survey_fractions)))
 
 
 def cell_frame(results: Sequence[RunResult], params: Params, mode: str, keys: Sequence[str], *,
@@ -151,11 +158,11 @@ def accuracy_table(results: Sequence[RunResult], params: Params, mode: str, keys
         col = f"{key} @ f={fraction_name(f)}" if method != runs.FULL else None
         cell = _fmt(row.to_dict())
         if col is None:
-            for ff in params.coreset.fractions:
+            for ff in fractions(params):
                 table.setdefault(label, {})[f"{key} @ f={fraction_name(ff)}"] = cell
         else:
             table.setdefault(label, {})[col] = cell
-    for f in params.coreset.fractions:
+    for f in fractions(params):
         for key in keys:
             outs = {}
             for scores, method, ff in cells(params, mode):
@@ -166,7 +173,8 @@ def accuracy_table(results: Sequence[RunResult], params: Params, mode: str, keys
             for method in stats.best_marks(outs, n_boot=n_boot) if len(outs) > 1 else ():
                 col = f"{key} @ f={fraction_name(f)}"
                 table[method][col] = f"{BOLD}{table[method][col]}{BOLD}"
-    out = pd.DataFrame.from_dict(table, orient="index")
+    cols = [f"{key} @ f={fraction_name(f)}" for f in fractions(params) for key in keys]
+    out = pd.DataFrame.from_dict(table, orient="index").reindex(columns=cols).fillna("not run")
     minutes = runs_frame(results)
     minutes = minutes[minutes["mode"] == mode].groupby("method")["train_minutes"].mean()
     out["train min/run"] = [f"{minutes[m]:.2f}" if m in minutes and pd.notna(minutes[m]) else "not measured"
@@ -204,7 +212,7 @@ def verdict(results: Sequence[RunResult], params: Params, *, n_boot: int = 10000
     rows = []
     grid = sorted(set(params.eval.eps_grid) | {params.eval.eps})
     for mode in params.train.modes:
-        for f in params.coreset.fractions:
+        for f in fractions(params):
             for eps in grid:
                 if eps == 0:
                     continue
@@ -235,6 +243,34 @@ def verdict(results: Sequence[RunResult], params: Params, *, n_boot: int = 10000
 
 def _verdict_text(v: str) -> str:
     return {"easycore better": "EasyCore better", "easycore worse": "EasyCore worse"}.get(v, v)
+
+
+def autoattack_table(params: Params, root: Path = runs.ROOT / "autoattack", *, n_boot: int = 4000) -> pd.DataFrame:
+    """Does the ranking survive AutoAttack? For each model the autoattack stage attacked (the verdict's: full data,
+    EasyCore, random, best other; per mode and fraction, pooled over seeds): robust accuracy on the first
+    eval.autoattack_n test images before and after AutoAttack, mean [95 % CI] in %."""
+    path = Path(root) / "summary.json"
+    if not path.exists():
+        return pd.DataFrame()
+    keys = sorted(read_json(path)["runs"])
+    cells: dict = {}
+    for key in keys:
+        r = runs.parse(key)
+        arrays, _ = load_arrays(Path(root) / key / "outcomes.npz")
+        cells.setdefault((r.mode, r.fraction, r.method), []).append((r.seed, arrays))
+    rows = []
+    for (mode, f, method), seeds in sorted(cells.items()):
+        seeds.sort(key=lambda t: t[0])
+        row = {"mode": mode, "fraction": f, "method": method, "n_seeds": len(seeds), "n_test": len(seeds[0][1]["robust"])}
+        for k in ("robust", "robust_aa"):
+            st = stats.cell_stat(np.stack([a[k] for _, a in seeds]), n_boot=n_boot)
+            row[k] = f"{100 * st.mean:.1f} [{100 * st.lo:.1f}, {100 * st.hi:.1f}]"
+            row[f"{k}_mean"] = st.mean
+        rows.append(row)
+    df = pd.DataFrame(rows)
+    df["rank before"] = df.groupby(["mode", "fraction"])["robust_mean"].rank(ascending=False, method="min")
+    df["rank with AutoAttack"] = df.groupby(["mode", "fraction"])["robust_aa_mean"].rank(ascending=False, method="min")
+    return df.drop(columns=["robust_mean", "robust_aa_mean"])
 
 
 def curves(results: Sequence[RunResult], params: Params, mode: str, fraction: float, *,
@@ -346,7 +382,7 @@ def scale_caption(params: Params, info: Optional[dict] = None, *, what: str = ""
     n_te = info["test"]["n"] if info else None
     sub = "full training set" if d.n_per_class is None else f"{d.n_per_class}/class"
     strong = f" + {', '.join(e.strong)} on survivors" if e.strong else ""
-    aa = f" + AutoAttack on the first {e.autoattack_n}" if e.autoattack else ""
+    aa = ""
     mins = pipeline_minutes()
     return (f"*{what}Scale: {d.dataset} {sub} ({n_tr} train samples), {min(e.n_test, n_te or e.n_test)} test images "
             f"attacked; model {t.model}, {t.epochs} epochs (batch {t.batch_size}); TRADES beta {t.attack.beta}, "

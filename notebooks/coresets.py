@@ -51,7 +51,7 @@ for mode in P.train.modes:
 # %%
 comps = []
 for mode in P.train.modes:
-    for f in P.coreset.fractions:
+    for f in report.fractions(P):
         for ref in ("easycore", "random"):
             comps.append(report.comparisons(results, P, mode, f, "robust", reference=ref, n_boot=n_boot))
 comps = pd.concat([c for c in comps if not c.empty], ignore_index=True) if any(not c.empty for c in comps) else pd.DataFrame()
@@ -74,10 +74,27 @@ report.save_table(ver.round(3), "verdict", caption=cap, out_dir=TAB, index=False
 display(Markdown(report.to_markdown(ver.round(2), cap, index=False)))
 report.save_json(report.summary(results, P), "reports/summary.json")
 
+# %% [markdown]
+# ## Does the ranking survive AutoAttack?
+# Standard AutoAttack (torchattacks) at the headline eps on the first `eval.autoattack_n` test images, for the models
+# the verdict compares (`eval.autoattack_modes`; the `autoattack` stage). Robust accuracy on those images before
+# (the evaluation's attacks) and after adding AutoAttack, pooled over seeds.
+
+# %%
+aa = report.autoattack_table(P)
+if aa.empty:
+    display(Markdown("AutoAttack was not run (`eval.autoattack_modes` is empty)."))
+else:
+    report.save_table(aa, "autoattack", out_dir=TAB, index=False,
+                      caption=f"*AutoAttack (standard, torchattacks) at eps {P.eval.eps * 255:.0f}/255 on the first "
+                              f"{P.eval.autoattack_n} test images: robust accuracy before / after, mean [95% CI] in %.*")
+    display(aa)
+
 # %%
 for mode in P.train.modes:
-    fig, axes = plt.subplots(1, len(P.coreset.fractions), figsize=(6 * len(P.coreset.fractions), 4.2), squeeze=False)
-    for ax, f in zip(axes[0], P.coreset.fractions):
+    fr = report.fractions(P)
+    fig, axes = plt.subplots(1, len(fr), figsize=(6 * len(fr), 4.2), squeeze=False)
+    for ax, f in zip(axes[0], fr):
         cur = report.curves(results, P, mode, f, n_boot=2000)
         for method, d in cur.groupby("method", sort=False):
             full = method == "full"
@@ -94,7 +111,7 @@ for mode in P.train.modes:
 for mode in P.train.modes:
     frame = report.cell_frame(results, P, mode, ["robust", "clean"], n_boot=2000)
     ok = frame[frame.status == "ok"]
-    fig, axes = plt.subplots(1, 2, figsize=(13, 0.5 + 0.38 * ok.method.nunique() * len(P.coreset.fractions)))
+    fig, axes = plt.subplots(1, 2, figsize=(13, 1.0 + 0.3 * len(ok) / 2))
     for ax, key in zip(axes, ["robust", "clean"]):
         d = ok[(ok.key == key) & (ok.method != "full")].reset_index(drop=True)
         lab = [f"{m} f={f:g}" for m, f in zip(d.method, d.fraction)]

@@ -91,7 +91,7 @@ def test_every_stage_depends_on_the_code_its_command_runs():
     checked = 0
     for name, st in stages.items():
         m = re.match(r"easycore (\w+)", st["cmd"])
-        assert m[1] in ("check", "prepare", "proxy", "select", "train", "eval", "notebook"), st["cmd"]
+        assert m[1] in ("check", "prepare", "proxy", "select", "train", "eval", "autoattack", "notebook"), st["cmd"]
         assert m, f"stage {name}: its command is not an easycore subcommand: {st['cmd']}"
         need = function_closure(cli.ENTRY[m[1]]) | function_closure("easycore.cli:main") | {"easycore.__init__"}
         deps = _stage_code_deps(st)
