@@ -310,6 +310,7 @@ class EvalConfig:
 
 @dataclass
 class ReportConfig:
+    dir: str = param("reports", pattern=r"[A-Za-z0-9_][A-Za-z0-9_./-]*", what="a relative folder (letters, digits, _ . / -)")
     grid_per_class: int = param(8, within="[1, inf)")   # images per class in easiest/hardest grids
     formats: list[str] = param(factory=lambda: ["png", "svg"], choices=("png", "svg", "pdf"), each=True, nonempty=True)
 

@@ -14,7 +14,21 @@ import yaml
 from .store import ArtifactError, atomic_path
 
 NOTEBOOKS = Path("notebooks")
-EXECUTED = Path("reports/notebooks")
+
+
+def _strip_timestamps(path: Path) -> None:
+    """Drop papermill's wall-clock metadata (start/end times, durations), so an unchanged notebook re-executes to
+    the same bytes."""
+    import nbformat
+
+    nb = nbformat.read(path, as_version=4)
+    for meta in [nb.metadata] + [c.metadata for c in nb.cells]:
+        pm = meta.get("papermill")
+        if isinstance(pm, dict):
+            for k in ("start_time", "end_time", "duration"):
+                pm.pop(k, None)
+        meta.pop("execution", None)
+    nbformat.write(nb, path)
 
 
 class NotebookError(ArtifactError):
@@ -44,9 +58,12 @@ def run(name: str, parameters: Optional[Mapping[str, Any]] = None, *, out: Optio
     import papermill
     from papermill.exceptions import PapermillExecutionError
 
+    from .config import load_params
+
     values = {k: (yaml.safe_load(v) if isinstance(v, str) else v) for k, v in (parameters or {}).items()}
     values["params_path"] = params_path
-    out = Path(out or EXECUTED / f"{name}{''.join(f'_{v}' for v in (parameters or {}).values())}.ipynb")
+    executed = Path(load_params(params_path).report.dir) / "notebooks"
+    out = Path(out or executed / f"{name}{''.join(f'_{v}' for v in (parameters or {}).values())}.ipynb")
     out.parent.mkdir(parents=True, exist_ok=True)
     failed = out.with_suffix(".failed.ipynb")
     logging.getLogger("papermill").setLevel(logging.WARNING)
@@ -60,6 +77,7 @@ def run(name: str, parameters: Optional[Mapping[str, Any]] = None, *, out: Optio
             first = (e.evalue or "").strip().splitlines()
             raise NotebookError(f"notebook {name} failed in cell {e.exec_count}: {e.ename}: "
                                 f"{first[0] if first else ''} (executed copy: {failed})") from None
+        _strip_timestamps(tmp)
     failed.unlink(missing_ok=True)
     print(f"notebook: {name} -> {out}", flush=True)
     return out

@@ -25,6 +25,12 @@ from .store import ArtifactError, atomic_path, load_arrays, read_json
 
 TABLES = Path("reports/tables")
 FIGURES = Path("reports/figures")
+
+
+def out_dirs(params: Params, name: str) -> tuple[Path, Path]:
+    """(figures, tables) folders of notebook `name` under report.dir."""
+    root = Path(params.report.dir)
+    return root / "figures" / name, root / "tables" / name
 BOLD = "**"
 PAPER_CLAIM = {"standard": 7.0, "trades": 5.0}   # "up to +7 / +5 points" of adversarial accuracy (abstract)
 
@@ -204,9 +210,10 @@ def comparisons(results: Sequence[RunResult], params: Params, mode: str, fractio
 
 
 def verdict(results: Sequence[RunResult], params: Params, *, n_boot: int = 10000) -> pd.DataFrame:
-    """For every (mode, fraction, eps): EasyCore's robust accuracy, the best other coreset method and random
-    (mean [95 % CI] in %), EasyCore minus each as a paired difference with its CI, the Holm-adjusted p over
-    EasyCore's comparisons with every method of that cell, and the verdict the CIs decide; the paper's claim beside."""
+    """For every (mode, fraction, eps > 0): EasyCore's robust accuracy, the best other coreset method and random
+    (mean in %), EasyCore minus each as a paired difference in points with its 95 % CI (bootstrap over test images
+    and seeds), the Holm-adjusted p over EasyCore's comparisons with every method of that cell, and the verdict the
+    CIs decide; the paper's claim beside. Numeric columns only (and names): see `verdict_markdown` for reading."""
     from .evaluate import eps_name
 
     rows = []
@@ -217,27 +224,52 @@ def verdict(results: Sequence[RunResult], params: Params, *, n_boot: int = 10000
                 if eps == 0:
                     continue
                 key = eps_name(eps)
+                row = {"mode": mode, "fraction": f, "eps_255": round(eps * 255, 3)}
                 comp = comparisons(results, params, mode, f, key, reference="easycore", n_boot=n_boot)
-                row = {"mode": mode, "fraction": f, "eps (x255)": round(eps * 255, 3), "key": key}
                 if comp.empty:
-                    rows.append(row | {"verdict vs best other": "missing runs"})
+                    rows.append(row | {"verdict_best": "missing runs"})
                     continue
                 acc = {m: outcome_matrix(results, scores=s, method=m, fraction=f, mode=mode, key=key)
                        for s, m, ff in cells(params, mode) if ff == f and m != runs.FULL}
-                acc = {m: float(v.mean()) for m, v in acc.items() if v is not None}
+                acc = {m: 100 * float(v.mean()) for m, v in acc.items() if v is not None}
                 others = {m: a for m, a in acc.items() if m != "easycore"}
                 best = max(others, key=others.get)
-                b = comp.set_index("method").loc[best]
-                row |= {"easycore %": 100 * acc["easycore"], "best other": best, "best other %": 100 * others[best],
-                        "easycore - best [95% CI]": f"{b['diff']:+.1f} [{b['lo']:+.1f}, {b['hi']:+.1f}]",
-                        "p (Holm)": b["p_holm"], "verdict vs best other": _verdict_text(b["verdict"])}
+                c = comp.set_index("method")
+                row |= {"easycore_pct": acc["easycore"], "best_other": best, "best_other_pct": others[best],
+                        "diff_best": c.loc[best, "diff"], "lo_best": c.loc[best, "lo"], "hi_best": c.loc[best, "hi"],
+                        "p_holm_best": c.loc[best, "p_holm"], "verdict_best": _verdict_text(c.loc[best, "verdict"])}
                 if "random" in others:
-                    r = comp.set_index("method").loc["random"]
-                    row |= {"random %": 100 * others["random"],
-                            "easycore - random [95% CI]": f"{r['diff']:+.1f} [{r['lo']:+.1f}, {r['hi']:+.1f}]",
-                            "verdict vs random": _verdict_text(r["verdict"])}
-                row["paper claim"] = f"up to +{PAPER_CLAIM.get(mode, float('nan')):g}" if mode in PAPER_CLAIM else "-"
+                    row |= {"random_pct": others["random"], "diff_random": c.loc["random", "diff"],
+                            "lo_random": c.loc["random", "lo"], "hi_random": c.loc["random", "hi"],
+                            "p_holm_random": c.loc["random", "p_holm"],
+                            "verdict_random": _verdict_text(c.loc["random", "verdict"])}
+                full = outcome_matrix(results, scores=runs.NONE, method=runs.FULL, fraction=1.0, mode=mode, key=key)
+                row["full_pct"] = 100 * float(full.mean()) if full is not None else np.nan
+                row["paper_claim_points"] = PAPER_CLAIM.get(mode, np.nan)
                 rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def verdict_markdown(v: pd.DataFrame) -> pd.DataFrame:
+    """The verdict for reading: accuracies and 'diff [lo, hi]' cells formatted, one row per (mode, fraction, eps)."""
+    def ci(r, k):
+        return f"{r[f'diff_{k}']:+.1f} [{r[f'lo_{k}']:+.1f}, {r[f'hi_{k}']:+.1f}]" if pd.notna(r.get(f"diff_{k}")) else "-"
+
+    rows = []
+    for _, r in v.iterrows():
+        if r.get("verdict_best") == "missing runs":
+            rows.append({"mode": r["mode"], "fraction": r["fraction"], "eps": f"{r['eps_255']:g}/255",
+                         "verdict vs best other": "missing runs"})
+            continue
+        rows.append({"mode": r["mode"], "fraction": r["fraction"], "eps": f"{r['eps_255']:g}/255",
+                     "EasyCore %": f"{r['easycore_pct']:.1f}",
+                     "best other": f"{r['best_other']} {r['best_other_pct']:.1f}",
+                     "EasyCore - best [95% CI]": ci(r, "best"), "verdict vs best other": r["verdict_best"],
+                     "random %": f"{r['random_pct']:.1f}" if pd.notna(r.get("random_pct")) else "-",
+                     "EasyCore - random [95% CI]": ci(r, "random"),
+                     "verdict vs random": r.get("verdict_random", "-") if pd.notna(r.get("verdict_random")) else "-",
+                     "full data %": f"{r['full_pct']:.1f}" if pd.notna(r.get("full_pct")) else "-",
+                     "paper": f"up to +{r['paper_claim_points']:g}" if pd.notna(r.get("paper_claim_points")) else "-"})
     return pd.DataFrame(rows)
 
 

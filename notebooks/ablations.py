@@ -22,7 +22,7 @@ from easycore.store import load_arrays
 
 P = load_params(params_path)
 c = P.coreset
-FIG, TAB = "reports/figures/ablations", "reports/tables/ablations"
+FIG, TAB = report.out_dirs(P, "ablations")
 arrays, meta = load_arrays(f"{proxy_dir}/dynamics.npz")
 labels = arrays["labels"]
 tab, sels = report.ablation_table(arrays, labels, c)

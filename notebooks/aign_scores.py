@@ -25,7 +25,7 @@ from easycore.store import load_arrays
 sns.set_theme(style="whitegrid", context="notebook")
 P = load_params(params_path)
 c = P.coreset
-FIG, TAB = "reports/figures/aign_scores", "reports/tables/aign_scores"
+FIG, TAB = report.out_dirs(P, "aign_scores")
 arrays, meta = load_arrays(f"{proxy_dir}/dynamics.npz")
 tr = ArrayDataset.load("data/prepared/train.safetensors")
 labels, classes = arrays["labels"], tr.classes

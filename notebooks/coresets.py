@@ -24,7 +24,7 @@ from easycore.store import read_json
 
 sns.set_theme(style="whitegrid", context="notebook")
 P = load_params(params_path)
-FIG, TAB = "reports/figures/coresets", "reports/tables/coresets"
+FIG, TAB = report.out_dirs(P, "coresets")
 info = read_json("data/prepared/info.json")
 results = report.load_results(P)
 missing = [f"{r.run.key}: {r.status}" for r in results if not r.ok]
@@ -70,9 +70,32 @@ if not comps.empty:
 # %%
 ver = report.verdict(results, P, n_boot=n_boot)
 cap = report.scale_caption(P, info, what="Verdict. ")
-report.save_table(ver.round(3), "verdict", caption=cap, out_dir=TAB, index=False)
-display(Markdown(report.to_markdown(ver.round(2), cap, index=False)))
-report.save_json(report.summary(results, P), "reports/summary.json")
+report.save_table(report.verdict_markdown(ver), "verdict", caption=cap, out_dir=TAB, index=False, csv=ver.round(4))
+display(Markdown(report.to_markdown(report.verdict_markdown(ver), cap, index=False)))
+report.save_json(report.summary(results, P), f"{P.report.dir}/summary.json")
+
+# %%
+ok = ver[ver.verdict_best != "missing runs"] if "verdict_best" in ver else ver.iloc[0:0]
+if len(ok):
+    fig, axes = plt.subplots(1, len(P.train.modes), figsize=(6.5 * len(P.train.modes), 1.2 + 0.45 * len(ok) / len(P.train.modes)),
+                             squeeze=False)
+    for ax, mode in zip(axes[0], P.train.modes):
+        d = ok[ok["mode"] == mode].reset_index(drop=True)
+        lab = [f"f={r.fraction:g}, eps {r.eps_255:g}/255" for r in d.itertuples()]
+        for k, (col, color, off) in enumerate((("best", "tab:red", -0.15), ("random", "tab:blue", 0.15))):
+            if f"diff_{col}" in d:
+                ax.errorbar(d[f"diff_{col}"], np.arange(len(d)) + off, xerr=[d[f"diff_{col}"] - d[f"lo_{col}"],
+                            d[f"hi_{col}"] - d[f"diff_{col}"]], fmt="o", color=color,
+                            label="EasyCore - best other" if col == "best" else "EasyCore - random")
+        ax.axvline(0, color="gray", lw=1)
+        if mode in report.PAPER_CLAIM:
+            ax.axvline(report.PAPER_CLAIM[mode], color="black", ls=":", lw=1, label=f"paper: up to +{report.PAPER_CLAIM[mode]:g}")
+        ax.set_yticks(range(len(d))); ax.set_yticklabels(lab, fontsize=8); ax.invert_yaxis()
+        ax.set_xlabel("paired difference in robust accuracy (points), 95% CI"); ax.set_title(mode)
+        ax.legend(fontsize=7, loc="lower right")
+    fig.suptitle(f"The verdict: n = {min(P.eval.n_test, info['test']['n'])} test images x seeds {P.train.seeds}; "
+                 "robust = worst case over every attack run", y=1.02)
+    report.save_figure(fig, "verdict", P.report.formats, out_dir=FIG); plt.show()
 
 # %% [markdown]
 # ## Does the ranking survive AutoAttack?
@@ -128,8 +151,7 @@ for mode in P.train.modes:
     report.save_figure(fig, f"accuracy_{mode}", P.report.formats, out_dir=FIG); plt.show()
 
 # %%
-for _, r in ver[ver["eps (x255)"] == round(P.eval.eps * 255, 3)].iterrows():
-    if "easycore %" in r and pd.notna(r.get("easycore %")):
-        print(f"{r['mode']} f={r['fraction']:g} eps {r['eps (x255)']:g}/255: EasyCore {r['easycore %']:.1f}% vs best "
-              f"other {r['best other']} {r['best other %']:.1f}% -> {r['verdict vs best other']} "
-              f"({r['easycore - best [95% CI]']} points)")
+for _, r in ok[ok.eps_255 == round(P.eval.eps * 255, 3)].iterrows():
+    print(f"{r['mode']} f={r['fraction']:g} eps {r['eps_255']:g}/255: EasyCore {r['easycore_pct']:.1f}% vs best other "
+          f"{r['best_other']} {r['best_other_pct']:.1f}% -> {r['verdict_best']} ({r['diff_best']:+.1f} "
+          f"[{r['lo_best']:+.1f}, {r['hi_best']:+.1f}] points)")

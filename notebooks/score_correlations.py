@@ -21,7 +21,7 @@ from easycore.store import load_arrays
 
 P = load_params(params_path)
 c = P.coreset
-FIG, TAB = "reports/figures/score_correlations", "reports/tables/score_correlations"
+FIG, TAB = report.out_dirs(P, "score_correlations")
 arrays, meta = load_arrays(f"{proxy_dir}/dynamics.npz")
 labels = arrays["labels"]
 opts = coresets.Options(window=c.window, p=c.p, squared=c.squared, score_epochs=c.score_epochs, ccs_score=c.ccs_score,

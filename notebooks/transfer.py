@@ -21,7 +21,7 @@ from easycore.store import load_arrays, read_json
 
 P = load_params(params_path)
 c = P.coreset
-FIG, TAB = "reports/figures/transfer", "reports/tables/transfer"
+FIG, TAB = report.out_dirs(P, "transfer")
 info = read_json("data/prepared/info.json")
 main, mmeta = load_arrays("runs/proxy/main/dynamics.npz")
 kw = dict(window=c.window, p=c.p, squared=c.squared)
