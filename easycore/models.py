@@ -221,6 +221,24 @@ MODELS.register("wrn28_10")(_wrn(28, 10))
 MODELS.register("wrn34_10")(_wrn(34, 10))
 
 
+def _torchvision_resnet(arch: str):
+    def make(c):
+        import torchvision
+
+        m = getattr(torchvision.models, arch)(weights=None)
+        if c != 3:
+            m.conv1 = nn.Conv2d(c, m.conv1.out_channels, 7, 2, 3, bias=False)
+        dim = m.fc.in_features
+        m.fc = nn.Identity()  # the body ends at the pooled features; build_model adds the classifier
+        return m, dim
+    make.__doc__ = f"torchvision's {arch} (ImageNet stem: 7x7 stride-2 conv + max-pool), random init."
+    return make
+
+
+MODELS.register("tv_resnet18")(_torchvision_resnet("resnet18"))
+MODELS.register("tv_resnet50")(_torchvision_resnet("resnet50"))
+
+
 def build_model(name: str, num_classes: int, in_channels: int, mean, std) -> Classifier:
     """Build a model by name (see MODELS). mean/std: per-channel input normalisation constants."""
     body, dim = MODELS.get(name).fn(in_channels)
