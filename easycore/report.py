@@ -57,7 +57,7 @@ def load_run(run: runs.Run, root: Path = runs.ROOT) -> RunResult:
     except ArtifactError as e:
         why = "not evaluated" if not (d / "metrics.json").exists() else str(e).split(";")[0]
         return RunResult(run, f"missing ({why})")
-    if not any(isinstance(v, dict) and "accuracy" in v for v in m.values()):
+    if not isinstance(m, dict) or not any(isinstance(v, dict) and "accuracy" in v for v in m.values()):
         return RunResult(run, f"missing (no accuracies in {d / 'metrics.json'})")
     return RunResult(run, "ok", m, {k: np.asarray(v, dtype=bool) for k, v in arrays.items()})
 
