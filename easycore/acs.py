@@ -601,25 +601,27 @@ def examples_seen(plan: Sequence[str], n: int, fraction: float, *, partial: floa
 @method("acs_craig", keep="adaptive", kind="adaptive",
         doc="ACS with CRAIG: adversarial last-layer gradients, greedy facility location, re-selected every R epochs "
             "(Dolatabadi et al. 2022)")
-def _acs_craig(params, fraction, train_set, *, mode, seed):
-    return ACSSchedule("craig", fraction, params.coreset.acs, params.train, train_set, mode=mode, seed=seed)
+def _acs_craig(params, fraction, labels, score_loader, *, mode, seed):
+    return ACSSchedule("craig", fraction, params.coreset.acs, params.train, labels, score_loader, mode=mode, seed=seed)
 
 
 @method("acs_gradmatch", keep="adaptive", kind="adaptive",
         doc="ACS with GradMatch: adversarial last-layer gradients, non-negative OMP, re-selected every R epochs "
             "(Dolatabadi et al. 2022)")
-def _acs_gradmatch(params, fraction, train_set, *, mode, seed):
-    return ACSSchedule("gradmatch", fraction, params.coreset.acs, params.train, train_set, mode=mode, seed=seed)
+def _acs_gradmatch(params, fraction, labels, score_loader, *, mode, seed):
+    return ACSSchedule("gradmatch", fraction, params.coreset.acs, params.train, labels, score_loader, mode=mode,
+                       seed=seed)
 
 
-def schedule_callback(params, method: str, fraction: float, train_set, *, mode: str, seed: int):
-    """The training-loop callback of the adaptive method `method` (registered in coresets.METHODS)."""
+def schedule_callback(params, method: str, fraction: float, labels, score_loader, *, mode: str, seed: int):
+    """The training-loop callback of the adaptive method `method` (registered in coresets.METHODS). labels: of the
+    training set [N]; score_loader: a Loader over it, un-augmented, in order (what a selection scores)."""
     from .coresets import METHODS
 
     e = METHODS.get(method)
     if e.kind != "adaptive":
         raise ValueError(f"{method!r} is not an adaptive method; adaptive ones: {METHODS.names(kind='adaptive')}")
-    return e.fn(params, fraction, train_set, mode=mode, seed=seed)
+    return e.fn(params, fraction, labels, score_loader, mode=mode, seed=seed)
 
 
 class ACSSchedule(Callback):
@@ -632,9 +634,9 @@ class ACSSchedule(Callback):
     run killed after a re-selection resumes to the same weights."""
     name = "schedule"
 
-    def __init__(self, method: str, fraction: float, cfg, train_cfg, train_set, *, mode: str, seed: int):
+    def __init__(self, method: str, fraction: float, cfg, train_cfg, labels, score_loader, *, mode: str, seed: int):
         self.method, self.fraction, self.cfg, self.train_cfg = method, float(fraction), cfg, train_cfg
-        self.train_set, self.mode, self.seed = train_set, mode, seed
+        self.labels, self.score_loader, self.mode, self.seed = np.asarray(labels), score_loader, mode, seed
         self.plan = acs_plan(train_cfg.epochs, fraction, kappa=cfg.kappa, R=cfg.every, warmup="exact")
         self.share = partial_share(train_cfg.epochs, fraction, cfg.kappa)
         self.positions: Optional[torch.Tensor] = None
@@ -665,13 +667,9 @@ class ACSSchedule(Callback):
         loop.weights = w.to(loop.device)
 
     def _select(self, loop) -> None:
-        from .data import DeviceLoader
-
         a = self.train_cfg.attack
-        score = DeviceLoader(self.train_set.x, self.train_set.y, batch_size=256, device=loop.device, shuffle=False,
-                             augment=False, channels_last=loop.channels_last, info=self.train_set.info)
-        idx, w = score_and_select(loop.model, score, method=self.method, fraction=self.fraction,
-                                  labels=self.train_set.y.numpy(), per_batch=self.cfg.per_batch,
+        idx, w = score_and_select(loop.model, self.score_loader, method=self.method, fraction=self.fraction,
+                                  labels=self.labels, per_batch=self.cfg.per_batch,
                                   batch_size=self.cfg.batch_size or self.train_cfg.batch_size, lam=self.cfg.lam,
                                   mode=self.mode if self.mode in MODES else "pgd_at", eps=a.eps, alpha=a.alpha,
                                   steps=a.steps, beta=a.beta, seed=self.seed, amp=loop.amp)

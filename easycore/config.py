@@ -134,6 +134,11 @@ class DataConfig:
     n_per_class: Optional[int] = param(200, within="[1, inf)", what="must be >= 1 or null (all samples)")
     test_n_per_class: Optional[int] = param(100, within="[1, inf)", what="must be >= 1 or null (all samples)")
     seed: int = param(0, within="[0, inf)")  # seeds the subset draw
+    # how batches reach the model: device = the whole uint8 set resident on the device (CIFAR/MNIST size);
+    # streaming = DataLoader workers decoding files (ImageNet); auto = device when it fits (streaming.choose_loader)
+    loader: str = param("auto", choices=("auto", "device", "streaming"))
+    workers: int = param(4, within="[0, inf)")          # DataLoader workers of the streaming loader
+    image_size: Optional[int] = param(None, within="[8, inf)", what="null (the dataset's size; ImageNet 224) or >= 8")
 
     def resolved_root(self) -> Path:
         return Path(os.environ.get(DATA_ENV) or self.root).expanduser()

@@ -126,6 +126,10 @@ class ArrayDataset:
         return int(self.x.shape[1])
 
     @property
+    def labels(self) -> np.ndarray:
+        return self.y.numpy()
+
+    @property
     def stats(self):
         return STATS[self.name]
 
@@ -369,6 +373,14 @@ def _mnist_like(name, split, root, download):
                 os.replace(raw / f".{r}.tmp", raw / r)
     ds = _tv_guard(name, root, lambda: cls(str(base), train=split == "train", download=download))
     return ds.targets.numpy(), lambda pos: ds.data[torch.as_tensor(pos)].unsqueeze(1).contiguous(), list(ds.classes)
+
+
+@DATASETS.register("imagenet", streaming=True)
+def _imagenet(name, split, root, download):
+    """ImageNet-1K (train/ and val/ ImageFolder layout): too large for memory, read by the streaming loader
+    (easycore.datasets.open_dataset); `prepare` writes a manifest of positions instead of pixels."""
+    raise DataError("imagenet is read by the streaming loader, not into memory: use the pipeline (easycore prepare "
+                    "writes a manifest) or easycore.datasets.open_dataset")
 
 
 @DATASETS.register("synthetic")

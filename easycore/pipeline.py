@@ -59,37 +59,107 @@ def check(params: Params, out: Path = PARAMS_OK) -> None:
 
 
 # ----------------------------------------------------------------------------- prepare
+def _streams(params: Params) -> bool:
+    """Is the dataset read through the streaming loader (files decoded by DataLoader workers) rather than held in
+    memory: ImageNet always, others with data.loader 'streaming'."""
+    from .data import DATASETS
+
+    return params.data.loader == "streaming" or bool(DATASETS.get(params.data.dataset).meta.get("streaming"))
+
+
 def prepare(params: Params, out_dir: Path = PREPARED) -> dict:
+    """The (subset of the) train and test splits: uint8 pixels for in-memory data, or for streamed data (ImageNet)
+    a manifest (labels, official positions, the file-manifest fingerprint) that the later stages re-open."""
+    from .data import balanced_subset
+    from .store import save_tensors
+
     d = params.data
     root = d.resolved_root()
-    tr = load_dataset(d.dataset, "train", root, download=d.download, n_per_class=d.n_per_class, seed=d.seed,
-                      key="data.n_per_class")
-    te = load_dataset(d.dataset, "test", root, download=d.download, n_per_class=d.test_n_per_class, seed=d.seed,
-                      key="data.test_n_per_class")
     out_dir = Path(out_dir)
-    tr.save(out_dir / "train.safetensors")
-    te.save(out_dir / "test.safetensors")
-    info = {"dataset": d.dataset, "classes": tr.classes,
-            "train": {"n": len(tr), "fingerprint": tr.fingerprint, "per_class": np.bincount(tr.y.numpy()).tolist()},
-            "test": {"n": len(te), "fingerprint": te.fingerprint, "per_class": np.bincount(te.y.numpy()).tolist()}}
+    sets = []
+    for split, n_pc, key in (("train", d.n_per_class, "data.n_per_class"), ("test", d.test_n_per_class,
+                                                                           "data.test_n_per_class")):
+        if _streams(params):
+            from .datasets import open_dataset
+
+            full = open_dataset(d.dataset, split, root, download=d.download)
+            ds = full.subset(balanced_subset(full.labels, n_pc, d.seed, key=key))
+            save_tensors(out_dir / f"{split}.safetensors", {"y": torch.as_tensor(ds.labels), "index": torch.as_tensor(ds.index)},
+                         {"name": ds.name, "split": split, "classes": list(ds.classes), "fingerprint": ds.fingerprint,
+                          "streaming": True})
+        else:
+            ds = load_dataset(d.dataset, split, root, download=d.download, n_per_class=n_pc, seed=d.seed, key=key)
+            ds.save(out_dir / f"{split}.safetensors")
+        sets.append(ds)
+    tr, te = sets
+    info = {"dataset": d.dataset, "classes": list(tr.classes), "streaming": _streams(params),
+            "train": {"n": len(tr), "fingerprint": tr.fingerprint, "per_class": np.bincount(tr.labels).tolist()},
+            "test": {"n": len(te), "fingerprint": te.fingerprint, "per_class": np.bincount(te.labels).tolist()}}
     write_json(out_dir / "info.json", info)
     log.info("prepare: read %s from %s; wrote %s/{train,test}.safetensors, info.json", d.dataset, root, out_dir)
     _say(f"prepare: {d.dataset} train {len(tr)} / test {len(te)} samples ({tr.fingerprint})")
     return info
 
 
-def load_prepared(prepared: Path = PREPARED) -> tuple[ArrayDataset, ArrayDataset]:
+def load_prepared(prepared: Path = PREPARED, params: Optional[Params] = None):
+    """(train, test): ArrayDatasets, or for a streamed dataset `datasets.Source`s re-opened under data.root at the
+    prepared positions (their fingerprint must match the manifest's)."""
+    from .store import load_tensors
+
     prepared = Path(prepared)
-    for f in ("train.safetensors", "test.safetensors"):
-        if not (prepared / f).exists():
-            raise ArtifactError(f"missing {prepared / f}; run `easycore prepare` (or dvc repro) first")
-    return ArrayDataset.load(prepared / "train.safetensors"), ArrayDataset.load(prepared / "test.safetensors")
+    out = []
+    for split in ("train", "test"):
+        f = prepared / f"{split}.safetensors"
+        if not f.exists():
+            raise ArtifactError(f"missing {f}; run `easycore prepare` (or dvc repro) first")
+        tensors, meta = load_tensors(f)
+        if not meta.get("streaming"):
+            out.append(ArrayDataset.load(f))
+            continue
+        from .datasets import open_dataset
+
+        if params is None:
+            raise ArtifactError(f"{f} is a manifest of streamed data: the data root (params) is needed to open it")
+        src = open_dataset(meta["name"], split, params.data.resolved_root(), positions=tensors["index"].numpy())
+        if src.fingerprint != meta["fingerprint"]:
+            raise ArtifactError(f"the {split} files under {params.data.resolved_root()} ({src.fingerprint}) are not the "
+                                f"ones {f} was prepared from ({meta['fingerprint']}); re-run `easycore prepare`")
+        out.append(src)
+    return tuple(out)
 
 
-def _model_meta(ds: ArrayDataset, model: str, **extra) -> dict:
-    mean, std = ds.stats
-    return {"model": model, "num_classes": ds.num_classes, "in_channels": ds.in_channels, "mean": list(mean),
-            "std": list(std), "dataset": ds.name, "classes": ds.classes, **extra}
+def make_loader(params: Params, ds, *, batch_size: int, shuffle: bool, augment: bool, seed: int, device,
+                channels_last: Optional[bool] = None):
+    """The Loader of a prepared set: DeviceLoader for an ArrayDataset (the whole set on the device), else
+    `streaming.make_loader` (data.loader, data.workers, data.image_size)."""
+    from .data import DeviceLoader
+
+    chl = params.runtime.channels_last if channels_last is None else channels_last
+    if isinstance(ds, ArrayDataset):
+        return DeviceLoader(ds.x, ds.y, batch_size=batch_size, device=device, shuffle=shuffle, augment=augment,
+                            seed=seed, channels_last=chl, info=ds.info)
+    from .streaming import make_loader as stream
+
+    return stream(ds, batch_size=batch_size, device=device, shuffle=shuffle, augment=augment, seed=seed,
+                  channels_last=chl, image_size=params.data.image_size or 224, num_workers=params.data.workers,
+                  kind="auto" if params.data.loader == "auto" else params.data.loader)
+
+
+def decode_first(params: Params, ds, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first n samples as (uint8 [n, C, H, W], labels [n]) through the eval recipe (for evaluation)."""
+    if isinstance(ds, ArrayDataset):
+        return ds.x[:n], ds.y[:n]
+    from .streaming import decode_all
+
+    sub = ds.subset(np.arange(n))
+    return decode_all(sub, image_size=params.data.image_size or 224, num_workers=params.data.workers), \
+        torch.as_tensor(sub.labels)
+
+
+def _model_meta(ds, model: str, **extra) -> dict:
+    info = ds.info
+    return {"model": model, "num_classes": info.num_classes, "in_channels": info.in_channels, "mean": list(info.mean),
+            "std": list(info.std), "dataset": info.name, "classes": list(info.classes), **extra}
 
 
 # ----------------------------------------------------------------------------- proxy
@@ -98,31 +168,39 @@ def proxy(params: Params, name: str = "main", out_dir: Optional[Path] = None, *,
     """Standard training on the full (prepared) training set, recording AIGN + dynamics every tracked epoch; then
     penultimate features and DeepFool distances at the final model. `name`: main or a transfer model."""
     from .attacks import deepfool_distance
+    from .train import AIGNCallback
 
     p = params.proxy
     model_name = p.model_of(name)
     out_dir = Path(out_dir or runs.proxy_dir(name))
-    tr, te = load_prepared(prepared)
+    tr, te = load_prepared(prepared, params)
     cfg = p.as_train(model_name)
+    device = resolve_device(params.runtime.device)
     tracker = AIGNTracker(n=len(tr), mode=p.aign.mode, every=p.aign.every, epochs=p.epochs)
+    score = make_loader(params, tr, batch_size=p.aign.batch_size, shuffle=False, augment=False, seed=p.seed,
+                        device=device)
     state = runs.state_path_for(out_dir)
     log.info("proxy %s: %s on %s (%d epochs, AIGN %s every %d)", name, model_name, tr.describe(), p.epochs,
              p.aign.mode, p.aign.every)
-    res = train(cfg, tr, mode="standard", seed=p.seed, runtime=params.runtime, state_path=state, tracker=tracker,
-                aign_batch_size=p.aign.batch_size, progress=progress)
+    loader = make_loader(params, tr, batch_size=cfg.batch_size, shuffle=True, augment=cfg.augment, seed=p.seed,
+                         device=device)
+    res = train(cfg, loader, mode="standard", seed=p.seed, runtime=params.runtime, state_path=state,
+                callbacks=[AIGNCallback(tracker, score)], progress=progress)
     net = res.model.eval()
-    device = next(net.parameters()).device
     feats, dists = [], []
-    for s in range(0, len(tr), p.aign.batch_size):  # final model: features + DeepFool distances, one pass
-        xb = tr.x[s:s + p.aign.batch_size].to(device).float() / 255
+    plain = make_loader(params, tr, batch_size=p.aign.batch_size, shuffle=False, augment=False, seed=p.seed,
+                        device=device, channels_last=False)
+    for xb, _, _ in plain:  # final model: features + DeepFool distances, one pass in order
         with torch.no_grad():
             feats.append(net.features(xb).float().cpu())
         dists.append(deepfool_distance(net, xb, steps=p.deepfool_steps,
                                        num_classes=p.deepfool_candidates or None).float().cpu())
     arrays = tracker.matrices()
-    arrays.update(features=torch.cat(feats).numpy(), deepfool=torch.cat(dists).numpy(), labels=tr.y.numpy(),
+    arrays.update(features=torch.cat(feats).numpy(), deepfool=torch.cat(dists).numpy(), labels=np.asarray(tr.labels),
                   tracked_epochs=np.asarray(tracker.tracked_epochs, dtype=np.int64))
-    test_acc = accuracy(net, te)
+    test_acc = accuracy(net, te if isinstance(te, ArrayDataset) else
+                        make_loader(params, te, batch_size=p.aign.batch_size, shuffle=False, augment=False, seed=0,
+                                    device=device))
     meta = {"fingerprint": tr.fingerprint, "n": len(tr), "model": model_name, "aign_mode": p.aign.mode,
             "every": p.aign.every, "epochs": p.epochs, "seed": p.seed, "params": dataclasses.asdict(p),
             "test_acc": test_acc}
@@ -146,10 +224,10 @@ def select(params: Params, method: str, fraction: float, scores: str = "main", o
 
     c = params.coreset
     params.proxy.model_of(scores)
-    tr, _ = load_prepared(prepared)
+    tr, _ = load_prepared(prepared, params)
     out_dir = Path(out_dir or runs.selection_dir(scores, method, fraction))
     summary = run_select(method, fraction, runs.proxy_dir(scores) / "dynamics.npz", out_dir / "indices.npy",
-                         out_dir / "summary.json", fingerprint=tr.fingerprint, labels=tr.y.numpy(),
+                         out_dir / "summary.json", fingerprint=tr.fingerprint, labels=np.asarray(tr.labels),
                          balanced=c.balanced, seed=c.seed, window=c.window, p=c.p, squared=c.squared,
                          score_epochs=c.score_epochs, ccs_score=c.ccs_score, ccs_cutoff=c.ccs_cutoff,
                          moderate_band=c.moderate_band)
@@ -158,7 +236,7 @@ def select(params: Params, method: str, fraction: float, scores: str = "main", o
     return summary
 
 
-def read_indices(path: Path, train_set: ArrayDataset) -> np.ndarray:
+def read_indices(path: Path, train_set) -> np.ndarray:
     """A selection's indices, checked: the selection was made on this data, the array is a 1-D integer array of
     unique positions inside the set. ArtifactError (one line) otherwise."""
     path = Path(path)
@@ -189,7 +267,8 @@ def train_run(params: Params, out_dir: Path, *, mode: str, seed: int, indices: O
     """Train in `mode` on the coreset `indices` (positions in the prepared train set), on an adaptive coreset
     `adaptive` = (method, fraction) re-selected during training, or (neither) on the full set."""
     t = params.train
-    tr, te = load_prepared(prepared)
+    tr, te = load_prepared(prepared, params)
+    device = resolve_device(params.runtime.device)
     source, callbacks = "full", []
     if indices is not None:
         tr = tr.subset(np.sort(read_indices(indices, tr)))
@@ -197,15 +276,21 @@ def train_run(params: Params, out_dir: Path, *, mode: str, seed: int, indices: O
     elif adaptive is not None:
         from .acs import schedule_callback
 
-        callbacks.append(schedule_callback(params, adaptive[0], adaptive[1], tr, mode=mode, seed=seed))
+        score = make_loader(params, tr, batch_size=256, shuffle=False, augment=False, seed=seed, device=device)
+        callbacks.append(schedule_callback(params, adaptive[0], adaptive[1], np.asarray(tr.labels), score, mode=mode,
+                                           seed=seed))
         source = f"adaptive {adaptive[0]} f={adaptive[1]:g}"
     cfg = dataclasses.replace(t, model=model or t.model)
     out_dir = Path(out_dir)
     state = runs.state_path_for(out_dir)
     log.info("train: %s %s on %s (%s)", cfg.model, mode, tr.describe(), source)
-    res = train(cfg, tr, mode=mode, seed=seed, runtime=params.runtime, state_path=state, test_set=te,
+    loader = make_loader(params, tr, batch_size=cfg.batch_size, shuffle=True, augment=cfg.augment, seed=seed,
+                         device=device)
+    test = te if isinstance(te, ArrayDataset) else make_loader(params, te, batch_size=256, shuffle=False,
+                                                                augment=False, seed=0, device=device)
+    res = train(cfg, loader, mode=mode, seed=seed, runtime=params.runtime, state_path=state, test_set=test,
                 callbacks=callbacks, progress=progress)
-    test_acc = accuracy(res.model, te)
+    test_acc = accuracy(res.model, test)
     meta = _model_meta(tr, cfg.model, fingerprint=tr.fingerprint, mode=mode, seed=seed, source=source,
                        n_train=len(tr), config_hash=config_hash(dataclasses.asdict(cfg)), counts=res.counts,
                        test_acc=test_acc)
@@ -242,14 +327,15 @@ def evaluate_run(params: Params, model_path: Path, out_dir: Path, *, prepared: P
     from .evaluate import evaluate_model, write_eval
     from .train import load_model
 
-    _, te = load_prepared(prepared)
+    _, te = load_prepared(prepared, params)
     device = resolve_device(params.runtime.device)
     net, mmeta = load_model(model_path, device)
     if mmeta.get("num_classes") != te.num_classes:
         raise ArtifactError(f"{model_path} has {mmeta.get('num_classes')} classes but the test set has {te.num_classes}")
     n = min(params.eval.n_test, len(te))
     t0 = time.perf_counter()
-    metrics, outcomes = evaluate_model(net, te.x[:n].to(device), te.y[:n].to(device), params.eval, seed=0,
+    x, y = decode_first(params, te, n)
+    metrics, outcomes = evaluate_model(net, x.to(device), y.to(device), params.eval, seed=0,
                                        progress=progress, amp=params.runtime.amp and device.type == "cuda")
     meta = {"fingerprint": te.fingerprint, "n": n, "checkpoint": str(model_path),
             "train": {k: mmeta.get(k) for k in ("model", "mode", "seed", "source", "n_train", "fingerprint", "counts")}}
@@ -297,9 +383,10 @@ def autoattack_stage(params: Params, out_root: Path = runs.ROOT / "autoattack", 
     from .train import load_model
 
     e = params.eval
-    _, te = load_prepared(prepared)
+    _, te = load_prepared(prepared, params)
     device = resolve_device(params.runtime.device)
     n = min(e.autoattack_n, e.n_test, len(te))
+    x_all, y_all = decode_first(params, te, n)
     targets = autoattack_targets(params)
     summary = {"n": n, "eps": e.eps, "runs": {}}
     t0 = time.perf_counter()
@@ -310,7 +397,7 @@ def autoattack_stage(params: Params, out_root: Path = runs.ROOT / "autoattack", 
         after = before.clone()
         idx = before.nonzero().squeeze(1)
         if len(idx):
-            x, y = te.x[:n][idx].to(device).float() / 255, te.y[:n][idx].to(device)
+            x, y = x_all[idx].to(device).float() / 255, y_all[idx].to(device)
             after[idx] = autoattack(net, x, y, eps=e.eps, seed=0, batch_size=e.batch_size, progress=progress).cpu()
         save_arrays(out_root / run.key / "outcomes.npz", {"robust": before.numpy(), "robust_aa": after.numpy()},
                     {"fingerprint": te.fingerprint, "n": n, "run": run.key})

@@ -190,8 +190,17 @@ def predict(model: torch.nn.Module, x: torch.Tensor, *, batch_size: int = 512) -
     return torch.cat(out) if out else torch.empty(0, dtype=torch.long)
 
 
-def accuracy(model, ds: ArrayDataset) -> float:
-    return float((predict(model, ds.x) == ds.y).float().mean()) if len(ds) else float("nan")
+def accuracy(model, data) -> float:
+    """Clean accuracy on an ArrayDataset or over a Loader's batches (eval mode; the model's mode restored)."""
+    if isinstance(data, ArrayDataset):
+        return float((predict(model, data.x) == data.y).float().mean()) if len(data) else float("nan")
+    from .attacks import predict as predict_on_device
+
+    device, hit, n = next(model.parameters()).device, 0, 0
+    for x, y, _ in data:
+        hit += int((predict_on_device(model, x.to(device)) == y.to(device)).sum())
+        n += len(y)
+    return hit / n if n else float("nan")
 
 
 # ----------------------------------------------------------------------------- the loop

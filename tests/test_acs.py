@@ -375,8 +375,11 @@ def _acs_run(tmp_path=None, *, method="acs_craig", mode="trades", callbacks=(), 
     P = params_from_dict({"train": {"model": "cnn_tiny", "epochs": epochs, "batch_size": 16, "attack": {"steps": 1},
                                     "optim": {"lr": 0.05}},
                           "coreset": {"acs": {"every": 2, "kappa": 0.5, "batch_size": 8}}})
+    from easycore.data import DeviceLoader
+
     ds = load_dataset("synthetic", "train", ".", n_per_class=8)
-    cb = acs.schedule_callback(P, method, 0.3, ds, mode=mode, seed=1)
+    score = DeviceLoader(ds.x, ds.y, batch_size=32, device="cpu", shuffle=False, info=ds.info)
+    cb = acs.schedule_callback(P, method, 0.3, ds.labels, score, mode=mode, seed=1)
     with torch.random.fork_rng():
         torch.set_num_threads(1)
         res = train(P.train, ds, mode=mode, seed=1, callbacks=[cb, *callbacks], state_path=state, progress=False,

@@ -161,9 +161,9 @@ def test_valid_defaults_and_spellings(tmp_path):
     assert p.train.epochs == 3 and p.eval.n_test == 7 and p.data.n_per_class is None
 
 
-@pytest.mark.skipif(not (REPO / "params.yaml").exists(), reason="the repo has no params.yaml yet")
-def test_repo_params_yaml_is_valid():
-    load_params(REPO / "params.yaml")
+@pytest.mark.parametrize("name", ["params.yaml", "params-paper.yaml", "params-study.yaml", "params-imagenet.yaml"])
+def test_repo_params_files_are_valid(name):
+    load_params(REPO / name)
 
 
 # ----------------------------------------------------------------------------- CLI
