@@ -228,10 +228,13 @@ def _autoattack(model, x, y, *, eps, seed, batch_size, progress) -> torch.Tensor
         k = int(model(x[:1]).shape[1])
     aa = torchattacks.AutoAttack(model, norm="Linf", eps=eps, version="standard", n_classes=k, seed=seed)
     out = []
-    for i in tqdm(range(0, len(x), batch_size), desc="autoattack", disable=not progress, leave=False):
+    bar = tqdm(total=len(x), desc="autoattack", unit="img", disable=not progress, leave=False)
+    for i in range(0, len(x), batch_size):
         xb, yb = x[i:i + batch_size], y[i:i + batch_size]
         xa = aa(xb, yb)
         out.append(attacks.predict(model, xa, batch_size=len(xa)) == yb)
+        bar.update(len(xb))
+    bar.close()
     return torch.cat(out)
 
 
