@@ -173,7 +173,8 @@ CASES = [
     Case("eval_model_without_meta", EVAL, ("{S}/model.safetensors is not a model written by easycore",
                                            "lacks model, num_classes"), _model("no_meta")),
     Case("eval_other_architecture", EVAL, ("{S}/model.safetensors does not hold the weights of the model its "
-                                           "metadata names ('cnn_tiny'): ", "tensors missing (e.g. "), _model("other_arch")),
+                                           "metadata names ('cnn_tiny'): ", "tensors missing (e.g. "),
+         _model("other_arch")),
     Case("train_evil_prepared", TRAIN + ["--full", "--prepared", "{S}/prep"],
          ("{S}/prep/train.safetensors is corrupt or truncated",), _evil_prepared),
     Case("train_truncated_indices", TRAIN + ["--indices", "{S}/indices.npy"],
@@ -445,10 +446,11 @@ def test_train_and_eval_print_their_results_with_the_umask_mode(repo, tmp_path):
     assert not [p for p in written if ".tmp" in p.name or p.name.endswith(".state.pt")]
 
 
-def test_notebook_is_quiet(tmp_path):
+def test_notebook_is_quiet_and_a_failure_keeps_the_published_copy(tmp_path):
     """`easycore notebook -q` prints its one result line and nothing from papermill or the kernel (no
     "[IPKernelApp] WARNING | Kernel is running over TCP ...", no "KeyboardInterrupt caught in kernel"); cell
-    output goes into the executed notebook only; the notebook file gets the umask's mode."""
+    output goes into the executed notebook only; the notebook file gets the umask's mode. A failing cell: exit 2,
+    one line naming the cell and the error, the published notebook untouched, the failed copy beside it."""
     (tmp_path / "notebooks").mkdir()
     (tmp_path / "notebooks/tiny.py").write_text(
         '# %% tags=["parameters"]\nparams_path = "params.yaml"\n\n'
@@ -462,6 +464,17 @@ def test_notebook_is_quiet(tmp_path):
     assert "cell stderr" in nb.read_text() and "cell stdout" in nb.read_text()
     assert nb.stat().st_mode & 0o777 == 0o640
     assert sorted(p.name for p in nb.parent.iterdir()) == ["tiny.ipynb"]
+
+    published = nb.read_bytes()
+    with open(tmp_path / "notebooks/tiny.py", "a") as f:
+        f.write('\n# %%\nraise ValueError("boom")\n')
+    r = _cli(["notebook", "-q", "tiny"], tmp_path)
+    assert r.returncode == 2 and r.stdout == "", (r.returncode, r.stdout, r.stderr[-3000:])
+    (line,) = error_lines(r.stderr)                    # the cell's execution count in the executed copy
+    assert re.fullmatch(r"easycore notebook: error: notebook tiny failed in cell \d+: ValueError: boom "
+                        r"\(executed copy: reports/notebooks/tiny\.failed\.ipynb\)", line), line
+    assert nb.read_bytes() == published
+    assert sorted(p.name for p in nb.parent.iterdir()) == ["tiny.failed.ipynb", "tiny.ipynb"]
 
 
 # ----------------------------------------------------------------------------- help texts, progress bars
