@@ -224,10 +224,13 @@ def autoattack(model, x, y, *, eps: float, seed: int = 0, batch_size: int = 256,
         k = int(model(x[:1]).shape[1])
     aa = torchattacks.AutoAttack(model, norm="Linf", eps=eps, version="standard", n_classes=k, seed=seed)
     out = []
+    bar = tqdm(total=len(x), desc="autoattack", unit="img", disable=not progress, leave=False)
     with attacks.eval_mode(model):
-        for i in tqdm(range(0, len(x), batch_size), desc="autoattack", disable=not progress, leave=False):
+        for i in range(0, len(x), batch_size):
             xb, yb = x[i:i + batch_size], y[i:i + batch_size]
             out.append(attacks.predict(model, aa(xb, yb), batch_size=len(xb)) == yb)
+            bar.update(len(xb))
+    bar.close()
     return torch.cat(out) if out else torch.zeros(0, dtype=torch.bool, device=x.device)
 
 

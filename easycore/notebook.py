@@ -31,6 +31,12 @@ def _strip_timestamps(path: Path) -> None:
     nbformat.write(nb, path)
 
 
+# the kernel process writes its own log to our stderr: "running over TCP without encryption" at start and, when
+# the shutdown's SIGINT lands inside a handler, "KeyboardInterrupt caught in kernel" (both harmless). Cell output
+# and cell errors travel over the kernel protocol, not this log, so they are unaffected.
+KERNEL_ARGS = ["--IPKernelApp.log_level=CRITICAL"]
+
+
 class NotebookError(ArtifactError):
     """A notebook cell raised: one line naming the notebook, the cell and the error."""
 
@@ -71,7 +77,8 @@ def run(name: str, parameters: Optional[Mapping[str, Any]] = None, *, out: Optio
     with atomic_path(out, suffix=".ipynb") as tmp:
         try:
             papermill.execute_notebook(load(name, folder), str(tmp), parameters=values, kernel_name="python3",
-                                       progress_bar=False, log_output=False, cwd=str(cwd) if cwd else None)
+                                       progress_bar=False, log_output=False, cwd=str(cwd) if cwd else None,
+                                       extra_arguments=KERNEL_ARGS)
         except PapermillExecutionError as e:
             os.replace(tmp, failed)
             first = (e.evalue or "").strip().splitlines()

@@ -180,6 +180,7 @@ def proxy(params: Params, name: str = "main", out_dir: Optional[Path] = None, *,
     score = make_loader(params, tr, batch_size=p.aign.batch_size, shuffle=False, augment=False, seed=p.seed,
                         device=device)
     state = runs.state_path_for(out_dir)
+    drop_stale_state(state, out_dir / "model.safetensors")
     log.info("proxy %s: %s on %s (%d epochs, AIGN %s every %d)", name, model_name, tr.describe(), p.epochs,
              p.aign.mode, p.aign.every)
     loader = make_loader(params, tr, batch_size=cfg.batch_size, shuffle=True, augment=cfg.augment, seed=p.seed,
@@ -250,6 +251,12 @@ def read_indices(path: Path, train_set) -> np.ndarray:
         raise ArtifactError(f"missing {path}; run the select stage that makes it (dvc repro)")
     try:
         idx = np.load(path, allow_pickle=False)
+    except ValueError as e:
+        if "allow_pickle" not in str(e):
+            raise ArtifactError(f"cannot read {path} (ValueError: {e}): corrupt or truncated; delete it and "
+                                f"re-run select") from None
+        raise ArtifactError(f"refusing to load {path}: an object array (Python objects, needs pickle); indices "
+                            f"must be integers; re-run select") from None
     except Exception as e:
         raise ArtifactError(f"cannot read {path} ({type(e).__name__}: {e}): corrupt or truncated; delete it and "
                             f"re-run select") from None
@@ -258,6 +265,21 @@ def read_indices(path: Path, train_set) -> np.ndarray:
     if idx.ndim != 1 or (len(idx) and (idx.min() < 0 or idx.max() >= len(train_set))) or len(np.unique(idx)) != len(idx):
         raise ArtifactError(f"{path}: indices must be unique positions in [0, {len(train_set)})")
     return idx.astype(np.int64)
+
+
+def drop_stale_state(state: Path, output: Path) -> bool:
+    """A run's resume checkpoint is stale once the run's outputs exist and are newer than it (outputs restored by
+    `dvc repro` from the cache, or a process killed between writing its outputs and removing the checkpoint):
+    remove it with a warning, so it is never resumed. A checkpoint newer than the outputs (a re-run interrupted
+    while the previous outputs were still there) is kept. Returns whether one was removed."""
+    try:
+        if not (state.exists() and output.exists() and output.stat().st_mtime_ns >= state.stat().st_mtime_ns):
+            return False
+        state.unlink()
+    except FileNotFoundError:
+        return False
+    log.warning("removed stale checkpoint %s: the run's outputs (%s) are newer; starting fresh", state, output)
+    return True
 
 
 # ----------------------------------------------------------------------------- train
@@ -283,6 +305,7 @@ def train_run(params: Params, out_dir: Path, *, mode: str, seed: int, indices: O
     cfg = dataclasses.replace(t, model=model or t.model)
     out_dir = Path(out_dir)
     state = runs.state_path_for(out_dir)
+    drop_stale_state(state, out_dir / "model.safetensors")
     log.info("train: %s %s on %s (%s)", cfg.model, mode, tr.describe(), source)
     loader = make_loader(params, tr, batch_size=cfg.batch_size, shuffle=True, augment=cfg.augment, seed=seed,
                          device=device)

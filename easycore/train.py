@@ -408,11 +408,24 @@ def load_model(path, device="cpu"):
     from .store import load_tensors
 
     sd, meta = load_tensors(path)
+    missing = [k for k in ("model", "num_classes", "in_channels", "mean", "std") if k not in meta]
+    if missing:
+        raise ArtifactError(f"{path} is not a model written by easycore (its metadata lacks {', '.join(missing)}); "
+                            f"re-run the stage that makes it")
+    wrong = f"{path} does not hold the weights of the model its metadata names ({meta.get('model')!r})"
     try:
         model = build_model(meta["model"], meta["num_classes"], meta["in_channels"], meta["mean"], meta["std"])
+        want = model.state_dict()
+        diff = [(what, [k for k in keys if test(k)]) for what, keys, test in (
+            ("missing", want, lambda k: k not in sd), ("unexpected", sd, lambda k: k not in want),
+            ("of another shape", want, lambda k: k in sd and tuple(sd[k].shape) != tuple(want[k].shape)))]
+        if any(ks for _, ks in diff):
+            raise ArtifactError(f"{wrong}: " + ", ".join(f"{len(ks)} tensors {what} (e.g. {ks[0]!r})"
+                                                          for what, ks in diff if ks))
         model.load_state_dict(sd)
     except (KeyError, ValueError, RuntimeError) as e:
+        if isinstance(e, ArtifactError):
+            raise
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ArtifactError(f"{path} does not hold the weights of the model its metadata names "
-                            f"({meta.get('model')!r}): {first}") from None
+        raise ArtifactError(f"{wrong}: {first}") from None
     return model.to(device).eval(), meta
