@@ -10,6 +10,10 @@ time and pass counts go to `runs/timings/<stage>/...json` (a log, not a DVC outp
   runs/coresets/<scores>/<method>-<fraction>/{indices.npy,summary.json}           select
   runs/train/<scores>/<run>/{model.safetensors,history.json}                      train
   runs/eval/<scores>/<run>/{metrics.json,outcomes.npz}                            evaluate
+
+Several processes (`torchrun --nproc_per_node=N -m easycore proxy|train ...`, easycore/dist.py): the proxy and train
+stages join the process group, train with DDP, and rank 0 alone computes the final-model pass and writes every
+output; the other ranks return {} once training ends.
 """
 from __future__ import annotations
 
@@ -22,12 +26,12 @@ from typing import Optional
 import numpy as np
 import torch
 
-from . import runs
+from . import dist, runs
 from .aign import AIGNTracker
 from .config import Params
 from .data import ArrayDataset, load_dataset
 from .store import ArtifactError, load_arrays, read_json, save_arrays, write_json
-from .train import accuracy, config_hash, resolve_device, save_model, train
+from .train import accuracy, config_hash, remove_state, resolve_device, save_model, train
 
 log = logging.getLogger("easycore")
 
@@ -96,7 +100,13 @@ def _model_meta(ds: ArrayDataset, model: str, **extra) -> dict:
 def proxy(params: Params, name: str = "main", out_dir: Optional[Path] = None, *, prepared: Path = PREPARED,
           progress: bool = True) -> dict:
     """Standard training on the full (prepared) training set, recording AIGN + dynamics every tracked epoch; then
-    penultimate features and DeepFool distances at the final model. `name`: main or a transfer model."""
+    penultimate features and DeepFool distances at the final model. `name`: main or a transfer model.
+    Under torchrun: DDP training; rank 0 does the rest ({} on the other ranks)."""
+    with dist.session(params.runtime.device):
+        return _proxy(params, name, out_dir, prepared=prepared, progress=progress)
+
+
+def _proxy(params: Params, name: str, out_dir: Optional[Path], *, prepared: Path, progress: bool) -> dict:
     from .attacks import deepfool_distance
 
     p = params.proxy
@@ -110,6 +120,8 @@ def proxy(params: Params, name: str = "main", out_dir: Optional[Path] = None, *,
              p.aign.mode, p.aign.every)
     res = train(cfg, tr, mode="standard", seed=p.seed, runtime=params.runtime, state_path=state, tracker=tracker,
                 aign_batch_size=p.aign.batch_size, progress=progress)
+    if not dist.is_main():
+        return {}
     net = res.model.eval()
     device = next(net.parameters()).device
     feats, dists = [], []
@@ -132,7 +144,7 @@ def proxy(params: Params, name: str = "main", out_dir: Optional[Path] = None, *,
     write_json(out_dir / "summary.json", {k: v for k, v in meta.items() if k != "params"} |
                {"bytes_per_sample": int(sum(a.nbytes for a in arrays.values()) / len(tr))})
     write_timing("proxy", name, res.seconds, **res.counts)
-    state.unlink(missing_ok=True)
+    remove_state(state)
     log.info("proxy %s: wrote %s/{dynamics.npz,model.safetensors,history.json,summary.json}", name, out_dir)
     _say(f"proxy {name}: {model_name}, {p.epochs} epochs, test accuracy {test_acc:.3f} ({res.seconds:.0f}s)")
     return meta
@@ -187,7 +199,15 @@ def train_run(params: Params, out_dir: Path, *, mode: str, seed: int, indices: O
               adaptive: Optional[tuple[str, float]] = None, model: Optional[str] = None, prepared: Path = PREPARED,
               progress: bool = True) -> dict:
     """Train in `mode` on the coreset `indices` (positions in the prepared train set), on an adaptive coreset
-    `adaptive` = (method, fraction) re-selected during training, or (neither) on the full set."""
+    `adaptive` = (method, fraction) re-selected during training, or (neither) on the full set.
+    Under torchrun: DDP training; rank 0 writes the outputs ({} on the other ranks)."""
+    with dist.session(params.runtime.device):
+        return _train_run(params, out_dir, mode=mode, seed=seed, indices=indices, adaptive=adaptive, model=model,
+                          prepared=prepared, progress=progress)
+
+
+def _train_run(params: Params, out_dir: Path, *, mode: str, seed: int, indices: Optional[Path],
+               adaptive: Optional[tuple[str, float]], model: Optional[str], prepared: Path, progress: bool) -> dict:
     t = params.train
     tr, te = load_prepared(prepared)
     source, callbacks = "full", []
@@ -205,6 +225,8 @@ def train_run(params: Params, out_dir: Path, *, mode: str, seed: int, indices: O
     log.info("train: %s %s on %s (%s)", cfg.model, mode, tr.describe(), source)
     res = train(cfg, tr, mode=mode, seed=seed, runtime=params.runtime, state_path=state, test_set=te,
                 callbacks=callbacks, progress=progress)
+    if not dist.is_main():
+        return {}
     test_acc = accuracy(res.model, te)
     meta = _model_meta(tr, cfg.model, fingerprint=tr.fingerprint, mode=mode, seed=seed, source=source,
                        n_train=len(tr), config_hash=config_hash(dataclasses.asdict(cfg)), counts=res.counts,
@@ -212,7 +234,7 @@ def train_run(params: Params, out_dir: Path, *, mode: str, seed: int, indices: O
     save_model(out_dir / "model.safetensors", res.model, meta)
     write_json(out_dir / "history.json", res.history)
     write_timing("train", out_dir.parent.name + "/" + out_dir.name, res.seconds, **res.counts)
-    state.unlink(missing_ok=True)
+    remove_state(state)
     log.info("train: wrote %s/{model.safetensors,history.json}", out_dir)
     _say(f"train: {out_dir.name}: {cfg.model} {mode} on {res.counts['examples'] // max(cfg.epochs, 1)} samples/epoch, "
          f"test accuracy {test_acc:.3f} ({res.seconds:.0f}s)")
