@@ -181,8 +181,8 @@ class AIGNTracker:
 
     def gather_inline(self, gather: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> None:
         """Merge every process's inline records of this epoch: gather(values [m], positions [m]) -> [n] (DDP:
-        `dist.all_gather_by_index`). The positions this process recorded are those with a finite-or-inf (not
-        NaN) input-gradient norm; the others keep their defaults (NaN, False)."""
+        `dist.all_gather_by_index`). The positions this process recorded are those whose input-gradient norm is
+        not NaN; positions no process recorded keep the defaults (NaN, False)."""
         if self._inline is None:
             return
         seen = (~torch.isnan(self._inline["aign_inline_l2"])).nonzero().squeeze(1)

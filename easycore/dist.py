@@ -9,12 +9,14 @@ acts as for one process. The pipeline's proxy and train stages call `init()` bef
 
 The rules (easycore/train.py applies them):
   * global batch: `batch_size` is the GLOBAL batch. With W processes each rank takes batch_size // W samples per
-    step, and a batch size that W does not divide is refused (ConfigError). The epoch order is DeviceLoader's
-    one-process order padded the way DistributedSampler pads it (`shard`): global batch k = order[k*B:(k+1)*B] and
-    rank r takes its samples r, r+W, r+2W, ...; the union of the ranks' batches is the one-process batch (same
-    samples, same augmentation), and DDP averages the ranks' mean-loss gradients, so without BatchNorm (or with
-    runtime.sync_bn on CUDA) W processes follow the one-process run. When W does not divide the set size the last
-    batch repeats a few head samples (as DistributedSampler does).
+    step, and a batch size that W does not divide is refused (`check_batch_size`, ConfigError). The epoch order is
+    DeviceLoader's one-process order padded the way DistributedSampler pads it (`shard`): global batch k =
+    order[k*B:(k+1)*B] and rank r takes its samples r, r+W, r+2W, ...; the union of the ranks' batches is the
+    one-process batch (same samples, same augmentation), and DDP averages the ranks' mean-loss gradients, so
+    without BatchNorm (or with runtime.sync_bn on CUDA) W processes follow the one-process run. When W does not
+    divide the set size the last batch repeats a few head samples (as DistributedSampler does).
+    Where W processes differ from one: BatchNorm batch statistics are per rank (unless sync_bn); attack random
+    starts are drawn per rank; a weighted loss (adaptive coresets) is normalised by each rank's weight sum.
   * every rank starts from the same weights (same seed; DDP also broadcasts rank 0's at wrapping) and holds the same
     weights after every step; BatchNorm buffers are broadcast from rank 0 after each epoch (`sync_buffers`).
   * rank 0 alone writes (checkpoint, per-epoch AIGN records, every artifact, timings; atomically as always); on
@@ -87,6 +89,16 @@ def session(device: str = "auto") -> Iterator[bool]:
     finally:
         if started:
             shutdown()
+
+
+def check_batch_size(batch_size: int, key: str = "batch_size") -> None:
+    """The global-batch rule: ConfigError (one line naming `key`) unless the world size divides batch_size."""
+    w = world()
+    if batch_size % w:
+        from .config import fail
+
+        fail(key, batch_size, f"with {w} processes the global batch is split evenly over the ranks "
+                              f"(batch_size // {w} each): use a multiple of {w}")
 
 
 def shutdown() -> None:

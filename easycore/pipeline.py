@@ -114,6 +114,7 @@ def _proxy(params: Params, name: str, out_dir: Optional[Path], *, prepared: Path
     out_dir = Path(out_dir or runs.proxy_dir(name))
     tr, te = load_prepared(prepared)
     cfg = p.as_train(model_name)
+    dist.check_batch_size(cfg.batch_size, "proxy.batch_size")
     tracker = AIGNTracker(n=len(tr), mode=p.aign.mode, every=p.aign.every, epochs=p.epochs)
     state = runs.state_path_for(out_dir)
     log.info("proxy %s: %s on %s (%d epochs, AIGN %s every %d)", name, model_name, tr.describe(), p.epochs,
@@ -220,6 +221,7 @@ def _train_run(params: Params, out_dir: Path, *, mode: str, seed: int, indices: 
         callbacks.append(schedule_callback(params, adaptive[0], adaptive[1], tr, mode=mode, seed=seed))
         source = f"adaptive {adaptive[0]} f={adaptive[1]:g}"
     cfg = dataclasses.replace(t, model=model or t.model)
+    dist.check_batch_size(cfg.batch_size, "train.batch_size")
     out_dir = Path(out_dir)
     state = runs.state_path_for(out_dir)
     log.info("train: %s %s on %s (%s)", cfg.model, mode, tr.describe(), source)

@@ -258,9 +258,7 @@ def train(cfg: TrainConfig, data: Union[Loader, ArrayDataset], *, mode: str = "s
     if world == 1 and int(os.environ.get("WORLD_SIZE") or 1) > 1:
         log.warning("WORLD_SIZE=%s but no process group: every process trains alone (call easycore.dist.init())",
                     os.environ["WORLD_SIZE"])
-    if cfg.batch_size % world:
-        raise ConfigError(f"params: batch_size = {cfg.batch_size} is not allowed with {world} processes; the global "
-                          f"batch is split evenly over the ranks: use a multiple of {world}")
+    dist.check_batch_size(cfg.batch_size)
     device = dist.local_device(resolve_device(runtime.device))
     sync_bn = runtime.sync_bn and world > 1
     if sync_bn and device.type != "cuda":
@@ -289,8 +287,6 @@ def train(cfg: TrainConfig, data: Union[Loader, ArrayDataset], *, mode: str = "s
         model = model.to(memory_format=torch.channels_last)
     opt = make_optimizer(model, cfg.optim)
     loop = Loop(cfg, model, loader, device, amp, chl, mode, seed, progress)
-    if world == 1:
-        fwd = torch.compile(model) if (runtime.compile and device.type == "cuda") else model
     unhook = _count_passes(model, loop.counts)
 
     identity = {"config": dataclasses.asdict(cfg), "mode": mode, "seed": seed, "fingerprint": info.fingerprint,
@@ -301,8 +297,11 @@ def train(cfg: TrainConfig, data: Union[Loader, ArrayDataset], *, mode: str = "s
     history, start = _resume(state_path, config_hash(identity), loop, opt, callbacks)
     if start == 0 and state_path is not None and dist.is_main():
         remove_state(state_path)  # a stale checkpoint (other settings, unreadable) and its records
-    if world > 1:  # after the resume: DDP broadcasts rank 0's weights and buffers once more
-        fwd = DDPModel(model, device, compile=runtime.compile and device.type == "cuda")
+    compile_ = runtime.compile and device.type == "cuda"
+    if world > 1:  # after the resume (DDP broadcasts rank 0's weights and buffers once more)
+        fwd = DDPModel(model, device, compile=compile_)
+    else:
+        fwd = torch.compile(model) if compile_ else model
     t_start = time.perf_counter()
     epoch_seconds = []
     try:

@@ -214,8 +214,8 @@ def test_failing_rank_raises_on_every_rank(runs2):
         rep = runs2["reports"].get(("killed", r))
         if rep is None:  # rank 1 was killed later: its probes ran, but its report is never written
             continue
-        assert rep["batch_error"] == ("params: batch_size = 3 is not allowed with 2 processes; the global batch is "
-                                      "split evenly over the ranks: use a multiple of 2")
+        assert rep["batch_error"] == ("params: batch_size = 3 is not allowed; with 2 processes the global batch is "
+                                      "split evenly over the ranks (batch_size // 2 each): use a multiple of 2")
         assert "non-finite training loss" in rep["nonfinite"] and "batch 0 (0-based) on rank 1 of 2" in rep["nonfinite"]
     assert ("killed", 0) not in runs2["reports"], "rank 0 of the killed launch must fail"
 
