@@ -308,3 +308,44 @@ def test_all_gather_by_index_one_process():
         dist.all_gather_by_index(v, torch.tensor([0, 1, 2, 6]), 6)
     assert dist.world() == 1 and dist.rank() == 0 and dist.is_main() and not dist.active()
     assert dist.init("cpu") is False, "no WORLD_SIZE: a no-op"
+
+
+def test_aign_records_live_beside_the_checkpoint_and_missing_ones_restart_the_run(tmp_path, caplog):
+    """One process: the checkpoint lists the tracked epochs, their records are files in records_dir(state); a
+    checkpoint whose records are gone is not resumed."""
+    from easycore.aign import AIGNTracker
+    from easycore.config import OptimConfig, RuntimeConfig, TrainConfig
+    from easycore.train import Callback, records_dir, train
+
+    class Stop(Exception):
+        pass
+
+    class StopInEpoch2(Callback):
+        def before_batch(self, loop, x, y, idx):
+            if loop.epoch == 1:
+                raise Stop
+
+    ds = load_dataset("synthetic", "train", ".", n_per_class=2, seed=0)
+    cfg = TrainConfig(model="ddp_plain", epochs=2, batch_size=10, optim=OptimConfig(lr=0.05))
+    state = tmp_path / ".run.state.pt"
+    kw = dict(runtime=RuntimeConfig(device="cpu"), state_path=state, progress=False, aign_batch_size=8)
+    with one_thread(), pytest.raises(Stop):
+        train(cfg, ds, tracker=AIGNTracker(n=20, epochs=2), callbacks=[StopInEpoch2()], **kw)
+    assert load_state(state)["callbacks"]["aign"] == {"tracked_epochs": [0]}
+    files = sorted(records_dir(state).rglob("*.npz"))
+    assert [f.name for f in files] == ["epoch-0000.npz"]
+    first, _ = load_arrays(files[0], length=20)
+    with one_thread():
+        tracker = AIGNTracker(n=20, epochs=2)
+        assert train(cfg, ds, tracker=tracker, **kw).epochs_run == 1
+    np.testing.assert_array_equal(tracker.matrices()["aign_l2"][0], first["aign_l2"])
+    assert tracker.matrices()["aign_l2"].shape == (2, 20)
+
+    import shutil
+
+    shutil.rmtree(records_dir(state))
+    with one_thread(), caplog.at_level(logging.WARNING, logger="easycore.train"):
+        tracker = AIGNTracker(n=20, epochs=2)
+        assert train(cfg, ds, tracker=tracker, **kw).epochs_run == 2
+    assert "ignoring checkpoint" in caplog.text and "AIGN records of epoch 1 missing" in caplog.text
+    assert tracker.tracked_epochs == [0, 1]
