@@ -11,13 +11,19 @@ Two ways to record the per-epoch values:
           input, mean loss rescaled by the batch size). Almost free; an approximation.
 
 The per-epoch matrices are stored whole ([epochs, N] float32), so windows and norms can be ablated
-without retraining (`aign_scores`).
+without retraining (`aign_scores`). During a run with a checkpoint, each tracked epoch's records go to their own
+file (`AIGNTracker.store`), and the checkpoint keeps only the list of tracked epochs.
+
+Several processes (DDP, easycore/dist.py): each rank scores its shard (exact: its part of the un-augmented set;
+inline: its own training batches) and the per-sample values are merged by sample index
+(`dist.all_gather_by_index`), so the matrices equal a one-process run's.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Iterable, Optional
+from pathlib import Path
+from typing import Callable, Iterable, Optional
 
 import numpy as np
 import torch
@@ -84,10 +90,12 @@ def dynamics_from_logits(logits: torch.Tensor, y: torch.Tensor, feats: torch.Ten
     }
 
 
-def exact_pass(model: torch.nn.Module, loader, *, amp: bool = False, progress: bool = False) -> dict[str, torch.Tensor]:
+def exact_pass(model: torch.nn.Module, loader, *, amp: bool = False, progress: bool = False,
+               index: bool = False) -> dict[str, torch.Tensor]:
     """One eval-mode pass over a Loader of the un-augmented set in order (no shuffle): input-gradient norms
     (L1, L2, Linf) and the dynamics of `dynamics_from_logits`, per sample. Returns CPU tensors [N] in the
-    loader's order. The model's mode is restored."""
+    loader's order; with `index`, also "index": the loader's idx (positions in the full set, int64), for a
+    loader that yields a part of the set (a rank's shard) or another order. The model's mode is restored."""
     from tqdm.auto import tqdm
 
     device = next(model.parameters()).device
@@ -95,7 +103,7 @@ def exact_pass(model: torch.nn.Module, loader, *, amp: bool = False, progress: b
     model.eval()
     out: dict[str, list[torch.Tensor]] = {}
     try:
-        for xb, yb, _ in tqdm(loader, desc="exact AIGN", leave=False, disable=not progress):
+        for xb, yb, ib in tqdm(loader, desc="exact AIGN", leave=False, disable=not progress):
             xb = xb.to(device, non_blocking=True)
             yb = yb.to(device, non_blocking=True)
             xb.requires_grad_(True)
@@ -106,8 +114,10 @@ def exact_pass(model: torch.nn.Module, loader, *, amp: bool = False, progress: b
             (g,) = torch.autograd.grad(loss, xb)
             rec = {"aign_l1": _norms(g, 1), "aign_l2": _norms(g, 2), "aign_linf": _norms(g, math.inf)}
             rec.update(dynamics_from_logits(logits.detach(), yb, feats.detach()))
+            if index:
+                rec["index"] = ib
             for k, v in rec.items():
-                out.setdefault(k, []).append(v.detach().float().cpu() if k != "correct" else v.cpu())
+                out.setdefault(k, []).append(v.detach().float().cpu() if k not in ("correct", "index") else v.cpu())
     finally:
         model.train(was_training)
     return {k: torch.cat(v) for k, v in out.items()}
@@ -117,8 +127,12 @@ def exact_pass(model: torch.nn.Module, loader, *, amp: bool = False, progress: b
 class AIGNTracker:
     """Accumulates the per-epoch records of a proxy run into [E_tracked, N] arrays.
 
-    `tracked_epochs` lists which epochs (0-based) produced a row. State is a dict of numpy arrays, so it
-    is saved inside the training checkpoint and a resumed run continues with the same rows.
+    `tracked_epochs` lists which epochs (0-based) produced a row. Without `store`, the rows are kept in memory
+    and the state (a dict of numpy arrays) is saved inside the training checkpoint. With `store` (a folder;
+    train() sets one beside its checkpoint), each tracked epoch's records are written there as one file
+    (`epoch-EEEE.npz`, atomically, by the process with `write` True: rank 0), not kept in memory and not put in
+    the checkpoint, which holds only `tracked_epochs`; `matrices()` reads them back. A resumed run continues
+    with the same rows either way.
     """
     n: int
     mode: str = "exact"              # exact | inline | both | off
@@ -126,6 +140,8 @@ class AIGNTracker:
     epochs: int = 1
     rows: dict[str, list[np.ndarray]] = field(default_factory=dict)
     tracked_epochs: list[int] = field(default_factory=list)
+    store: Optional[Path] = None     # folder of per-epoch record files (None: rows in memory and in the state)
+    write: bool = True               # this process writes the record files (False on DDP ranks other than 0)
     _inline: Optional[dict[str, torch.Tensor]] = None
 
     @property
@@ -163,6 +179,15 @@ class AIGNTracker:
             for k, v in dynamics_from_logits(logits.detach(), y, feats.detach()).items():
                 self._inline[k][idx] = v
 
+    def gather_inline(self, gather: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> None:
+        """Merge every process's inline records of this epoch: gather(values [m], positions [m]) -> [n] (DDP:
+        `dist.all_gather_by_index`). The positions this process recorded are those whose input-gradient norm is
+        not NaN; positions no process recorded keep the defaults (NaN, False)."""
+        if self._inline is None:
+            return
+        seen = (~torch.isnan(self._inline["aign_inline_l2"])).nonzero().squeeze(1)
+        self._inline = {k: gather(v[seen], seen) for k, v in self._inline.items()}
+
     def end_epoch(self, epoch: int, exact: Optional[dict[str, torch.Tensor]] = None) -> None:
         if not self.tracks(epoch):
             return
@@ -173,21 +198,56 @@ class AIGNTracker:
                 rec["aign_l2"] = rec["aign_inline_l2"]
         if exact is not None:
             rec.update(exact)
-        for k, v in rec.items():
-            self.rows.setdefault(k, []).append(v.numpy().astype(np.bool_ if k == "correct" else np.float32))
+        arrays = {k: v.numpy().astype(np.bool_ if k == "correct" else np.float32) for k, v in rec.items()}
+        if self.store is None:
+            for k, a in arrays.items():
+                self.rows.setdefault(k, []).append(a)
+        elif self.write:
+            from .store import save_arrays
+
+            save_arrays(self._record_path(epoch), arrays, {"epoch": epoch, "n": self.n})
         self.tracked_epochs.append(epoch)
         self._inline = None
 
+    def _record_path(self, epoch: int) -> Path:
+        return Path(self.store) / f"epoch-{epoch:04d}.npz"
+
     # -- state ----------------------------------------------------------------------------------
     def matrices(self) -> dict[str, np.ndarray]:
-        return {k: np.stack(v) for k, v in self.rows.items()}
+        if self.store is None:
+            return {k: np.stack(v) for k, v in self.rows.items()}
+        from .store import load_arrays
+
+        rows: dict[str, list[np.ndarray]] = {}
+        for e in self.tracked_epochs:
+            arrays, _ = load_arrays(self._record_path(e), length=self.n)
+            for k, a in arrays.items():
+                rows.setdefault(k, []).append(a)
+        return {k: np.stack(v) for k, v in rows.items()}
 
     def state_dict(self) -> dict:
+        if self.store is not None:
+            return {"tracked_epochs": list(self.tracked_epochs)}
         return {"rows": {k: list(v) for k, v in self.rows.items()}, "tracked_epochs": list(self.tracked_epochs)}
 
     def load_state_dict(self, state: dict) -> None:
-        self.rows = {k: list(v) for k, v in state["rows"].items()}
-        self.tracked_epochs = list(state["tracked_epochs"])
+        """Restore `state_dict()`'s state. With a store, the writing process checks that every tracked epoch's
+        file is there (ArtifactError naming the first missing one otherwise)."""
+        tracked = list(state["tracked_epochs"])
+        if "rows" not in state:
+            if self.store is None:
+                from .store import ArtifactError
+
+                raise ArtifactError("the checkpoint's AIGN records are in per-epoch files, but no store folder is set")
+            if self.write:
+                missing = [e for e in tracked if not self._record_path(e).exists()]
+                if missing:
+                    from .store import ArtifactError
+
+                    raise ArtifactError(f"AIGN records of epoch {missing[0] + 1} missing ({self._record_path(missing[0])})")
+        else:
+            self.rows = {k: list(v) for k, v in state["rows"].items()}
+        self.tracked_epochs = tracked
 
 
 def parse_window(window: str, n_epochs: int) -> slice:

@@ -428,16 +428,27 @@ class DeviceLoader:
     Shuffling and augmentation are seeded per epoch (`set_epoch`) from `seed`, so an epoch's batches depend only
     on (seed, epoch, subset): a resumed run sees the same batches. idx are positions in the dataset.
     `info` describes the data (defaults to an anonymous DataInfo derived from the tensors).
+
+    Sharding (DDP): rank `rank` of `world_size` W yields `batch_size` samples per step (the per-rank batch, as in
+    StreamingLoader) from its part of the epoch order, taken as torch.utils.data.DistributedSampler takes it
+    (`dist.shard`: the order padded to a multiple of W by repeating its head, rank r takes [r::W]). Global batch
+    k = the padded order's [k*G:(k+1)*G] with G = batch_size * W, rank r takes its samples r, r+W, ...: the union of
+    the ranks' batches is exactly the one-process loader's batch k of size G, with the same augmentation (the
+    global batch's random crops are drawn, then sliced), so W ranks at batch_size B/W see what one process at
+    batch size B sees (when W divides the set size: else the last batch repeats a few head samples).
     """
 
     def __init__(self, x_u8: torch.Tensor, y: torch.Tensor, *, batch_size: int, device, shuffle: bool = True,
                  augment: bool = False, seed: int = 0, drop_last: bool = False, channels_last: bool = False,
-                 info: Optional[DataInfo] = None):
+                 info: Optional[DataInfo] = None, rank: int = 0, world_size: int = 1):
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank must be in [0, world_size={world_size}), got {rank}")
         self.device = torch.device(device)
         self.x = x_u8.to(self.device)
         self.y = y.to(self.device)
         self.batch_size, self.shuffle, self.augment = batch_size, shuffle, augment
         self.seed, self.drop_last, self.channels_last = seed, drop_last, channels_last
+        self.rank, self.world_size = rank, world_size
         self.info = info or DataInfo("tensors", "", len(y), tuple(str(c) for c in range(int(y.max()) + 1 if len(y) else 0)),
                                      int(x_u8.shape[1]), (0.5,) * int(x_u8.shape[1]), (0.25,) * int(x_u8.shape[1]), "")
         self.epoch = 0
@@ -450,13 +461,18 @@ class DeviceLoader:
         self.positions = None if positions is None else torch.as_tensor(positions, dtype=torch.long).cpu()
 
     def _n(self) -> int:
-        return len(self.y) if self.positions is None else len(self.positions)
+        """Samples this rank yields per epoch (its shard of the current subset)."""
+        n = len(self.y) if self.positions is None else len(self.positions)
+        return -(-n // self.world_size) if self.world_size > 1 else n
 
     def __len__(self) -> int:
         n = self._n()
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        if self.world_size > 1:
+            yield from self._iter_shard()
+            return
         n = self._n()
         g = torch.Generator(device="cpu").manual_seed(hash_seed(self.seed, self.epoch))
         order = torch.randperm(n, generator=g) if self.shuffle else torch.arange(n)
@@ -468,6 +484,30 @@ class DeviceLoader:
             xb = self.x[idx]
             if self.augment:
                 xb = augment_batch(xb, g)
+            xb = xb.float().div_(255)
+            if self.channels_last:
+                xb = xb.contiguous(memory_format=torch.channels_last)
+            yield xb, self.y[idx], idx
+
+    def _iter_shard(self):
+        """This rank's part of the one-process iteration at batch size batch_size * world_size (class doc)."""
+        from .dist import padded_order
+
+        r, w = self.rank, self.world_size
+        n = len(self.y) if self.positions is None else len(self.positions)
+        g = torch.Generator(device="cpu").manual_seed(hash_seed(self.seed, self.epoch))
+        order = torch.randperm(n, generator=g) if self.shuffle else torch.arange(n)
+        if self.positions is not None:
+            order = self.positions[order]
+        order = padded_order(order, w).to(self.device)
+        gb = self.batch_size * w
+        for s in range(0, len(self) * gb, gb):
+            gidx = order[s:s + gb]
+            idx = gidx[r::w]
+            if self.augment:  # draw the whole global batch's crops (as one process does), keep this rank's rows
+                xb = augment_batch(self.x[gidx], g)[r::w]
+            else:
+                xb = self.x[idx]
             xb = xb.float().div_(255)
             if self.channels_last:
                 xb = xb.contiguous(memory_format=torch.channels_last)

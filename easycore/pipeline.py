@@ -10,6 +10,10 @@ time and pass counts go to `runs/timings/<stage>/...json` (a log, not a DVC outp
   runs/coresets/<scores>/<method>-<fraction>/{indices.npy,summary.json}           select
   runs/train/<scores>/<run>/{model.safetensors,history.json}                      train
   runs/eval/<scores>/<run>/{metrics.json,outcomes.npz}                            evaluate
+
+Several processes (`torchrun --nproc_per_node=N -m easycore proxy|train ...`, easycore/dist.py): the proxy and train
+stages join the process group, train with DDP, and rank 0 alone computes the final-model pass and writes every
+output; the other ranks return {} once training ends.
 """
 from __future__ import annotations
 
@@ -22,12 +26,12 @@ from typing import Optional
 import numpy as np
 import torch
 
-from . import runs
+from . import dist, runs
 from .aign import AIGNTracker
 from .config import Params
 from .data import ArrayDataset, load_dataset
 from .store import ArtifactError, load_arrays, read_json, save_arrays, write_json
-from .train import accuracy, config_hash, resolve_device, save_model, train
+from .train import accuracy, config_hash, remove_state, resolve_device, save_model, train
 
 log = logging.getLogger("easycore")
 
@@ -129,20 +133,24 @@ def load_prepared(prepared: Path = PREPARED, params: Optional[Params] = None):
 
 
 def make_loader(params: Params, ds, *, batch_size: int, shuffle: bool, augment: bool, seed: int, device,
-                channels_last: Optional[bool] = None):
+                channels_last: Optional[bool] = None, shard: bool = True, per_process: bool = False):
     """The Loader of a prepared set: DeviceLoader for an ArrayDataset (the whole set on the device), else
-    `streaming.make_loader` (data.loader, data.workers, data.image_size)."""
+    `streaming.make_loader` (data.loader, data.workers, data.image_size). Under torchrun each rank gets its shard
+    (shard=False: the whole set), with batch_size // world per step (the global batch; per_process: batch_size
+    per step, for scoring passes)."""
     from .data import DeviceLoader
 
     chl = params.runtime.channels_last if channels_last is None else channels_last
+    world, rank = (dist.world(), dist.rank()) if shard else (1, 0)
+    bs = batch_size if per_process else batch_size // world
     if isinstance(ds, ArrayDataset):
-        return DeviceLoader(ds.x, ds.y, batch_size=batch_size, device=device, shuffle=shuffle, augment=augment,
-                            seed=seed, channels_last=chl, info=ds.info)
+        return DeviceLoader(ds.x, ds.y, batch_size=bs, device=device, shuffle=shuffle, augment=augment,
+                            seed=seed, channels_last=chl, info=ds.info, rank=rank, world_size=world)
     from .streaming import make_loader as stream
 
-    return stream(ds, batch_size=batch_size, device=device, shuffle=shuffle, augment=augment, seed=seed,
+    return stream(ds, batch_size=bs, device=device, shuffle=shuffle, augment=augment, seed=seed,
                   channels_last=chl, image_size=params.data.image_size or 224, num_workers=params.data.workers,
-                  kind="auto" if params.data.loader == "auto" else params.data.loader)
+                  kind="auto" if params.data.loader == "auto" else params.data.loader, rank=rank, world_size=world)
 
 
 def decode_first(params: Params, ds, n: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -166,31 +174,39 @@ def _model_meta(ds, model: str, **extra) -> dict:
 def proxy(params: Params, name: str = "main", out_dir: Optional[Path] = None, *, prepared: Path = PREPARED,
           progress: bool = True) -> dict:
     """Standard training on the full (prepared) training set, recording AIGN + dynamics every tracked epoch; then
-    penultimate features and DeepFool distances at the final model. `name`: main or a transfer model."""
+    penultimate features and DeepFool distances at the final model. `name`: main or a transfer model.
+    Under torchrun: DDP training; rank 0 does the rest ({} on the other ranks)."""
+    with dist.session(params.runtime.device):
+        return _proxy(params, name, out_dir, prepared=prepared, progress=progress)
+
+
+def _proxy(params: Params, name: str, out_dir: Optional[Path], *, prepared: Path, progress: bool) -> dict:
     from .attacks import deepfool_distance
-    from .train import AIGNCallback
 
     p = params.proxy
     model_name = p.model_of(name)
     out_dir = Path(out_dir or runs.proxy_dir(name))
     tr, te = load_prepared(prepared, params)
     cfg = p.as_train(model_name)
-    device = resolve_device(params.runtime.device)
+    dist.check_batch_size(cfg.batch_size, "proxy.batch_size")
+    device = dist.local_device(resolve_device(params.runtime.device))
     tracker = AIGNTracker(n=len(tr), mode=p.aign.mode, every=p.aign.every, epochs=p.epochs)
     score = make_loader(params, tr, batch_size=p.aign.batch_size, shuffle=False, augment=False, seed=p.seed,
-                        device=device)
+                        device=device, per_process=True)
     state = runs.state_path_for(out_dir)
     drop_stale_state(state, out_dir / "model.safetensors")
     log.info("proxy %s: %s on %s (%d epochs, AIGN %s every %d)", name, model_name, tr.describe(), p.epochs,
              p.aign.mode, p.aign.every)
     loader = make_loader(params, tr, batch_size=cfg.batch_size, shuffle=True, augment=cfg.augment, seed=p.seed,
                          device=device)
-    res = train(cfg, loader, mode="standard", seed=p.seed, runtime=params.runtime, state_path=state,
-                callbacks=[AIGNCallback(tracker, score)], progress=progress)
+    res = train(cfg, loader, mode="standard", seed=p.seed, runtime=params.runtime, state_path=state, tracker=tracker,
+                score_loader=score, progress=progress)
+    if not dist.is_main():
+        return {}
     net = res.model.eval()
     feats, dists = [], []
     plain = make_loader(params, tr, batch_size=p.aign.batch_size, shuffle=False, augment=False, seed=p.seed,
-                        device=device, channels_last=False)
+                        device=device, channels_last=False, shard=False)
     for xb, _, _ in plain:  # final model: features + DeepFool distances, one pass in order
         with torch.no_grad():
             feats.append(net.features(xb).float().cpu())
@@ -211,7 +227,7 @@ def proxy(params: Params, name: str = "main", out_dir: Optional[Path] = None, *,
     write_json(out_dir / "summary.json", {k: v for k, v in meta.items() if k != "params"} |
                {"bytes_per_sample": int(sum(a.nbytes for a in arrays.values()) / len(tr))})
     write_timing("proxy", name, res.seconds, **res.counts)
-    state.unlink(missing_ok=True)
+    remove_state(state)
     log.info("proxy %s: wrote %s/{dynamics.npz,model.safetensors,history.json,summary.json}", name, out_dir)
     _say(f"proxy {name}: {model_name}, {p.epochs} epochs, test accuracy {test_acc:.3f} ({res.seconds:.0f}s)")
     return meta
@@ -287,10 +303,18 @@ def train_run(params: Params, out_dir: Path, *, mode: str, seed: int, indices: O
               adaptive: Optional[tuple[str, float]] = None, model: Optional[str] = None, prepared: Path = PREPARED,
               progress: bool = True) -> dict:
     """Train in `mode` on the coreset `indices` (positions in the prepared train set), on an adaptive coreset
-    `adaptive` = (method, fraction) re-selected during training, or (neither) on the full set."""
+    `adaptive` = (method, fraction) re-selected during training, or (neither) on the full set.
+    Under torchrun: DDP training; rank 0 writes the outputs ({} on the other ranks)."""
+    with dist.session(params.runtime.device):
+        return _train_run(params, out_dir, mode=mode, seed=seed, indices=indices, adaptive=adaptive, model=model,
+                          prepared=prepared, progress=progress)
+
+
+def _train_run(params: Params, out_dir: Path, *, mode: str, seed: int, indices: Optional[Path],
+               adaptive: Optional[tuple[str, float]], model: Optional[str], prepared: Path, progress: bool) -> dict:
     t = params.train
     tr, te = load_prepared(prepared, params)
-    device = resolve_device(params.runtime.device)
+    device = dist.local_device(resolve_device(params.runtime.device))
     source, callbacks = "full", []
     if indices is not None:
         tr = tr.subset(np.sort(read_indices(indices, tr)))
@@ -298,11 +322,13 @@ def train_run(params: Params, out_dir: Path, *, mode: str, seed: int, indices: O
     elif adaptive is not None:
         from .acs import schedule_callback
 
-        score = make_loader(params, tr, batch_size=256, shuffle=False, augment=False, seed=seed, device=device)
+        score = make_loader(params, tr, batch_size=256, shuffle=False, augment=False, seed=seed, device=device,
+                            shard=False)
         callbacks.append(schedule_callback(params, adaptive[0], adaptive[1], np.asarray(tr.labels), score, mode=mode,
                                            seed=seed))
         source = f"adaptive {adaptive[0]} f={adaptive[1]:g}"
     cfg = dataclasses.replace(t, model=model or t.model)
+    dist.check_batch_size(cfg.batch_size, "train.batch_size")
     out_dir = Path(out_dir)
     state = runs.state_path_for(out_dir)
     drop_stale_state(state, out_dir / "model.safetensors")
@@ -310,9 +336,11 @@ def train_run(params: Params, out_dir: Path, *, mode: str, seed: int, indices: O
     loader = make_loader(params, tr, batch_size=cfg.batch_size, shuffle=True, augment=cfg.augment, seed=seed,
                          device=device)
     test = te if isinstance(te, ArrayDataset) else make_loader(params, te, batch_size=256, shuffle=False,
-                                                                augment=False, seed=0, device=device)
+                                                                augment=False, seed=0, device=device, shard=False)
     res = train(cfg, loader, mode=mode, seed=seed, runtime=params.runtime, state_path=state, test_set=test,
                 callbacks=callbacks, progress=progress)
+    if not dist.is_main():
+        return {}
     test_acc = accuracy(res.model, test)
     meta = _model_meta(tr, cfg.model, fingerprint=tr.fingerprint, mode=mode, seed=seed, source=source,
                        n_train=len(tr), config_hash=config_hash(dataclasses.asdict(cfg)), counts=res.counts,
@@ -320,7 +348,7 @@ def train_run(params: Params, out_dir: Path, *, mode: str, seed: int, indices: O
     save_model(out_dir / "model.safetensors", res.model, meta)
     write_json(out_dir / "history.json", res.history)
     write_timing("train", out_dir.parent.name + "/" + out_dir.name, res.seconds, **res.counts)
-    state.unlink(missing_ok=True)
+    remove_state(state)
     log.info("train: wrote %s/{model.safetensors,history.json}", out_dir)
     _say(f"train: {out_dir.name}: {cfg.model} {mode} on {res.counts['examples'] // max(cfg.epochs, 1)} samples/epoch, "
          f"test accuracy {test_acc:.3f} ({res.seconds:.0f}s)")

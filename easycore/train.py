@@ -11,7 +11,14 @@ an atomic checkpoint. Everything else plugs in through named extension points (`
     on_epoch_end(loop, record)              after the batches (exact AIGN pass); may add keys to the history record
     state_dict() / load_state_dict(state)   saved in every checkpoint, restored on resume
 A resumed run continues to the same result (bit-identical on CPU): an epoch's batches, augmentations and random
-starts depend only on (seed, epoch), and every callback's state travels in the checkpoint.
+starts depend only on (seed, epoch), and every callback's state travels in the checkpoint (the AIGN records of the
+tracked epochs go to per-epoch files in `records_dir(state_path)`; the checkpoint lists them).
+
+Several processes (torchrun; the rules in easycore/dist.py): the model is wrapped in DistributedDataParallel,
+`cfg.batch_size` is the global batch (each rank takes batch_size // world per step from its shard of the
+one-process epoch order), the history's loss and accuracy are averaged over the ranks, the counts summed, rank 0
+alone writes the checkpoint and resumes it for everyone (broadcast), and a non-finite loss on any rank stops every
+rank at the same step.
 """
 from __future__ import annotations
 
@@ -22,6 +29,7 @@ import logging
 import math
 import os
 import random
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +38,7 @@ from typing import Optional, Sequence, Union
 import numpy as np
 import torch
 
+from . import dist
 from .aign import AIGNTracker, exact_pass
 from .config import ConfigError, OptimConfig, RuntimeConfig, TrainConfig
 from .data import ArrayDataset, DeviceLoader, Loader, hash_seed
@@ -102,10 +111,16 @@ class AIGNCallback(Callback):
             self.tracker.record_inline(idx, x.grad, len(y), out.logits, y, out.feats)
 
     def on_epoch_end(self, loop: Loop, record: dict) -> None:
-        exact = None
-        if self.tracker.wants_exact and self.tracker.tracks(loop.epoch):
-            exact = exact_pass(loop.model, self.score_loader, amp=loop.amp, progress=loop.progress)
-        self.tracker.end_epoch(loop.epoch, exact)
+        t, exact = self.tracker, None
+        if t.wants_exact and t.tracks(loop.epoch):
+            # each rank scores its shard of the set; the values are merged by sample index (one process: the
+            # scatter of the loader's own positions)
+            exact = exact_pass(loop.model, self.score_loader, amp=loop.amp, progress=loop.progress, index=True)
+            idx = exact.pop("index")
+            exact = {k: dist.all_gather_by_index(v, idx, t.n) for k, v in exact.items()}
+        if dist.active():
+            t.gather_inline(lambda v, i: dist.all_gather_by_index(v, i, t.n))
+        t.end_epoch(loop.epoch, exact)
 
     def state_dict(self):
         return self.tracker.state_dict()
@@ -122,8 +137,8 @@ class EvalCallback(Callback):
         self.test_set, self.every = test_set, every
 
     def on_epoch_end(self, loop: Loop, record: dict) -> None:
-        if self.every and ((loop.epoch + 1) % self.every == 0 or loop.epoch + 1 == loop.cfg.epochs):
-            record["test_acc"] = accuracy(loop.model, self.test_set)
+        if self.every and ((loop.epoch + 1) % self.every == 0 or loop.epoch + 1 == loop.cfg.epochs) and dist.is_main():
+            record["test_acc"] = accuracy(loop.model, self.test_set)  # rank 0's history is the one saved
 
 
 # ----------------------------------------------------------------------------- optimiser
@@ -230,12 +245,18 @@ def code_hash() -> str:
 def train(cfg: TrainConfig, data: Union[Loader, ArrayDataset], *, mode: str = "standard", seed: int = 0,
           runtime: RuntimeConfig = RuntimeConfig(), state_path: Optional[Path] = None,
           callbacks: Sequence[Callback] = (), tracker: Optional[AIGNTracker] = None, aign_batch_size: int = 512,
-          test_set: Optional[ArrayDataset] = None, progress: bool = True) -> TrainResult:
+          test_set=None, progress: bool = True, score_loader: Optional[Loader] = None) -> TrainResult:
     """Train `cfg.model` in `mode` on `data` (a Loader, or an ArrayDataset held on the device by a DeviceLoader).
 
-    callbacks: extension points (module docstring); `tracker` adds the AIGN callback (exact pass in batches of
-    `aign_batch_size`); `test_set` with cfg.eval_every logs test accuracy. With `state_path`, a checkpoint is
-    written there after every epoch (atomically) and a matching one found there is resumed.
+    callbacks: extension points (module docstring); `tracker` adds the AIGN callback (exact pass over
+    `score_loader`: the un-augmented set in order, default `data` in batches of `aign_batch_size` per process);
+    `test_set` (ArrayDataset or Loader) with cfg.eval_every logs test accuracy. With `state_path`, a
+    checkpoint is written there after every epoch (atomically) and a matching one found there is resumed; the AIGN
+    records go to `records_dir(state_path)`.
+
+    In a process group (`dist.init()`, torchrun): DDP with global batch cfg.batch_size (refused unless the world
+    size divides it); `data` as an ArrayDataset is sharded here, a Loader must come sharded (rank, world_size,
+    per-rank batch). Every rank returns the same model; the history and counts are the whole job's.
     """
     from tqdm.auto import tqdm
 
@@ -243,14 +264,27 @@ def train(cfg: TrainConfig, data: Union[Loader, ArrayDataset], *, mode: str = "s
     if tracker is not None and tracker.wants_inline and mode_fn.adversarial:
         raise ValueError("inline AIGN needs mode standard (the training backward must be the clean-input one); "
                          "use aign.mode: exact")
-    device = resolve_device(runtime.device)
+    world, rank = dist.world(), dist.rank()
+    if world == 1 and int(os.environ.get("WORLD_SIZE") or 1) > 1:
+        log.warning("WORLD_SIZE=%s but no process group: every process trains alone (call easycore.dist.init())",
+                    os.environ["WORLD_SIZE"])
+    dist.check_batch_size(cfg.batch_size)
+    device = dist.local_device(resolve_device(runtime.device))
+    sync_bn = runtime.sync_bn and world > 1
+    if sync_bn and device.type != "cuda":
+        raise ConfigError("params: runtime.sync_bn = True is not allowed on the CPU (torch's SyncBatchNorm needs "
+                          "CUDA); use false, or a BatchNorm-free model")
     setup_backend(runtime, device)
     amp = runtime.amp and device.type == "cuda"
     chl = runtime.channels_last  # NHWC: faster on CUDA and (measured, cnn_tiny) ~1.5x on CPU too
-    loader = _as_loader(data, cfg.batch_size, device, augment=cfg.augment, shuffle=True, seed=seed, channels_last=chl)
+    progress = progress and dist.is_main()
+    loader = _as_loader(data, cfg.batch_size // world, device, augment=cfg.augment, shuffle=True, seed=seed,
+                        channels_last=chl, rank=rank, world_size=world)
     callbacks = list(callbacks)
     if tracker is not None:
-        score = _as_loader(data, aign_batch_size, device, augment=False, shuffle=False, seed=seed, channels_last=chl)
+        score = score_loader if score_loader is not None else _as_loader(
+            data, aign_batch_size, device, augment=False, shuffle=False, seed=seed, channels_last=chl, rank=rank,
+            world_size=world)
         callbacks.insert(0, AIGNCallback(tracker, score))
     if test_set is not None and cfg.eval_every:
         callbacks.append(EvalCallback(test_set, cfg.eval_every))
@@ -258,17 +292,27 @@ def train(cfg: TrainConfig, data: Union[Loader, ArrayDataset], *, mode: str = "s
     seed_everything(hash_seed(seed, -1))
     info = loader.info
     model = build_model(cfg.model, info.num_classes, info.in_channels, info.mean, info.std).to(device)
+    if sync_bn:
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     if chl:
         model = model.to(memory_format=torch.channels_last)
     opt = make_optimizer(model, cfg.optim)
     loop = Loop(cfg, model, loader, device, amp, chl, mode, seed, progress)
-    fwd = torch.compile(model) if (runtime.compile and device.type == "cuda") else model
     unhook = _count_passes(model, loop.counts)
 
     identity = {"config": dataclasses.asdict(cfg), "mode": mode, "seed": seed, "fingerprint": info.fingerprint,
                 "callbacks": [c.name for c in callbacks if c.state_dict() is not None], "code": code_hash(),
                 "tracker": None if tracker is None else [tracker.mode, tracker.every]}
+    if tracker is not None and state_path is not None:
+        tracker.store, tracker.write = records_dir(state_path) / config_hash(identity), dist.is_main()
     history, start = _resume(state_path, config_hash(identity), loop, opt, callbacks)
+    if start == 0 and state_path is not None and dist.is_main():
+        remove_state(state_path)  # a stale checkpoint (other settings, unreadable) and its records
+    compile_ = runtime.compile and device.type == "cuda"
+    if world > 1:  # after the resume (DDP broadcasts rank 0's weights and buffers once more)
+        fwd = DDPModel(model, device, compile=compile_)
+    else:
+        fwd = torch.compile(model) if compile_ else model
     t_start = time.perf_counter()
     epoch_seconds = []
     try:
@@ -282,6 +326,7 @@ def train(cfg: TrainConfig, data: Union[Loader, ArrayDataset], *, mode: str = "s
             rec = {"epoch": epoch + 1}
             if not loop.skip:
                 rec.update(_run_epoch(loop, fwd, mode_fn.fn, opt, callbacks, tqdm))
+            dist.sync_buffers(model)  # several processes: every rank scores and saves rank 0's BN statistics
             for cb in callbacks:
                 cb.on_epoch_end(loop, rec)
             history.append(rec)
@@ -290,12 +335,14 @@ def train(cfg: TrainConfig, data: Union[Loader, ArrayDataset], *, mode: str = "s
                      "".join(f" {k} {v:.4f}" for k, v in rec.items() if k not in ("epoch", "lr") and isinstance(v, float)),
                      epoch_seconds[-1])
             if state_path is not None:
-                save_state(state_path, {
-                    "identity_hash": config_hash(identity), "identity": identity, "epoch": epoch + 1,
-                    "model": model.state_dict(), "optimizer": opt.state_dict(), "history": history,
-                    "counts": dict(loop.counts),
-                    "callbacks": {c.name: st for c in callbacks if (st := c.state_dict()) is not None},
-                    "rng": get_rng_state()})
+                counts = _job_counts(loop.counts)
+                if dist.is_main():
+                    save_state(state_path, {
+                        "identity_hash": config_hash(identity), "identity": identity, "epoch": epoch + 1,
+                        "model": model.state_dict(), "optimizer": opt.state_dict(), "history": history,
+                        "counts": counts,
+                        "callbacks": {c.name: st for c in callbacks if (st := c.state_dict()) is not None},
+                        "rng": get_rng_state()})
     except KeyboardInterrupt:
         where = f"after epoch {loop.epoch}" if state_path is not None else "(no checkpoint path given)"
         log.warning("interrupted during epoch %d; the last complete epoch is saved %s at %s; run the same command "
@@ -303,15 +350,87 @@ def train(cfg: TrainConfig, data: Union[Loader, ArrayDataset], *, mode: str = "s
         raise
     finally:
         unhook()
-    return TrainResult(model, history, tracker, cfg.epochs - start, time.perf_counter() - t_start, dict(loop.counts),
-                       epoch_seconds)
+    return TrainResult(model, history, tracker, cfg.epochs - start, time.perf_counter() - t_start,
+                       _job_counts(loop.counts), epoch_seconds)
 
 
-def _as_loader(data, batch_size: int, device, *, augment: bool, shuffle: bool, seed: int, channels_last: bool):
+def records_dir(state_path) -> Path:
+    """The folder of a checkpoint's per-epoch AIGN records: `.main.state.pt` -> `.main.state.records/`."""
+    state_path = Path(state_path)
+    return state_path.with_suffix(".records") if state_path.suffix == ".pt" else Path(f"{state_path}.records")
+
+
+def remove_state(state_path) -> None:
+    """Delete a checkpoint and its AIGN records (when a run's outputs are written, or a stale one is replaced)."""
+    Path(state_path).unlink(missing_ok=True)
+    shutil.rmtree(records_dir(state_path), ignore_errors=True)
+
+
+def _job_counts(counts: dict) -> dict:
+    """The counts summed over the ranks (a collective: every rank calls it); a copy of `counts` on one process."""
+    if not dist.active():
+        return dict(counts)
+    keys = list(counts)
+    tot = dist.all_reduce(torch.tensor([int(counts[k]) for k in keys], dtype=torch.long))
+    return {k: int(v) for k, v in zip(keys, tot.tolist())}
+
+
+class _Both(torch.nn.Module):
+    """What DDP wraps: net(x), or (features, logits) of ONE forward (DDP expects one forward per backward)."""
+
+    def __init__(self, net: torch.nn.Module):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x, both: bool = False):
+        if not both:
+            return self.net(x)
+        f = self.net.features(x)
+        return f, self.net.fc(f)
+
+
+class DDPModel(torch.nn.Module):
+    """`net` in DistributedDataParallel, as the training modes see a model: model(x), model.features(x) and
+    model.fc(feats). model.features(x) runs the whole forward through DDP once and model.fc(those features) returns
+    the logits of that same forward, so the gradients of every step are averaged over the ranks. train()/eval()
+    reach `net` (the attacks put it in eval mode); the weights stay in `net` (checkpoints save net.state_dict())."""
+
+    def __init__(self, net: torch.nn.Module, device: torch.device, *, compile: bool = False):
+        super().__init__()
+        from torch.nn.parallel import DistributedDataParallel
+
+        ddp = DistributedDataParallel(_Both(net), device_ids=[device.index] if device.type == "cuda" else None)
+        self.ddp = torch.compile(ddp) if compile else ddp
+        self.net = net
+        self._last = None
+
+    def forward(self, x):
+        return self.ddp(x)
+
+    def features(self, x):
+        f, logits = self.ddp(x, both=True)
+        self._last = (f, logits)
+        return f
+
+    def fc(self, f):
+        last, self._last = self._last, None
+        if last is not None and f is last[0]:
+            return last[1]
+        return self.net.fc(f)
+
+
+def _as_loader(data, batch_size: int, device, *, augment: bool, shuffle: bool, seed: int, channels_last: bool,
+               rank: int = 0, world_size: int = 1):
+    """`data` as a Loader: an ArrayDataset in a DeviceLoader (rank's shard, per-rank batch_size); a Loader as is
+    (in a process group it must be sharded for `world_size`: ValueError otherwise)."""
     if not isinstance(data, ArrayDataset):
+        w = getattr(data, "world_size", None) or getattr(getattr(data, "sampler", None), "world_size", 1)
+        if w != world_size:
+            raise ValueError(f"the Loader is sharded for {w} process(es) but {world_size} are training: build it "
+                             f"with rank=dist.rank(), world_size=dist.world() and the per-rank batch size")
         return data
     return DeviceLoader(data.x, data.y, batch_size=batch_size, device=device, shuffle=shuffle, augment=augment,
-                        seed=seed, channels_last=channels_last, info=data.info)
+                        seed=seed, channels_last=channels_last, info=data.info, rank=rank, world_size=world_size)
 
 
 def _run_epoch(loop: Loop, fwd, mode_fn, opt, callbacks: Sequence[Callback], tqdm) -> dict:
@@ -346,6 +465,11 @@ def _run_epoch(loop: Loop, fwd, mode_fn, opt, callbacks: Sequence[Callback], tqd
         if (b + 1) % check_every == 0 or b == n_batches - 1:
             _check_finite(losses[: b + 1], loop.epoch)
     loop.counts["examples"] += seen
+    if dist.active():  # the job's: each step's loss is the mean of the ranks' (equal-size) batch means
+        w = dist.world()
+        losses = dist.all_reduce(losses) / w
+        correct = dist.all_reduce(correct)
+        seen = int(dist.all_reduce(torch.tensor([seen], dtype=torch.long)))
     return {"loss": float(losses.mean()), "train_acc": float(correct) / max(seen, 1), "lr": lr}
 
 
@@ -364,31 +488,66 @@ def _count_passes(model: torch.nn.Module, counts: dict):
 
 
 def _resume(state_path, ident_hash: str, loop: Loop, opt, callbacks) -> tuple[list, int]:
-    """Load a matching checkpoint into the model, optimiser, callbacks and RNGs: (history, first epoch to run)."""
-    if state_path is None or not Path(state_path).exists():
-        return [], 0
-    try:
-        st = load_state(state_path, map_location=loop.device)
-    except ArtifactError as e:
-        log.warning("ignoring unreadable checkpoint (%s); starting fresh", e)
-        return [], 0
-    if st.get("identity_hash") != ident_hash:
-        log.warning("checkpoint %s was made with other settings, data or code; starting fresh", state_path)
+    """Load a matching checkpoint into the model, optimiser, callbacks and RNGs: (history, first epoch to run).
+    Several processes: rank 0 reads it and broadcasts it (the others need no access to its files); the counts
+    stay with rank 0 (the job's counts are the ranks' sum)."""
+    if dist.active():
+        st = _read_checkpoint(state_path, ident_hash, "cpu", callbacks) if dist.is_main() else None
+        st = dist.broadcast_object(st)
+        if st is not None and not dist.is_main():
+            _load_callbacks(st, callbacks)
+    else:
+        st = _read_checkpoint(state_path, ident_hash, loop.device, callbacks)
+    if st is None:
         return [], 0
     loop.model.load_state_dict(st["model"])
     opt.load_state_dict(st["optimizer"])
-    loop.counts.update(st["counts"])
-    for c in callbacks:
-        if c.name in st["callbacks"]:
-            c.load_state_dict(st["callbacks"][c.name])
+    if dist.is_main():
+        loop.counts.update(st["counts"])
     set_rng_state(st["rng"])
-    log.info("resumed from %s after epoch %d/%d", state_path, st["epoch"], loop.cfg.epochs)
+    log.warning("resumed from %s after epoch %d/%d", state_path, st["epoch"], loop.cfg.epochs)
     return st["history"], st["epoch"]
 
 
+def _read_checkpoint(state_path, ident_hash: str, map_location, callbacks) -> Optional[dict]:
+    """The checkpoint at state_path with the callbacks' state loaded from it, or None (with a warning) when there
+    is none, it is unreadable, it was made with other settings, or a callback's files are missing."""
+    if state_path is None or not Path(state_path).exists():
+        return None
+    try:
+        st = load_state(state_path, map_location=map_location)
+    except ArtifactError as e:
+        log.warning("ignoring unreadable checkpoint (%s); starting fresh", e)
+        return None
+    if st.get("identity_hash") != ident_hash:
+        log.warning("checkpoint %s was made with other settings, data or code; starting fresh", state_path)
+        return None
+    try:
+        _load_callbacks(st, callbacks)  # the AIGN callback (first) checks its record files before it changes
+    except ArtifactError as e:
+        log.warning("ignoring checkpoint %s (%s); starting fresh", state_path, e)
+        return None
+    return st
+
+
+def _load_callbacks(st: dict, callbacks) -> None:
+    for c in callbacks:
+        if c.name in st["callbacks"]:
+            c.load_state_dict(st["callbacks"][c.name])
+
+
 def _check_finite(losses: torch.Tensor, epoch: int) -> None:
-    """losses[b] is batch b's loss: the first non-finite entry names the batch."""
+    """losses[b] is batch b's loss: the first non-finite entry names the batch. Several processes: the ranks agree
+    (a collective), so every rank raises at the same check, naming the first failing rank."""
     bad = ~torch.isfinite(losses)
+    if dist.active():
+        hit = dist.first_failure(int(bad.nonzero()[0]) if bool(bad.any()) else None)
+        if hit is not None:
+            b, r = hit
+            value = f" ({float(losses[b])})" if r == dist.rank() else ""
+            raise NonFiniteLoss(f"non-finite training loss{value} at epoch {epoch + 1}, batch {b} (0-based) on rank "
+                                f"{r} of {dist.world()}; lower the learning rate, or check the data and params")
+        return
     if bool(bad.any()):
         b = int(bad.nonzero()[0])
         raise NonFiniteLoss(f"non-finite training loss ({float(losses[b])}) at epoch {epoch + 1}, batch {b} "
