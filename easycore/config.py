@@ -335,7 +335,7 @@ class Params:
         return check(self)
 
     def extra_check(self, k: str) -> None:
-        for key, modes in (("coreset.adaptive_modes", self.coreset.adaptive_modes),
+        for key, modes in (("coreset.adaptive_modes", self.coreset.adaptive_modes if self.coreset.adaptive else []),
                            ("eval.autoattack_modes", self.eval.autoattack_modes)):
             if not set(modes) <= set(self.train.modes):
                 fail(key, modes, f"each must be one of train.modes {self.train.modes}")
