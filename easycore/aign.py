@@ -103,7 +103,10 @@ def exact_pass(model: torch.nn.Module, loader, *, amp: bool = False, progress: b
     model.eval()
     out: dict[str, list[torch.Tensor]] = {}
     try:
-        for xb, yb, ib in tqdm(loader, desc="exact AIGN", leave=False, disable=not progress):
+        n = getattr(loader, "epoch_samples", None) or len(loader) * int(loader.batch_size)
+        bar = tqdm(total=n, desc="exact AIGN", unit="img", leave=False, disable=not progress)
+        for xb, yb, ib in loader:
+            bar.update(len(yb))
             xb = xb.to(device, non_blocking=True)
             yb = yb.to(device, non_blocking=True)
             xb.requires_grad_(True)
@@ -118,6 +121,7 @@ def exact_pass(model: torch.nn.Module, loader, *, amp: bool = False, progress: b
                 rec["index"] = ib
             for k, v in rec.items():
                 out.setdefault(k, []).append(v.detach().float().cpu() if k not in ("correct", "index") else v.cpu())
+        bar.close()
     finally:
         model.train(was_training)
     return {k: torch.cat(v) for k, v in out.items()}

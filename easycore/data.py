@@ -465,6 +465,11 @@ class DeviceLoader:
         n = len(self.y) if self.positions is None else len(self.positions)
         return -(-n // self.world_size) if self.world_size > 1 else n
 
+    @property
+    def epoch_samples(self) -> int:
+        """Samples this process yields in one epoch (for progress bars)."""
+        return len(self) * self.batch_size if self.drop_last else self._n()
+
     def __len__(self) -> int:
         n = self._n()
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)

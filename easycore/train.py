@@ -443,8 +443,10 @@ def _run_epoch(loop: Loop, fwd, mode_fn, opt, callbacks: Sequence[Callback], tqd
     seen = 0
     check_every = 50 if device.type == "cuda" else 1
     lr = cfg.optim.lr
-    bar = tqdm(loader, desc=f"{loop.mode} epoch {loop.epoch + 1}/{cfg.epochs}", leave=False, disable=not loop.progress)
-    for b, (x, y, idx) in enumerate(bar):
+    bar = tqdm(total=epoch_samples(loader), desc=f"{loop.mode} epoch {loop.epoch + 1}/{cfg.epochs}", unit="img",
+               leave=False, disable=not loop.progress)
+    for b, (x, y, idx) in enumerate(loader):
+        bar.update(len(y))
         for cb in callbacks:
             cb.before_batch(loop, x, y, idx)
         w = None if loop.weights is None else loop.weights[idx]
@@ -464,6 +466,7 @@ def _run_epoch(loop: Loop, fwd, mode_fn, opt, callbacks: Sequence[Callback], tqd
         seen += len(y)
         if (b + 1) % check_every == 0 or b == n_batches - 1:
             _check_finite(losses[: b + 1], loop.epoch)
+    bar.close()
     loop.counts["examples"] += seen
     if dist.active():  # the job's: each step's loss is the mean of the ranks' (equal-size) batch means
         w = dist.world()
@@ -471,6 +474,13 @@ def _run_epoch(loop: Loop, fwd, mode_fn, opt, callbacks: Sequence[Callback], tqd
         correct = dist.all_reduce(correct)
         seen = int(dist.all_reduce(torch.tensor([seen], dtype=torch.long)))
     return {"loss": float(losses.mean()), "train_acc": float(correct) / max(seen, 1), "lr": lr}
+
+
+def epoch_samples(loader) -> int:
+    """Samples one pass over `loader` yields (for progress bars): its `epoch_samples` when it has one, else
+    batches x batch size."""
+    n = getattr(loader, "epoch_samples", None)
+    return int(n) if n is not None else len(loader) * int(loader.batch_size)
 
 
 def _count_passes(model: torch.nn.Module, counts: dict):
