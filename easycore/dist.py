@@ -140,8 +140,8 @@ def local_device(device: torch.device) -> torch.device:
 
 def shard(order: torch.Tensor, rank: int, world_size: int) -> torch.Tensor:
     """Rank `rank`'s part of `order`, as torch.utils.data.DistributedSampler (drop_last False) takes it: pad to
-    ceil(m / W) * W by repeating the head, then order[rank::W]. (The rule of streaming.shard; tests/test_ddp.py
-    checks that the two agree.)"""
+    ceil(m / W) * W by repeating the head, then order[rank::W]. DeviceLoader and the streaming loader both use it
+    (tests/test_ddp.py checks it against DistributedSampler's own order)."""
     if world_size == 1:
         return order
     m = len(order)

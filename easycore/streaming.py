@@ -36,6 +36,7 @@ import numpy as np
 import torch
 
 from .data import DataError, DataInfo, DeviceLoader, hash_seed
+from .dist import shard  # DistributedSampler's rule, shared with DeviceLoader
 from .datasets import Source
 
 
@@ -180,18 +181,6 @@ def epoch_order(n: int, positions: Optional[torch.Tensor], seed: int, epoch: int
         return pos
     g = torch.Generator(device="cpu").manual_seed(hash_seed(seed, epoch))
     return pos[torch.randperm(len(pos), generator=g)]
-
-
-def shard(order: torch.Tensor, rank: int, world_size: int) -> torch.Tensor:
-    """Rank `rank`'s part of `order`, as torch.utils.data.DistributedSampler (drop_last False) takes it:
-    pad to ceil(m / W) * W by repeating the head, then order[rank::W]."""
-    if world_size == 1:
-        return order
-    m = len(order)
-    total = -(-m // world_size) * world_size
-    if total > m and m:
-        order = torch.cat([order, order.repeat(-(-(total - m) // m))[: total - m]])
-    return order[rank:total:world_size]
 
 
 class EpochSampler(torch.utils.data.Sampler):
@@ -340,12 +329,12 @@ def choose_loader(source: Source, *, device, augment: bool, image_size: int = 22
       (1) every sample has one shape after the eval recipe (arrays, CIFAR-size folders, or the imagenet recipe),
       (2) the augmentation can run on the device: no augmentation, or the cifar recipe (DeviceLoader's crop +
           flip; RandomResizedCrop needs the full-size image, so ImageNet training always streams),
-      (3) world_size == 1 (DeviceLoader does not shard), and
-      (4) n * C * H * W bytes <= memory_budget (default: default_budget(device))."""
+      (3) n * C * H * W bytes <= memory_budget (default: default_budget(device)); world_size is accepted for
+          callers' symmetry: both loaders shard by rank the same way (dist.shard)."""
     recipe = Recipe(source.recipe, size=image_size)
     nbytes = resident_bytes(source, recipe)
     budget = default_budget(device) if memory_budget is None else memory_budget
-    ok = (nbytes is not None and (not augment or recipe.kind == "cifar") and world_size == 1 and nbytes <= budget)
+    ok = nbytes is not None and (not augment or recipe.kind == "cifar") and nbytes <= budget
     return "device" if ok else "streaming"
 
 
@@ -369,10 +358,9 @@ def make_loader(source: Source, *, batch_size: int, device="cpu", shuffle: bool 
                                            persistent_workers=persistent_workers, rank=rank, world_size=world_size)
     if kind != "device":
         raise ValueError(f"loader kind must be 'auto', 'device' or 'streaming', got {kind!r}")
-    if world_size != 1:
-        raise ValueError("DeviceLoader does not shard: use kind 'streaming' with world_size > 1")
     if augment and source.recipe != "cifar":
         raise ValueError(f"DeviceLoader augments with the cifar recipe only; {source.name} needs kind 'streaming'")
     x = decode_all(source, image_size=image_size, num_workers=num_workers)
     return DeviceLoader(x, torch.as_tensor(source.labels), batch_size=batch_size, device=device, shuffle=shuffle,
-                        augment=augment, seed=seed, drop_last=drop_last, channels_last=channels_last, info=source.info)
+                        augment=augment, seed=seed, drop_last=drop_last, channels_last=channels_last, info=source.info,
+                        rank=rank, world_size=world_size)
