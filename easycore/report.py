@@ -300,6 +300,8 @@ def autoattack_table(params: Params, root: Path = runs.ROOT / "autoattack", *, n
             row[f"{k}_mean"] = st.mean
         rows.append(row)
     df = pd.DataFrame(rows)
+    if df.empty:
+        return df
     df["rank before"] = df.groupby(["mode", "fraction"])["robust_mean"].rank(ascending=False, method="min")
     df["rank with AutoAttack"] = df.groupby(["mode", "fraction"])["robust_aa_mean"].rank(ascending=False, method="min")
     return df.drop(columns=["robust_mean", "robust_aa_mean"])

@@ -75,12 +75,12 @@ display(Markdown(report.to_markdown(report.verdict_markdown(ver), cap, index=Fal
 report.save_json(report.summary(results, P), f"{P.report.dir}/summary.json")
 
 # %%
-ok = ver[ver.verdict_best != "missing runs"] if "verdict_best" in ver else ver.iloc[0:0]
-if len(ok):
-    fig, axes = plt.subplots(1, len(P.train.modes), figsize=(6.5 * len(P.train.modes), 1.2 + 0.45 * len(ok) / len(P.train.modes)),
-                             squeeze=False)
+decided = ver[ver.verdict_best != "missing runs"] if "verdict_best" in ver else ver.iloc[0:0]
+if len(decided):
+    fig, axes = plt.subplots(1, len(P.train.modes), squeeze=False,
+                             figsize=(6.5 * len(P.train.modes), 1.2 + 0.45 * len(decided) / len(P.train.modes)))
     for ax, mode in zip(axes[0], P.train.modes):
-        d = ok[ok["mode"] == mode].reset_index(drop=True)
+        d = decided[decided["mode"] == mode].reset_index(drop=True)
         lab = [f"f={r.fraction:g}, eps {r.eps_255:g}/255" for r in d.itertuples()]
         for k, (col, color, off) in enumerate((("best", "tab:red", -0.15), ("random", "tab:blue", 0.15))):
             if f"diff_{col}" in d:
@@ -151,7 +151,7 @@ for mode in P.train.modes:
     report.save_figure(fig, f"accuracy_{mode}", P.report.formats, out_dir=FIG); plt.show()
 
 # %%
-for _, r in ok[ok.eps_255 == round(P.eval.eps * 255, 3)].iterrows():
+for _, r in decided[decided.eps_255 == round(P.eval.eps * 255, 3)].iterrows():
     print(f"{r['mode']} f={r['fraction']:g} eps {r['eps_255']:g}/255: EasyCore {r['easycore_pct']:.1f}% vs best other "
           f"{r['best_other']} {r['best_other_pct']:.1f}% -> {r['verdict_best']} ({r['diff_best']:+.1f} "
           f"[{r['lo_best']:+.1f}, {r['hi_best']:+.1f}] points)")
