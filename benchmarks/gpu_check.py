@@ -42,6 +42,7 @@ from benchmarks._common import DEFAULT_OUT, REPO, data_root, table
 
 TOTAL_BUDGET = 15 * 60      # seconds: the whole check on one H100
 RESERVE = 30                # of the budget, kept for the parent's start-up and the table
+MIN_PART_S = 5              # a part the deadline would cut below this (and below its own budget) is skipped
 BUDGETS = {"test_cuda": 120, "epoch_time": 390, "attack_speed": 90, "demo": 270}   # sum = TOTAL - RESERVE
 PARTS = tuple(BUDGETS)
 
@@ -142,13 +143,13 @@ def run_part(part: Part, limit_s: float, log_dir: Path, *, echo: bool = True) ->
 
 def run_parts(parts: Sequence[Part], log_dir: Path, *, budget_s: float, echo: bool = True) -> list[Outcome]:
     """Run the parts in order. Part i's limit = its budget + what earlier parts left unused, capped by the overall
-    deadline (`budget_s` from now); a part with less than 5 s left is SKIPPED."""
+    deadline (`budget_s` from now); a part the deadline cuts below min(MIN_PART_S, its budget) is SKIPPED."""
     deadline = time.monotonic() + budget_s
     carry, out = 0.0, []
     for part in parts:
         left = deadline - time.monotonic()
         limit = min(part.budget_s + carry, left)
-        if limit < 5:
+        if limit < min(MIN_PART_S, part.budget_s):
             out.append(Outcome(part.name, part.what, "SKIPPED (no time left)", 0.0, max(limit, 0.0), "", None, None))
             continue
         if echo:
@@ -163,7 +164,8 @@ def run_parts(parts: Sequence[Part], log_dir: Path, *, budget_s: float, echo: bo
 
 def summary_table(outcomes: Sequence[Outcome]) -> str:
     """The Markdown summary: one row per part (status, seconds used of its limit, key numbers)."""
-    rows = [[o.name, o.status, f"{o.seconds:.0f} / {o.limit_s:.0f}", o.summary or "-"] for o in outcomes]
+    rows = [[o.name, o.status, f"{o.seconds:.0f} / {o.limit_s:.0f}", (o.summary or "-").replace("|", "\\|")]
+            for o in outcomes]
     return table(["part", "status", "s used / limit", "key numbers"], rows)
 
 

@@ -104,9 +104,11 @@ def test_gpu_check_parts_survive_failure_timeout_and_a_broken_summary(tmp_path):
         raise AssertionError("the hanging part's child survived the timeout")
 
 
-def test_gpu_check_deadline_caps_every_part(tmp_path):
+def test_gpu_check_deadline_caps_every_part(tmp_path, monkeypatch):
+    from benchmarks import gpu_check
     from benchmarks.gpu_check import Part, run_parts
 
+    monkeypatch.setattr(gpu_check, "MIN_PART_S", 1.0)
     parts = [Part("long", "hangs", _py("import time; time.sleep(60)"), 100),
              Part("next", "never gets time", _py("print(1)"), 100)]
     out = run_parts(parts, tmp_path, budget_s=2, echo=False)
