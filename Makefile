@@ -33,3 +33,10 @@ bench: $(STAMP)
 
 clean-runs:
 	rm -rf runs data/prepared reports/notebooks
+
+# On a CUDA machine: tests/test_cuda.py, the paper-scale epoch time (ResNet-18, full CIFAR-10, standard + TRADES-10,
+# +- torch.compile), PGD-20 vs torchattacks, a 2-epoch demo pipeline; <= 15 min, one summary table appended to
+# reports/benchmarks.md. Refuses without CUDA (exit 2). GPU_CHECK_ARGS: e.g. --parts epoch_time --budget 600.
+.PHONY: gpu-check
+gpu-check: $(STAMP)
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m benchmarks.gpu_check $(GPU_CHECK_ARGS)

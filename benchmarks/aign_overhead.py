@@ -10,7 +10,8 @@ Variants, on the same data, model, seed and batches (`easycore.train.train`, sta
 and, in the same rounds, one bare `exact_pass` over the set (on the model the plain run just trained).
 The floor for exact tracking is 1 + pass/epoch (the pass is extra work on top of an unchanged epoch);
 for every-2nd-epoch tracking it is 1 + (tracked fraction) * pass/epoch. Epoch time = the loop's own
-per-epoch `seconds` (includes the exact pass where one runs), averaged over the run's epochs.
+per-epoch wall time (`TrainResult.epoch_seconds`, includes the exact pass where one runs), averaged over the
+run's epochs.
 """
 from __future__ import annotations
 
@@ -41,7 +42,8 @@ def main(argv=None) -> int:
 
 def _run(args, rounds, device) -> int:
     from easycore.aign import AIGNTracker, exact_pass
-    from easycore.config import OptimConfig, TrainConfig
+    from easycore.config import OptimConfig, RuntimeConfig, TrainConfig
+    from easycore.data import DeviceLoader
     from easycore.train import train
 
     ds, data_desc = load_data(args.dataset, args.n_per_class, quick=args.quick)
@@ -49,24 +51,29 @@ def _run(args, rounds, device) -> int:
     tracked_every2 = sum(1 for e in range(E) if (e + 1) % 2 == 0 or e == E - 1) / E
     rows, ratio_lines = [], []
     for model in [m.strip() for m in args.models.split(",") if m.strip()]:
-        cfg = TrainConfig(model=model, epochs=E, batch_size=args.batch_size, augment=True, device=str(device.type),
+        cfg = TrainConfig(model=model, epochs=E, batch_size=args.batch_size, augment=True,
                           optim=OptimConfig(lr=0.05, schedule="onecycle"))
+        runtime = RuntimeConfig(device=str(device.type))
         state = {}
 
         def run(mode, every=1, cfg=cfg):
             tracker = None if mode is None else AIGNTracker(n=len(ds), mode=mode, every=every, epochs=cfg.epochs)
-            res = train(cfg, ds, mode="standard", seed=0, tracker=tracker, aign_batch_size=args.aign_batch_size,
-                        progress=False)
+            res = train(cfg, ds, mode="standard", seed=0, runtime=runtime, tracker=tracker,
+                        aign_batch_size=args.aign_batch_size, progress=False)
             state["model"] = res.model
-            return sum(h["seconds"] for h in res.history) / len(res.history)
+            return sum(res.epoch_seconds) / len(res.epoch_seconds)
 
         def bare_pass(bs):
             if "model" not in state:
                 run(None)
             m = state["model"]
-            return timed(lambda: exact_pass(m, ds.x.to(device), ds.y.to(device), batch_size=bs,
-                                            amp=cfg.amp and device.type == "cuda",
-                                            channels_last=cfg.channels_last and device.type == "cuda"), device)
+            # the loader train() builds for the tracker's pass: the set on the device, in order, unaugmented
+
+            def go():
+                loader = DeviceLoader(ds.x, ds.y, batch_size=bs, device=device, shuffle=False, augment=False,
+                                      channels_last=runtime.channels_last, info=ds.info)
+                return exact_pass(m, loader, amp=runtime.amp and device.type == "cuda")
+            return timed(go, device)
 
         variants = {"plain": lambda: run(None), "inline": lambda: run("inline"), "exact": lambda: run("exact"),
                     "exact_every2": lambda: run("exact", 2), "exact_pass": lambda: bare_pass(args.aign_batch_size)}

@@ -6,9 +6,9 @@ PGD-20 eval throughput. The GPU measurement of issue 6 in one command.
 
 Each (mode, variant) trains a fresh model with `easycore.train.train` itself (on-device data and
 augmentation; on CUDA bf16 autocast, channels_last, cudnn.benchmark; no per-batch host sync), for
---epochs epochs, and reports the LAST epoch's wall time (the first pays cudnn autotuning and, with
-`compile`, compilation). Variants (CUDA only, besides `default`): `fp32` (train.amp off), `nchw`
-(train.channels_last off), `compile` (train.compile on).
+--epochs epochs, and reports the LAST epoch's wall time (`TrainResult.epoch_seconds`) (the first pays cudnn autotuning and, with
+`compile`, compilation). Variants (CUDA only, besides `default`): `fp32` (runtime.amp off), `nchw`
+(runtime.channels_last off), `compile` (runtime.compile on).
 
 Scale: on CUDA the default is the full training set (5000/class = 50,000 images) and 2 epochs; the
 H200 targets of issue 6 are standard <= 4 s and TRADES-10 <= 40 s per epoch. On a CPU such an epoch
@@ -73,7 +73,7 @@ def _run(args, variants, device) -> int:
     import torch
 
     from easycore import attacks
-    from easycore.config import AttackConfig, TrainConfig
+    from easycore.config import AttackConfig, RuntimeConfig, TrainConfig
     from easycore.train import train
 
     cuda = device.type == "cuda"
@@ -92,14 +92,15 @@ def _run(args, variants, device) -> int:
     rows, seconds, model_for_eval = [], {}, None
     for variant in variants:
         for mode in modes:
-            cfg = TrainConfig(model=args.model, epochs=epochs, batch_size=args.batch_size, device=str(device),
-                              attack=AttackConfig(steps=args.steps), amp=variant != "fp32",
-                              channels_last=variant != "nchw", compile=variant == "compile")
+            cfg = TrainConfig(model=args.model, epochs=epochs, batch_size=args.batch_size,
+                              attack=AttackConfig(steps=args.steps))
+            runtime = RuntimeConfig(device=device.type, amp=variant != "fp32", channels_last=variant != "nchw",
+                                    compile=variant == "compile")
             t0 = time.perf_counter()
-            res = train(cfg, tr, mode=mode, seed=0, progress=True)
+            res = train(cfg, tr, mode=mode, seed=0, runtime=runtime, progress=True)
             sync(device)
             wall = time.perf_counter() - t0
-            last = res.history[-1]["seconds"]
+            last = res.epoch_seconds[-1]
             seconds[(variant, mode)] = last
             full = last * scale
             measured_full = n_batches == full_batches
@@ -158,7 +159,7 @@ def _run(args, variants, device) -> int:
         f"SGD onecycle; data: {data_note}, {len(tr)} training images = {n_batches} batches per epoch"
         + ("" if n_batches == full_batches else
            f" (full CIFAR-10: {full_batches} batches; full-data times are EXTRAPOLATED x{scale:.1f})")
-        + f"; {epochs} epoch(s) per run, the last one timed (`train` history); device {device}.",
+        + f"; {epochs} epoch(s) per run, the last one timed (`TrainResult.epoch_seconds`); device {device}.",
         "",
         table(["mode", "variant", "s/epoch (timed)", "full-data s/epoch", "H200 target", "run wall s", "train acc"], rows),
     ] + eval_lines + ([""] + ["- " + b for b in ratio_bits] if ratio_bits else []))

@@ -44,7 +44,7 @@ def child(n: int, model: str, epochs: int, dataset: str, batch_size: int, aign_b
     import torch
 
     from easycore.aign import AIGNTracker
-    from easycore.config import OptimConfig, TrainConfig
+    from easycore.config import OptimConfig, RuntimeConfig, TrainConfig
     from easycore.data import DataError, load_dataset
     from easycore.train import train
 
@@ -60,10 +60,10 @@ def child(n: int, model: str, epochs: int, dataset: str, batch_size: int, aign_b
     gc.collect()
     rss_loaded = _status_kib("VmRSS")
     reset = _reset_peak()
-    cfg = TrainConfig(model=model, epochs=epochs, batch_size=batch_size, device="cpu",
-                      optim=OptimConfig(lr=0.05, schedule="onecycle"))
+    cfg = TrainConfig(model=model, epochs=epochs, batch_size=batch_size, optim=OptimConfig(lr=0.05, schedule="onecycle"))
     tracker = AIGNTracker(n=len(ds), mode=aign_mode, every=1, epochs=epochs)
-    res = train(cfg, ds, tracker=tracker, aign_batch_size=aign_batch_size, progress=False)
+    res = train(cfg, ds, runtime=RuntimeConfig(device="cpu"), tracker=tracker, aign_batch_size=aign_batch_size,
+                progress=False)
     net = res.model.eval()
     bs = aign_batch_size
     with torch.no_grad():

@@ -41,16 +41,17 @@ def _run(args, device) -> int:
 
     from benchmarks._report import machine_description
     from easycore.aign import AIGNTracker
-    from easycore.config import OptimConfig, TrainConfig
+    from easycore.config import OptimConfig, RuntimeConfig, TrainConfig
     from easycore.train import train
 
     ds, data_desc = load_data(args.dataset, args.n_per_class, quick=args.quick)
-    cfg = TrainConfig(model=args.model, epochs=1, batch_size=args.batch_size, augment=True, device=device.type,
+    cfg = TrainConfig(model=args.model, epochs=1, batch_size=args.batch_size, augment=True,
                       optim=OptimConfig(lr=0.05, schedule="onecycle"))
+    runtime = RuntimeConfig(device=device.type)
 
     def epoch():
         tr = AIGNTracker(n=len(ds), mode=args.aign_mode, epochs=1)
-        return train(cfg, ds, tracker=tr, aign_batch_size=args.aign_batch_size, progress=False)
+        return train(cfg, ds, runtime=runtime, tracker=tr, aign_batch_size=args.aign_batch_size, progress=False)
 
     epoch()  # warm-up (oneDNN primitive caches, allocator)
     t0 = time.perf_counter()
@@ -79,7 +80,7 @@ def _run(args, device) -> int:
         f"written by `python -m benchmarks.profile_epoch`.",
         "",
         f"- wall time of the epoch: {plain_wall:.3f} s unprofiled, {prof_wall:.3f} s under the profiler "
-        f"(ratio profiled/unprofiled {prof_wall / plain_wall:.2f}x); loop-measured {res.history[0]['seconds']:.3f} s",
+        f"(ratio profiled/unprofiled {prof_wall / plain_wall:.2f}x); loop-measured {res.epoch_seconds[0]:.3f} s",
         f"- top-5 ops share of self CPU time: {100 * top5:.1f}% (total self CPU {total_self / 1e6:.3f} s)",
         "",
         "## Top ops by self CPU time",

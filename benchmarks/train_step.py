@@ -2,12 +2,12 @@
 
     python -m benchmarks.train_step [--model cnn_tiny] [--batch-size 128] [--steps 10] [--rounds 3] [--quick]
 
-Each mode runs the exact per-batch code of the training loop (`easycore.train.make_loss_fn` + zero_grad +
-backward + SGD step, bf16 autocast and channels_last on CUDA as `train` does) on the same fixed, already
+Each mode runs the exact per-batch code of the training loop (the mode's `easycore.modes.MODES` function +
+zero_grad + backward + SGD step, bf16 autocast and channels_last on CUDA as `train` does) on the same fixed, already
 augmented batches (so the input pipeline is not timed), each mode on its own copy of the same initial
 model. A round times `--iters` steps of every mode, round-robin; the median per-step time is reported.
 On CPU an extra variant `standard_nhwc` runs standard mode with the model and batches in channels_last
-(what `train` does by default, `train.channels_last: true`, since this measurement showed it faster on CPU);
+(what `train` does by default, `runtime.channels_last: true`, since this measurement showed it faster on CPU);
 the mode variants run NCHW on CPU, so their ratios compare like with like.
 """
 from __future__ import annotations
@@ -42,7 +42,8 @@ def _run(args, rounds, device) -> int:
     from easycore.config import AttackConfig, OptimConfig
     from easycore.data import DeviceLoader
     from easycore.models import build_model
-    from easycore.train import make_loss_fn, make_optimizer
+    from easycore.modes import MODES
+    from easycore.train import make_optimizer
 
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     if "standard" not in modes:
@@ -65,12 +66,12 @@ def _run(args, rounds, device) -> int:
             model = model.to(memory_format=torch.channels_last)
             bl = [(x.contiguous(memory_format=torch.channels_last), y) for x, y in batches]
         opt = make_optimizer(model, OptimConfig(lr=0.01))
-        loss_fn = make_loss_fn(mode, attack, amp=cuda)
+        mode_fn = MODES.get(mode).fn
 
         def steps():
             for x, y in bl:
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda):
-                    out = loss_fn(model, x, y)
+                    out = mode_fn(model, x, y, None, attack=attack, amp=cuda)
                 opt.zero_grad(set_to_none=True)
                 out.loss.backward()
                 opt.step()

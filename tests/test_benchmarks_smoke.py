@@ -38,3 +38,146 @@ def test_benchmark_quick(name, tmp_path):
         assert re.search(r"^## .+ \(\d{4}-\d\d-\d\d \d\d:\d\d UTC\)$", text, re.M)
     else:
         assert "| aten::" in text  # the top-ops table
+
+
+# ----------------------------------------------------------------------------- gpu_check: the CPU-side logic
+def _py(code: str) -> list:
+    return [sys.executable, "-c", code]
+
+
+def test_gpu_check_refuses_without_cuda(capsys, tmp_path):
+    from benchmarks import gpu_check
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU: gpu-check would run")
+    out = tmp_path / "b.md"
+    assert gpu_check.main(["--out", str(out), "--log-dir", str(tmp_path / "logs")]) == 2
+    cap = capsys.readouterr()
+    assert cap.out == "" and len(cap.err.strip().splitlines()) == 1, cap
+    assert cap.err.startswith("gpu-check: refused: no CUDA GPU") and "--rehearse" in cap.err
+    assert not out.exists() and not (tmp_path / "logs").exists()  # refused before doing anything
+
+
+def test_gpu_check_parts_survive_failure_timeout_and_a_broken_summary(tmp_path):
+    """A failing part, a hanging part (with a child of its own) and a part whose summarizer raises each get their
+    row; the parts after them still run; the hang is stopped at its limit with its whole process group."""
+    import os
+    import time
+
+    from benchmarks.gpu_check import Part, run_parts
+
+    pidfile = tmp_path / "grandchild.pid"
+    hang = ("import subprocess, sys, time; c = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']); "
+            f"open({str(pidfile)!r}, 'w').write(str(c.pid)); print('started', flush=True); time.sleep(60)")
+
+    def boom(log, rc):
+        raise ValueError("bad log")
+
+    parts = [
+        Part("hang", "hangs", _py(hang), 1.5, lambda log, rc: log.strip()),
+        Part("good", "passes", _py("print('3 passed in 0.10s')"), 30, lambda log, rc: log.strip()),
+        Part("bad", "fails", _py("import sys; print('step 1'); print('it broke here'); sys.exit(3)"), 30),
+        Part("broken_summary", "passes", _py("print('x')"), 30, boom),
+        Part("after", "passes", _py("print('still ran')"), 30, lambda log, rc: log.strip()),
+    ]
+    t0 = time.monotonic()
+    out = run_parts(parts, tmp_path, budget_s=120, echo=False)
+    assert [o.status for o in out] == ["TIMEOUT", "ok", "FAILED (exit 3)", "ok", "ok"]
+    assert out[0].summary == "stopped at the 2 s limit; so far: started" and 1.4 < out[0].seconds < 15
+    assert out[1].summary == "3 passed in 0.10s" and out[1].ok and not out[2].ok
+    assert out[2].summary == "last line: it broke here"
+    assert out[3].summary.startswith("(no summary: ValueError: bad log")
+    assert out[4].summary == "still ran"
+    assert (tmp_path / "bad.log").read_text() == "step 1\nit broke here\n"
+    # unused budget carries over to the next parts (the hang used all of its own)
+    assert out[0].limit_s == 1.5 and out[1].limit_s <= 30 and out[2].limit_s > 30 and out[4].limit_s > 60
+    assert time.monotonic() - t0 < 30
+    gc = int(pidfile.read_text())
+    for _ in range(50):  # the grandchild got SIGTERM with its group (reaped by init shortly after)
+        try:
+            os.kill(gc, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.1)
+    else:
+        os.kill(gc, 9)
+        raise AssertionError("the hanging part's child survived the timeout")
+
+
+def test_gpu_check_deadline_caps_every_part(tmp_path, monkeypatch):
+    from benchmarks import gpu_check
+    from benchmarks.gpu_check import Part, run_parts
+
+    monkeypatch.setattr(gpu_check, "MIN_PART_S", 1.0)
+    parts = [Part("long", "hangs", _py("import time; time.sleep(60)"), 100),
+             Part("next", "never gets time", _py("print(1)"), 100)]
+    out = run_parts(parts, tmp_path, budget_s=2, echo=False)
+    assert out[0].status == "TIMEOUT" and out[0].limit_s <= 2
+    assert out[1].status == "SKIPPED (no time left)"
+
+
+def test_gpu_check_summaries_and_table(tmp_path):
+    from benchmarks.gpu_check import (Outcome, report_body, summarize_attack_speed, summarize_demo,
+                                      summarize_epoch_time, summarize_pytest, summary_table)
+
+    epoch_log = ("epoch_time: resnet18, 50000 training images\n"
+                 "  standard/default: last epoch 3.912s -> full-data epoch 3.9s (measured)\n"
+                 "  trades/default: last epoch 38.04s -> full-data epoch 38.0s (measured)\n"
+                 "  standard/compile: last epoch 3.1s -> full-data epoch 3.1s (measured)\n"
+                 "PGD-20 eval throughput (...): **5234.5 images/s** (1.91 s; ...)\n")
+    assert summarize_epoch_time(epoch_log, 0) == ("s/epoch (full CIFAR-10): standard 3.9, trades 38.0 [default]; "
+                                                  "standard 3.1 [compile]; PGD-20 eval 5234 img/s")
+    assert summarize_epoch_time("x FALLBACK: cifar10 not available\n" + epoch_log, 0).endswith(
+        "(SYNTHETIC data: CIFAR-10 not found)")
+    attack_log = ("attack_speed: resnet18, PGD-20, eps [8.0, 4.0] /255\n"
+                  "| easycore.pgd | 8/255 | 2400 | 2300-2500 | 0.0000 |\n"
+                  "| torchattacks.PGD | 8/255 | 1900 | 1800-2000 | 0.0000 |\n"
+                  "- eps 8/255: throughput ratio easycore/torchattacks = 1.263x (robust accuracy 0.0000 vs 0.0000, "
+                  "difference 0.0000)\n")
+    assert summarize_attack_speed(attack_log, 0) == ("resnet18 PGD-20: 8/255: easycore 2400 vs torchattacks 1900 img/s, "
+                                                     "ratio 1.263x (robust acc 0.0000 vs 0.0000)")
+    assert summarize_pytest("....\n4 passed, 1 skipped in 12.34s\n", 0) == "4 passed, 1 skipped"
+    demo_partial = "DEMO-DATA cifar10 from /d\nDEMO-STAGES 59\nRunning stage 'check':\nRunning stage 'prepare':\n"
+    assert summarize_demo(demo_partial, -9) == "2/59 stages started (cifar10 from /d)"
+    demo_done = demo_partial + ('DEMO-RESULT {"stages": 59, "ran": 59, "seconds": 250.4, "device": "cuda", '
+                                '"epochs": 2, "evaluated": 21, "clean": true}\n')
+    assert summarize_demo(demo_done, 0) == ("59/59 stages ran in 250 s, 21 runs evaluated, dvc status clean; "
+                                            "2 epochs on cuda (cifar10 from /d)")
+    section = tmp_path / "epoch_time.md"
+    section.write_text("# Benchmarks\n\nheader\n\n## Paper-scale epoch time (2026-01-01 00:00 UTC)\n\n| a |\n")
+    outs = [Outcome("epoch_time", "w", "ok", 301.2, 390, "s/epoch ...", None, section),
+            Outcome("demo", "w", "TIMEOUT", 270.0, 270, "stopped at the 270 s limit", None, None)]
+    tab = summary_table(outs)
+    assert tab.splitlines()[0] == "| part | status | s used / limit | key numbers |"
+    assert tab.splitlines()[2] == "| epoch_time | ok | 301 / 390 | s/epoch ... |"
+    assert tab.splitlines()[3] == "| demo | TIMEOUT | 270 / 270 | stopped at the 270 s limit |"
+    body = report_body(outs, budget_s=900, wall_s=580, log_dir=tmp_path)
+    assert "1/2 parts passed; 580 s wall for a budget of 900 s" in body
+    assert "### Paper-scale epoch time (2026-01-01 00:00 UTC)" in body and "# Benchmarks" not in body
+
+
+def test_gpu_check_rehearsal_runs_the_gpu_commands_on_cpu(tmp_path):
+    """The epoch_time and attack_speed parts with their GPU arguments (+ --quick --device cpu): both parse, run
+    and land in the table, with their own sections below it."""
+    from benchmarks import gpu_check
+
+    out = tmp_path / "b.md"
+    rc = gpu_check.main(["--rehearse", "--parts", "epoch_time,attack_speed", "--log-dir", str(tmp_path / "logs"),
+                         "--out", str(out)])
+    text = out.read_text()
+    assert rc == 0, text
+    assert "[--rehearse on CPU" in text and "2/2 parts passed" in text
+    assert re.search(r"^\| epoch_time \| ok \| \d+ / \d+ \| s/epoch \(EXTRAPOLATED\): standard [\d.]+, trades [\d.]+ "
+                     r"\[default\]; PGD-20 eval \d+ img/s \|$", text, re.M), text
+    assert re.search(r"^\| attack_speed \| ok \| .*8/255: easycore \d+ vs torchattacks \d+ img/s", text, re.M), text
+    assert "### Paper-scale epoch time" in text and "### Attack speed" in text
+
+
+def test_dvc_queue_shards_deal_every_stage_once():
+    from benchmarks.dvc_queue import shards
+
+    stages = [f"evaluate@{i}" for i in range(10)]
+    got = shards(stages, 4)
+    assert got == [stages[0::4], stages[1::4], stages[2::4], stages[3::4]]
+    assert sorted(sum(got, [])) == sorted(stages)
+    assert shards(stages[:2], 4) == [[stages[0]], [stages[1]]]  # never an empty experiment

@@ -2,7 +2,7 @@
 
 Run on a GPU machine with `pytest tests/test_cuda.py`. What they pin down: the device-resident loader gives
 the same batches on CUDA as on CPU (the augmentation RNG lives on the CPU); AIGN on CUDA in fp32 matches
-the CPU value, and in bf16 (the `train.amp` path) keeps the ranking; PGD in bf16 stays in the eps-ball and
+the CPU value, and in bf16 (the `runtime.amp` path) keeps the ranking; PGD in bf16 stays in the eps-ball and
 agrees with fp32 robust accuracy; the training loop runs with bf16 + channels_last (+ resume); the
 paper-scale epoch benchmark runs.
 """
@@ -12,7 +12,7 @@ import torch
 
 from easycore.aign import exact_pass, per_sample_input_grad_norm, spearman
 from easycore.attacks import pgd, predict
-from easycore.config import TrainConfig
+from easycore.config import RuntimeConfig, TrainConfig
 from easycore.data import DeviceLoader, load_dataset
 from easycore.models import build_model
 from easycore.train import train
@@ -23,8 +23,14 @@ CUDA = torch.device("cuda")
 
 def _trained_cnn(n_per_class=30, epochs=3, device="cuda"):
     ds = load_dataset("synthetic", "train", ".", n_per_class=n_per_class, seed=0)
-    cfg = TrainConfig(model="cnn_small", epochs=epochs, batch_size=64, device=device)
-    return train(cfg, ds, seed=0, progress=False).model.eval(), ds
+    cfg = TrainConfig(model="cnn_small", epochs=epochs, batch_size=64)
+    return train(cfg, ds, seed=0, runtime=RuntimeConfig(device=device), progress=False).model.eval(), ds
+
+
+def _in_order(ds, batch_size=128):
+    """The un-augmented set in order on the GPU (NHWC): the loader train() gives the exact AIGN pass."""
+    return DeviceLoader(ds.x, ds.y, batch_size=batch_size, device=CUDA, shuffle=False, augment=False,
+                        channels_last=True)
 
 
 def test_device_loader_same_batches_on_cuda_as_on_cpu():
@@ -51,11 +57,11 @@ def test_aign_on_cuda_matches_cpu_fp32_and_bf16_keeps_the_ranking():
         model = model.to(CUDA)
         got = per_sample_input_grad_norm(model, x.to(CUDA), ds.y.to(CUDA)).cpu()
         torch.testing.assert_close(got, ref, rtol=1e-4, atol=1e-6)
-        fp32 = exact_pass(model, ds.x, ds.y, batch_size=128, amp=False, channels_last=True)
+        fp32 = exact_pass(model, _in_order(ds), amp=False)
         torch.testing.assert_close(fp32["aign_l2"], ref, rtol=1e-4, atol=1e-6)
     finally:
         torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = tf32
-    bf16 = exact_pass(model, ds.x, ds.y, batch_size=128, amp=True, channels_last=True)
+    bf16 = exact_pass(model, _in_order(ds), amp=True)
     rho = spearman(bf16["aign_l2"].numpy(), fp32["aign_l2"].numpy())
     assert rho > 0.98, f"bf16 AIGN ranks differ from fp32: Spearman {rho:.4f}"
     assert (bf16["correct"] != fp32["correct"]).float().mean() < 0.02
@@ -79,14 +85,15 @@ def test_pgd_bf16_in_ball_and_agrees_with_fp32():
 
 def test_train_bf16_channels_last_runs_and_resumes(tmp_path):
     ds = load_dataset("synthetic", "train", ".", n_per_class=20, seed=0)
-    cfg = TrainConfig(model="cnn_small", epochs=2, batch_size=32, device="cuda", deterministic=False)
-    full = train(cfg, ds, mode="trades", seed=0, progress=False)
+    cfg = TrainConfig(model="cnn_small", epochs=2, batch_size=32)
+    rt = RuntimeConfig(device="cuda", amp=True, channels_last=True, deterministic=False)
+    full = train(cfg, ds, mode="trades", seed=0, runtime=rt, progress=False)
     assert all(np.isfinite(h["loss"]) for h in full.history)
     assert next(full.model.parameters()).is_cuda
     # with a state path, a finished run's checkpoint is found again and nothing is recomputed
     state = tmp_path / ".run.state.pt"
-    train(cfg, ds, mode="standard", seed=0, progress=False, state_path=state)
-    again = train(cfg, ds, mode="standard", seed=0, progress=False, state_path=state)
+    train(cfg, ds, mode="standard", seed=0, runtime=rt, progress=False, state_path=state)
+    again = train(cfg, ds, mode="standard", seed=0, runtime=rt, progress=False, state_path=state)
     assert again.epochs_run == 0 and len(again.history) == 2
 
 
