@@ -87,14 +87,18 @@ def prepare(params: Params, out_dir: Path = PREPARED) -> dict:
             from .datasets import open_dataset
 
             full = open_dataset(d.dataset, split, root, download=d.download)
-            ds = full.subset(balanced_subset(full.labels, n_pc, d.seed, key=key))
-            save_tensors(out_dir / f"{split}.safetensors", {"y": torch.as_tensor(ds.labels), "index": torch.as_tensor(ds.index)},
-                         {"name": ds.name, "split": split, "classes": list(ds.classes), "fingerprint": ds.fingerprint,
-                          "streaming": True})
+            sets.append(full.subset(balanced_subset(full.labels, n_pc, d.seed, key=key)))
         else:
-            ds = load_dataset(d.dataset, split, root, download=d.download, n_per_class=n_pc, seed=d.seed, key=key)
-            ds.save(out_dir / f"{split}.safetensors")
-        sets.append(ds)
+            sets.append(load_dataset(d.dataset, split, root, download=d.download, n_per_class=n_pc, seed=d.seed,
+                                     key=key))
+    for ds in sets:  # both splits read before anything is written
+        if _streams(params):
+            save_tensors(out_dir / f"{ds.split}.safetensors", {"y": torch.as_tensor(ds.labels),
+                                                               "index": torch.as_tensor(ds.index)},
+                         {"name": ds.name, "split": ds.split, "classes": list(ds.classes),
+                          "fingerprint": ds.fingerprint, "streaming": True})
+        else:
+            ds.save(out_dir / f"{ds.split}.safetensors")
     tr, te = sets
     info = {"dataset": d.dataset, "classes": list(tr.classes), "streaming": _streams(params),
             "train": {"n": len(tr), "fingerprint": tr.fingerprint, "per_class": np.bincount(tr.labels).tolist()},
