@@ -298,6 +298,7 @@ class EvalConfig:
     restarts: int = param(1, within="[1, inf)")        # random restarts of pgd / pgd_cw / apgd (worst restart kept)
     # every image, at eps: their own accuracies are reported and they enter the worst case
     attacks: list[str] = param(factory=lambda: ["fgsm", "pgd"], choices=choices("attacks"), each=True, unique=True)
+    survivors_only: bool = False     # each attack runs only on the images still correct (cumulative: cheaper)
     # on the images still robust after `attacks`, at eps: they only enter the worst case
     strong: list[str] = param(factory=list, choices=choices("attacks"), each=True, unique=True)
     strong_steps: int = param(50, within="[1, inf)")   # steps of the strong attacks

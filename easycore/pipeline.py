@@ -36,7 +36,7 @@ from .train import accuracy, config_hash, remove_state, resolve_device, save_mod
 log = logging.getLogger("easycore")
 
 PREPARED = Path("data/prepared")
-PARAMS_OK = Path("runs/params-ok.txt")
+CODE = Path("runs/code")
 
 
 def _say(msg: str) -> None:
@@ -51,14 +51,16 @@ def write_timing(stage: str, name: str, seconds: float, **extra) -> Path:
 
 
 # ----------------------------------------------------------------------------- check
-def check(params: Params, out: Path = PARAMS_OK) -> None:
-    """The first stage: params are valid (load_params already checked them). Writes a fixed marker that every other
-    stage depends on, so DVC runs nothing else when params are bad (and no param reaches a shell unvalidated)."""
+def check(params: Params, out: Path = CODE) -> None:
+    """The first stage: params are valid (load_params already checked them) and every registry imports. Writes
+    runs/code/<command>.txt (deps.write_manifests), which every other stage depends on: DVC runs nothing else when
+    params are bad (no param reaches a shell unvalidated), and a stage re-runs exactly when code it can run changed."""
+    from .deps import write_manifests
     from .registry import registry
 
     for kind in ("methods", "modes", "models", "datasets", "attacks"):
         registry(kind)  # import every registry: a broken registration fails here, before any stage
-    write_json(out, {"params": "valid"})
+    write_manifests(out)
     _say(f"check: params valid; {len(runs.expected_runs(params))} training runs declared")
 
 

@@ -3,7 +3,6 @@ coreset method shows up everywhere it should, the params schema does not import 
 when followed literally."""
 from __future__ import annotations
 
-import ast
 import re
 import subprocess
 import sys
@@ -13,103 +12,52 @@ import numpy as np
 import pytest
 import yaml
 
-from easycore import cli, runs
+from easycore import cli, deps, runs
 from easycore.config import load_params
 
 ROOT = Path(__file__).resolve().parents[1]
 PKG = ROOT / "easycore"
 
 
-# ----------------------------------------------------------------------------- import closure (AST)
-def _easycore_imports(node: ast.AST, module: str) -> set[str]:
-    """easycore modules imported anywhere under `node` (absolute or relative imports) of module `module`."""
-    found = set()
-    for n in ast.walk(node):
-        if isinstance(n, ast.ImportFrom):
-            if n.level:  # relative to the package
-                base = n.module or ""
-                if base:
-                    found.add(f"easycore.{base}")
-                else:
-                    found.update(f"easycore.{a.name}" for a in n.names)
-            elif n.module and (n.module == "easycore" or n.module.startswith("easycore.")):
-                found.add(n.module) if n.module != "easycore" else found.update(f"easycore.{a.name}" for a in n.names)
-        elif isinstance(n, ast.Import):
-            found.update(a.name for a in n.names if a.name.startswith("easycore."))
-    return {m for m in found if (PKG / f"{m.split('.', 1)[1]}.py").exists()}
-
-
-def _tree(module: str) -> ast.Module:
-    return ast.parse((PKG / f"{module.split('.', 1)[1]}.py").read_text())
-
-
-def _module_level(tree: ast.Module, module: str) -> set[str]:
-    top = ast.Module(body=[s for s in tree.body if isinstance(s, (ast.Import, ast.ImportFrom))], type_ignores=[])
-    return _easycore_imports(top, module)
-
-
-def module_closure(start: set[str]) -> set[str]:
-    """Every easycore module reachable from `start` through imports anywhere in those modules (a module that is
-    imported may run any of its functions)."""
-    seen, todo = set(), list(start)
-    while todo:
-        m = todo.pop()
-        if m in seen:
-            continue
-        seen.add(m)
-        todo.extend(_easycore_imports(_tree(m), m) - seen)
-    return seen
-
-
-def function_closure(entry: str) -> set[str]:
-    """Modules a call of 'module:function' can execute: its module, the module's top-level imports, the imports in
-    the function's body and in every function of the same module it refers to (transitively), and everything those
-    modules reach."""
-    module, name = entry.split(":")
-    tree = _tree(module)
-    defs = {n.name: n for n in tree.body if isinstance(n, (ast.FunctionDef, ast.ClassDef))}
-    aliases = {t.id: n.value.id for n in tree.body if isinstance(n, ast.Assign) and isinstance(n.value, ast.Name)
-               for t in n.targets if isinstance(t, ast.Name)}
-    imports, seen, todo = set(), set(), [aliases.get(name, name)]
-    while todo:
-        f = todo.pop()
-        if f in seen or f not in defs:
-            continue
-        seen.add(f)
-        imports |= _easycore_imports(defs[f], module)
-        todo.extend(aliases.get(n.id, n.id) for n in ast.walk(defs[f]) if isinstance(n, ast.Name))
-    assert aliases.get(name, name) in seen, f"{entry} not found"
-    return {module} | module_closure(_module_level(tree, module) | imports)
-
-
-def _stage_code_deps(stage: dict) -> set[str]:
-    return {d for d in stage.get("deps", []) if isinstance(d, str) and (d == "easycore" or d.startswith("easycore/"))}
-
-
-def test_every_stage_depends_on_the_code_its_command_runs():
+# ----------------------------------------------------------------------------- code dependencies by construction
+def test_every_stage_depends_on_its_commands_code_file():
+    """Each stage depends on runs/code/<its command>.txt (written by `check`, which depends on the whole package),
+    and on no single module file: the file's content is derived from the code, so dvc.yaml cannot miss one."""
     stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]   # YAML merge keys resolved
-    checked = 0
+    assert set(stages["check"]["deps"]) == {"easycore"}
+    assert {f"runs/code/{c}.txt" for c in deps.STAGE_COMMANDS} <= set(stages["check"]["outs"])
     for name, st in stages.items():
         m = re.match(r"easycore (\w+)", st["cmd"])
-        assert m[1] in ("check", "prepare", "proxy", "select", "train", "eval", "autoattack", "notebook"), st["cmd"]
-        assert m, f"stage {name}: its command is not an easycore subcommand: {st['cmd']}"
-        need = function_closure(cli.ENTRY[m[1]]) | function_closure("easycore.cli:main") | {"easycore.__init__"}
-        deps = _stage_code_deps(st)
-        if "easycore" in deps:
+        assert m and m[1] in cli.ENTRY, f"stage {name}: its command is not an easycore subcommand: {st['cmd']}"
+        code = {d for d in st.get("deps", []) if isinstance(d, str) and d.startswith("easycore")}
+        if m[1] == "check" or m[1] == "notebook":   # notebooks run any package code in their kernel
+            assert code == {"easycore"}, name
             continue
-        files = {f"easycore/{m.split('.', 1)[1]}.py" for m in need}
-        missing = sorted(files - deps)
-        assert not missing, f"dvc.yaml stage {name!r} runs {missing} but does not depend on them"
-        checked += 1
-    assert checked >= 5
+        assert code == set(), f"{name}: depends on {code}; use runs/code/{m[1]}.txt"
+        assert f"runs/code/{m[1]}.txt" in st["deps"], f"stage {name} does not depend on runs/code/{m[1]}.txt"
 
 
-def test_closure_is_tight_where_it_matters():
-    """The proxy must not re-run when evaluation, reporting or coreset code changes."""
-    proxy = function_closure(cli.ENTRY["proxy"])
-    assert {"easycore.train", "easycore.aign", "easycore.attacks"} <= proxy
+def test_code_manifest_follows_the_import_closure(tmp_path, monkeypatch):
+    """The manifest of a command lists every module its entry function can reach (function-level imports included,
+    same-module helpers followed) and changes only when one of those modules changes."""
+    proxy = deps.command_closure("proxy")
+    assert {"easycore.train", "easycore.aign", "easycore.attacks", "easycore.pipeline", "easycore.cli"} <= proxy
     assert not proxy & {"easycore.evaluate", "easycore.report", "easycore.coresets", "easycore.stats"}
-    assert "easycore.evaluate" in function_closure(cli.ENTRY["eval"])
+    assert "easycore.evaluate" in deps.command_closure("eval")          # imported inside evaluate_run
+    assert "easycore.acs" in deps.command_closure("train")              # imported inside train_run (adaptive)
+    text = deps.manifest("proxy")
+    assert [ln.split()[0] for ln in text.splitlines()] == sorted(f"easycore/{m.split('.', 1)[1]}.py" for m in proxy)
+    paths = deps.write_manifests(tmp_path)
+    before = {p.name: p.read_bytes() for p in paths}
+    assert {p.name: p.read_bytes() for p in deps.write_manifests(tmp_path)} == before      # byte-stable
+    real = deps._path
+    fake = tmp_path / "evaluate.py"
+    fake.write_text((deps.PKG / "evaluate.py").read_text() + "\n# an edit\n")
+    monkeypatch.setattr(deps, "_path", lambda m: fake if m == "easycore.evaluate" else real(m))
+    after = {p.name: p.read_bytes() for p in deps.write_manifests(tmp_path)}
+    changed = {n for n in before if before[n] != after[n]}
+    assert changed == {f"{c}.txt" for c in deps.STAGE_COMMANDS if "easycore.evaluate" in deps.command_closure(c)}
+    assert "proxy.txt" not in changed and "eval.txt" in changed
 
 
 def test_schema_does_not_import_torch():

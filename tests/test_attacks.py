@@ -405,3 +405,15 @@ def test_attacks_work_under_no_grad(trained):
             assert out.shape[0] == 8, name
         adv = attacks.pgd(model, x, y, eps=EPS, alpha=2 / 255, steps=3)
     assert bool((adv != x).any())
+
+
+def test_survivors_only_is_cumulative_and_keeps_the_sanity_checks(trained):
+    """eval.survivors_only: each attack runs on what the ones before it left correct, so the recorded accuracies
+    are the worst case so far; the sanity checks still compare single attacks (their own PGD and FGSM)."""
+    model, x, y = trained
+    cfg = EvalConfig(n_test=64, batch_size=64, eps=EPS, alpha=2 / 255, pgd_steps=10, attacks=["fgsm", "pgd"],
+                     survivors_only=True, eps_grid=[0.0, 2 / 255], sanity=True, sanity_n=32)
+    metrics, out = evaluate_model(model, x, y, cfg, seed=0, progress=False)
+    assert not (out["pgd10"] & ~out["fgsm"]).any() and not (out["fgsm"] & ~out["clean"]).any()
+    assert np.array_equal(out["robust"], out["pgd10"] & out["eps2"])
+    assert set(metrics["sanity"]) == {"eps0", "pgd_le_fgsm", "more_steps", "large_eps"}

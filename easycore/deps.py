@@ -1,0 +1,110 @@
+"""Code dependencies of the stage commands, derived from the code (AST import closure), so dvc.yaml is correct by
+construction.
+
+`closure(entry)` is the set of easycore modules a call of 'module:function' can execute: its module, that module's
+top-level imports, the imports inside the function and inside every function of the same module it refers to
+(transitively), and everything those modules import anywhere. The `check` stage writes one file per stage command,
+`runs/code/<command>.txt`, listing each module of the command's closure (and cli.main's) with the hash of its
+source; each stage of dvc.yaml depends on its command's file. Editing a module re-runs exactly the stages whose
+commands can execute it (the other files come out byte-identical), and dvc.lock stays small (one code entry per
+stage instead of one per module: DVC re-reads and rewrites dvc.lock after every stage, so its size is most of a
+stage's overhead).
+"""
+from __future__ import annotations
+
+import ast
+import hashlib
+from pathlib import Path
+
+PKG = Path(__file__).resolve().parent
+CODE = Path("runs/code")
+
+
+def _path(module: str) -> Path:
+    return PKG / f"{module.split('.', 1)[1]}.py"
+
+
+def _imports(node: ast.AST) -> set[str]:
+    """easycore modules imported anywhere under `node` (absolute or relative imports)."""
+    found = set()
+    for n in ast.walk(node):
+        if isinstance(n, ast.ImportFrom):
+            if n.level:  # relative to the package
+                found.update([f"easycore.{n.module}"] if n.module else [f"easycore.{a.name}" for a in n.names])
+            elif n.module == "easycore":
+                found.update(f"easycore.{a.name}" for a in n.names)
+            elif n.module and n.module.startswith("easycore."):
+                found.add(n.module)
+        elif isinstance(n, ast.Import):
+            found.update(a.name for a in n.names if a.name.startswith("easycore."))
+    return {m for m in found if _path(m).exists()}
+
+
+def _tree(module: str) -> ast.Module:
+    return ast.parse(_path(module).read_text())
+
+
+def module_closure(start: set[str]) -> set[str]:
+    """Every easycore module reachable from `start` through imports anywhere in those modules (an imported module
+    may run any of its functions)."""
+    seen, todo = set(), list(start)
+    while todo:
+        m = todo.pop()
+        if m not in seen:
+            seen.add(m)
+            todo.extend(_imports(_tree(m)) - seen)
+    return seen
+
+
+def closure(entry: str) -> set[str]:
+    """The modules a call of 'module:function' can execute (see the module docstring)."""
+    module, name = entry.split(":")
+    tree = _tree(module)
+    defs = {n.name: n for n in tree.body if isinstance(n, (ast.FunctionDef, ast.ClassDef))}
+    aliases = {t.id: n.value.id for n in tree.body if isinstance(n, ast.Assign) and isinstance(n.value, ast.Name)
+               for t in n.targets if isinstance(t, ast.Name)}
+    top = _imports(ast.Module(body=[s for s in tree.body if isinstance(s, (ast.Import, ast.ImportFrom))],
+                              type_ignores=[]))
+    found, seen, todo = set(), set(), [aliases.get(name, name)]
+    while todo:
+        f = todo.pop()
+        if f in seen or f not in defs:
+            continue
+        seen.add(f)
+        found |= _imports(defs[f])
+        todo.extend(aliases.get(n.id, n.id) for n in ast.walk(defs[f]) if isinstance(n, ast.Name))
+    if aliases.get(name, name) not in seen:
+        raise ValueError(f"{entry}: no such function")
+    return {module} | module_closure(top | found)
+
+
+def command_closure(command: str) -> set[str]:
+    """The modules `easycore <command>` can execute: its entry function's closure, cli.main's, the package."""
+    from .cli import ENTRY
+
+    return closure(ENTRY[command]) | closure("easycore.cli:main") | {"easycore.__init__"}
+
+
+def manifest(command: str) -> str:
+    """'easycore/<module>.py <sha256 of its source>' per module of the command's closure, sorted."""
+    lines = []
+    for m in sorted(command_closure(command)):
+        p = _path(m)
+        lines.append(f"easycore/{p.name} {hashlib.sha256(p.read_bytes()).hexdigest()}")
+    return "\n".join(lines) + "\n"
+
+
+STAGE_COMMANDS = ("prepare", "proxy", "select", "train", "eval", "autoattack")
+
+
+def write_manifests(out: Path = CODE) -> list[Path]:
+    """runs/code/<command>.txt for every stage command (atomically; unchanged content gives unchanged bytes)."""
+    from .store import atomic_path
+
+    paths = []
+    for cmd in STAGE_COMMANDS:
+        p = Path(out) / f"{cmd}.txt"
+        with atomic_path(p) as tmp:
+            tmp.write_text(manifest(cmd))
+        paths.append(p)
+    return paths
