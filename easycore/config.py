@@ -264,6 +264,9 @@ class CoresetConfig:
     survey_methods: list[str] = param(factory=list, choices=choices("methods", kind="static"), each=True, unique=True)
     survey_fractions: list[float] = param(factory=list, each=True, within="(0, 1)", unique=True,
                                           what="each fraction must be in (0, 1)")
+    # ... trained in these modes of train.modes (a survey under TRADES only halves its cost)
+    survey_modes: list[str] = param(factory=lambda: ["standard", "trades"], choices=choices("modes"), each=True,
+                                    unique=True, nonempty=True)
     # static methods also selected with the scores of every non-main proxy run (trained in standard mode)
     transfer_methods: list[str] = param(factory=lambda: ["easycore"], choices=choices("methods", kind="static"),
                                     each=True, unique=True)
@@ -337,6 +340,7 @@ class Params:
 
     def extra_check(self, k: str) -> None:
         for key, modes in (("coreset.adaptive_modes", self.coreset.adaptive_modes if self.coreset.adaptive else []),
+                           ("coreset.survey_modes", self.coreset.survey_modes if self.coreset.survey_methods else []),
                            ("eval.autoattack_modes", self.eval.autoattack_modes)):
             if not set(modes) <= set(self.train.modes):
                 fail(key, modes, f"each must be one of train.modes {self.train.modes}")

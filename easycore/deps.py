@@ -96,6 +96,33 @@ def manifest(command: str) -> str:
 
 STAGE_COMMANDS = ("prepare", "proxy", "select", "train", "eval", "autoattack")
 
+# The params each many-run stage family reads. These families have one stage per run (hundreds in a study), and DVC
+# stores a stage's `params:` values in its dvc.lock entry and re-parses and rewrites the whole dvc.lock after every
+# stage: listing them per stage made dvc.lock grow by ~3 KB per stage and most of a stage's wall time YAML parsing.
+# Instead `check` (which declares every params section) writes runs/params/<family>.json, the canonical values of
+# these keys, and each stage of the family depends on that file: a changed value re-runs exactly the family.
+STAGE_PARAMS = {
+    "select": ("coreset.balanced", "coreset.seed", "coreset.window", "coreset.p", "coreset.squared",
+               "coreset.score_epochs", "coreset.ccs_score", "coreset.ccs_cutoff", "coreset.moderate_band"),
+    "train": ("train", "runtime"),
+    "train_adaptive": ("train", "runtime", "coreset.acs", "coreset.seed"),
+    "eval": ("eval", "runtime"),
+}
+PARAMS = Path("runs/params")
+
+
+def params_values(params, keys) -> dict:
+    """{dotted key: value} of `keys` in a Params object, as plain JSON-able values."""
+    import dataclasses
+
+    out = {}
+    for key in keys:
+        v = params
+        for part in key.split("."):
+            v = getattr(v, part)
+        out[key] = dataclasses.asdict(v) if dataclasses.is_dataclass(v) else v
+    return out
+
 
 def write_manifests(out: Path = CODE) -> list[Path]:
     """runs/code/<command>.txt for every stage command (atomically; unchanged content gives unchanged bytes)."""
@@ -106,5 +133,20 @@ def write_manifests(out: Path = CODE) -> list[Path]:
         p = Path(out) / f"{cmd}.txt"
         with atomic_path(p) as tmp:
             tmp.write_text(manifest(cmd))
+        paths.append(p)
+    return paths
+
+
+def write_params(params, out: Path = PARAMS) -> list[Path]:
+    """runs/params/<family>.json for every family of STAGE_PARAMS: sorted keys, fixed format (byte-stable)."""
+    import json
+
+    from .store import atomic_path
+
+    paths = []
+    for family, keys in STAGE_PARAMS.items():
+        p = Path(out) / f"{family}.json"
+        with atomic_path(p) as tmp:
+            tmp.write_text(json.dumps(params_values(params, keys), indent=1, sort_keys=True) + "\n")
         paths.append(p)
     return paths

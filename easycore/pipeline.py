@@ -54,13 +54,15 @@ def write_timing(stage: str, name: str, seconds: float, **extra) -> Path:
 def check(params: Params, out: Path = CODE) -> None:
     """The first stage: params are valid (load_params already checked them) and every registry imports. Writes
     runs/code/<command>.txt (deps.write_manifests), which every other stage depends on: DVC runs nothing else when
-    params are bad (no param reaches a shell unvalidated), and a stage re-runs exactly when code it can run changed."""
-    from .deps import write_manifests
+    params are bad (no param reaches a shell unvalidated), and a stage re-runs exactly when code it can run changed;
+    and runs/params/<family>.json (deps.write_params), the params of the many-run families (select, train, eval)."""
+    from .deps import PARAMS, write_manifests, write_params
     from .registry import registry
 
     for kind in ("methods", "modes", "models", "datasets", "attacks"):
         registry(kind)  # import every registry: a broken registration fails here, before any stage
     write_manifests(out)
+    write_params(params, Path(out).parent / PARAMS.name)
     _say(f"check: params valid; {len(runs.expected_runs(params))} training runs declared")
 
 

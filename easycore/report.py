@@ -67,6 +67,61 @@ def load_results(params: Params, root: Path = runs.ROOT) -> list[RunResult]:
     return [load_run(r, root) for r in runs.expected_runs(params)]
 
 
+OUTCOMES_FORMAT = "easycore-outcomes-1"
+
+
+def export_outcomes(results: Sequence[RunResult], path: str | os.PathLike,
+                    autoattack_root: Optional[Path] = runs.ROOT / "autoattack", **meta) -> Path:
+    """Every evaluated run's per-image outcomes as one small .npz (numbers and booleans only, byte-stable), so the
+    verdict and every accuracy / CI can be recomputed without retraining (`read_outcomes`). Member
+    '<scores>/<run name>/<outcome key>' holds np.packbits of the bool vector over the attacked test images (the
+    same images, in the same order, for every run); 'autoattack/<run key>/<robust|robust_aa>' the AutoAttack
+    stage's. `meta` (e.g. the scale) is stored beside."""
+    arrays, n = {}, set()
+    for r in results:
+        for k, v in (r.outcomes.items() if r.ok else ()):
+            arrays[f"{r.run.key}/{k}"] = np.packbits(np.asarray(v, dtype=bool))
+            n.add(len(v))
+    aa = Path(autoattack_root) if autoattack_root else None
+    aa_n = set()
+    if aa is not None and (aa / "summary.json").exists():
+        for key in sorted(read_json(aa / "summary.json")["runs"]):
+            a, _ = load_arrays(aa / key / "outcomes.npz")
+            for k in ("robust", "robust_aa"):
+                arrays[f"autoattack/{key}/{k}"] = np.packbits(np.asarray(a[k], dtype=bool))
+                aa_n.add(len(a[k]))
+    if len(n) > 1 or len(aa_n) > 1:
+        raise ValueError(f"export_outcomes: runs were attacked on different numbers of images ({sorted(n)}, "
+                         f"AutoAttack {sorted(aa_n)}); the verdict needs paired outcomes")
+    from .store import save_arrays
+    missing = [f"{r.run.key}: {r.status}" for r in results if not r.ok]
+    return save_arrays(path, arrays, {"format": OUTCOMES_FORMAT, "n": next(iter(n), 0),
+                                      "n_autoattack": next(iter(aa_n), 0), "missing": missing, **meta})
+
+
+def read_outcomes(path: str | os.PathLike, params: Optional[Params] = None) -> tuple[list[RunResult], dict]:
+    """Read an `export_outcomes` file: (RunResults with their outcomes, ready for `verdict` / `curves` /
+    `summary`; the AutoAttack outcomes {run key: {robust, robust_aa}}). With `params`, every run it declares that
+    the file lacks is returned as missing. Numbers and booleans only: never unpickles."""
+    arrays, meta = load_arrays(path)
+    if meta.get("format") != OUTCOMES_FORMAT:
+        raise ArtifactError(f"{path} is not an easycore outcomes file (format {meta.get('format')!r})")
+    per_run: dict = {}
+    aa: dict = {}
+    for member, bits in arrays.items():
+        key, _, name = member.rpartition("/")
+        if key.startswith("autoattack/"):
+            aa.setdefault(key[len("autoattack/"):], {})[name] = np.unpackbits(bits, count=meta["n_autoattack"]).astype(bool)
+        else:
+            per_run.setdefault(key, {})[name] = np.unpackbits(bits, count=meta["n"]).astype(bool)
+    results = [RunResult(runs.parse(k), "ok", {}, v) for k, v in per_run.items()]
+    if params is not None:
+        have = {r.run for r in results}
+        results += [RunResult(r, "missing (not in the outcomes file)") for r in runs.expected_runs(params)
+                    if r not in have]
+    return results, aa
+
+
 def runs_frame(results: Sequence[RunResult], timings: Optional[Path] = Path("runs/timings")) -> pd.DataFrame:
     """One row per declared run: identity, status, n_test, every accuracy in its metrics, train minutes and
     sample-forward/backward passes (from the run's model metadata via the metrics' meta)."""
@@ -117,7 +172,8 @@ def cells(params: Params, mode: str) -> list[tuple[str, str, float]]:
     methods at their fractions), adaptive methods (in their modes), then the full-data reference (fraction 1.0)."""
     c = params.coreset
     out = [("main", m, f) for m in c.methods for f in c.fractions]
-    out += [("main", m, f) for m in c.survey_methods for f in c.survey_fractions]
+    if mode in c.survey_modes:
+        out += [("main", m, f) for m in c.survey_methods for f in c.survey_fractions]
     if mode in c.adaptive_modes:
         out += [(runs.NONE, m, f) for m in c.adaptive for f in c.fractions]
     return out + [(runs.NONE, runs.FULL, 1.0)]
@@ -277,19 +333,21 @@ def _verdict_text(v: str) -> str:
     return {"easycore better": "EasyCore better", "easycore worse": "EasyCore worse"}.get(v, v)
 
 
-def autoattack_table(params: Params, root: Path = runs.ROOT / "autoattack", *, n_boot: int = 4000) -> pd.DataFrame:
+def autoattack_table(params: Params, root: Path = runs.ROOT / "autoattack", *, outcomes: Optional[dict] = None,
+                     n_boot: int = 4000) -> pd.DataFrame:
     """Does the ranking survive AutoAttack? For each model the autoattack stage attacked (the verdict's: full data,
     EasyCore, random, best other; per mode and fraction, pooled over seeds): robust accuracy on the first
-    eval.autoattack_n test images before and after AutoAttack, mean [95 % CI] in %."""
-    path = Path(root) / "summary.json"
-    if not path.exists():
-        return pd.DataFrame()
-    keys = sorted(read_json(path)["runs"])
+    eval.autoattack_n test images before and after AutoAttack, mean [95 % CI] in %. `outcomes` ({run key:
+    {robust, robust_aa}}, as `read_outcomes` returns) replaces reading the stage's files under `root`."""
+    if outcomes is None:
+        path = Path(root) / "summary.json"
+        if not path.exists():
+            return pd.DataFrame()
+        outcomes = {key: load_arrays(Path(root) / key / "outcomes.npz")[0] for key in read_json(path)["runs"]}
     cells: dict = {}
-    for key in keys:
+    for key in sorted(outcomes):
         r = runs.parse(key)
-        arrays, _ = load_arrays(Path(root) / key / "outcomes.npz")
-        cells.setdefault((r.mode, r.fraction, r.method), []).append((r.seed, arrays))
+        cells.setdefault((r.mode, r.fraction, r.method), []).append((r.seed, outcomes[key]))
     rows = []
     for (mode, f, method), seeds in sorted(cells.items()):
         seeds.sort(key=lambda t: t[0])

@@ -79,12 +79,12 @@ def parse(key: str) -> Run:
 
 def expected_runs(params: Params) -> list[Run]:
     """Every training run the DVC pipeline makes for `params`, in dvc.yaml's order: the static methods scored by
-    the main proxy (methods x fractions, then survey_methods x survey_fractions), the adaptive methods (in
-    coreset.adaptive_modes), the full-data reference, then the transfer runs (static methods scored by every other proxy,
-    standard mode)."""
+    the main proxy (methods x fractions, then survey_methods x survey_fractions in coreset.survey_modes), the
+    adaptive methods (in coreset.adaptive_modes), the full-data reference, then the transfer runs (static methods
+    scored by every other proxy, standard mode)."""
     c, t = params.coreset, params.train
     runs = [Run("main", m, f, mode, s) for m in c.methods for f in c.fractions for mode in t.modes for s in t.seeds]
-    runs += [Run("main", m, f, mode, s) for m in c.survey_methods for f in c.survey_fractions for mode in t.modes
+    runs += [Run("main", m, f, mode, s) for m in c.survey_methods for f in c.survey_fractions for mode in c.survey_modes
              for s in t.seeds]
     runs += [Run(NONE, m, f, mode, s) for m in c.adaptive for f in c.fractions for mode in c.adaptive_modes
              for s in t.seeds]

@@ -73,6 +73,9 @@ cap = report.scale_caption(P, info, what="Verdict. ")
 report.save_table(report.verdict_markdown(ver), "verdict", caption=cap, out_dir=TAB, index=False, csv=ver.round(4))
 display(Markdown(report.to_markdown(report.verdict_markdown(ver), cap, index=False)))
 report.save_json(report.summary(results, P), f"{P.report.dir}/summary.json")
+report.export_outcomes(results, f"{P.report.dir}/outcomes.npz", scale=cap)
+print(f"wrote {P.report.dir}/summary.json and {P.report.dir}/outcomes.npz (every run's per-image outcomes: "
+      "report.read_outcomes recomputes the verdict without retraining)")
 
 # %%
 decided = ver[ver.verdict_best != "missing runs"] if "verdict_best" in ver else ver.iloc[0:0]

@@ -37,6 +37,34 @@ def test_every_stage_depends_on_its_commands_code_file():
         assert f"runs/code/{m[1]}.txt" in st["deps"], f"stage {name} does not depend on runs/code/{m[1]}.txt"
 
 
+def test_many_run_families_read_params_through_checks_files(tmp_path):
+    """select / train / evaluate stages list no `params:` (their values would be copied into each of hundreds of
+    dvc.lock entries) but depend on runs/params/<family>.json, which `check` (declaring every section) writes from
+    the params: a changed value changes exactly the files of the families that read it, byte-stably."""
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    assert set(stages["check"]["params"]) == {"data", "runtime", "proxy", "coreset", "train", "eval", "report"}
+    assert {f"runs/params/{f}.json" for f in deps.STAGE_PARAMS} <= set(stages["check"]["outs"])
+    family = {"select": "select", "train": "train", "eval": "eval"}
+    for name, st in stages.items():
+        cmd = st["cmd"].split()[1]
+        if cmd in family:
+            assert "params" not in st, f"{name} lists params; depend on runs/params/<family>.json instead"
+            want = "train_adaptive" if name == "train_adaptive" else family[cmd]
+            assert f"runs/params/{want}.json" in st["deps"], name
+    base = load_params(ROOT / "params.yaml")
+    a = [p.read_bytes() for p in deps.write_params(base, tmp_path / "a")]
+    assert a == [p.read_bytes() for p in deps.write_params(base, tmp_path / "b")]
+    changed = {
+        "train.epochs=3": {"train", "train_adaptive"}, "runtime.amp=false": {"train", "train_adaptive", "eval"},
+        "coreset.acs.every=7": {"train_adaptive"}, "coreset.window=last:2": {"select"},
+        "coreset.seed=5": {"select", "train_adaptive"}, "eval.pgd_steps=7": {"eval"}, "report.dir=x": set(),
+    }
+    for override, fams in changed.items():
+        new = load_params(ROOT / "params.yaml", [override])
+        b = [p.read_bytes() for p in deps.write_params(new, tmp_path / "c")]
+        assert {f for f, x, y in zip(deps.STAGE_PARAMS, a, b) if x != y} == fams, override
+
+
 def test_code_manifest_follows_the_import_closure(tmp_path, monkeypatch):
     """The manifest of a command lists every module its entry function can reach (function-level imports included,
     same-module helpers followed) and changes only when one of those modules changes."""

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import yaml
 
@@ -124,6 +125,18 @@ def test_dvc_repro_tiny(repo):
     summary = json.loads((work / "reports/summary.json").read_text())
     assert set(summary["standard"]) == {"random", "easycore", "acs_craig", "full"}
     assert summary["standard"]["easycore"]["0.5"]["n_seeds"] == 1
+    # the exported per-image outcomes alone give the same verdict as the run folders
+    from easycore import report
+    from easycore.config import load_params
+    params = load_params(work / "params.yaml")
+    cwd = os.getcwd()
+    try:
+        os.chdir(work)
+        direct = report.verdict(report.load_results(params), params, n_boot=300)
+    finally:
+        os.chdir(cwd)
+    exported, _ = report.read_outcomes(work / "reports/outcomes.npz", params)
+    pd.testing.assert_frame_equal(report.verdict(exported, params, n_boot=300), direct)
     # nothing left to do
     st = _run(["dvc", "status", "-q"], work, env)
     assert st.stdout.strip() == "", st.stdout
