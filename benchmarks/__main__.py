@@ -13,7 +13,8 @@ import sys
 import time
 import traceback
 
-SCRIPTS = ("aign_overhead", "train_step", "input_pipeline", "memory", "attack_speed", "profile_epoch", "epoch_time")
+SCRIPTS = ("aign_overhead", "train_step", "input_pipeline", "memory", "attack_speed", "profile_epoch", "epoch_time",
+           "dvc_overhead")
 
 
 def main(argv=None) -> int:

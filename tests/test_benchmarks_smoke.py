@@ -19,6 +19,7 @@ SCRIPTS = {  # script -> a regex its written section must contain
     "profile_epoch": r"ratio profiled/unprofiled [\d.]+x",
     "attack_speed": r"eps 8/255: throughput ratio easycore/torchattacks = [\d.]+x.*\n- eps 4/255: throughput ratio",
     "epoch_time": r"trades/standard \(default\) = [\d.]+x",
+    "dvc_overhead": r"`params:` in every stage / one params file dep: \*\*[\d.]+x\*\*",
 }
 
 
