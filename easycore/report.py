@@ -21,7 +21,7 @@ import pandas as pd
 
 from . import runs, stats
 from .config import Params, fraction_name
-from .store import ArtifactError, atomic_path, load_arrays, read_json
+from .store import ArtifactError, atomic_path, load_arrays, read_json, save_arrays
 
 TABLES = Path("reports/tables")
 FIGURES = Path("reports/figures")
@@ -93,7 +93,6 @@ def export_outcomes(results: Sequence[RunResult], path: str | os.PathLike,
     if len(n) > 1 or len(aa_n) > 1:
         raise ValueError(f"export_outcomes: runs were attacked on different numbers of images ({sorted(n)}, "
                          f"AutoAttack {sorted(aa_n)}); the verdict needs paired outcomes")
-    from .store import save_arrays
     missing = [f"{r.run.key}: {r.status}" for r in results if not r.ok]
     return save_arrays(path, arrays, {"format": OUTCOMES_FORMAT, "n": next(iter(n), 0),
                                       "n_autoattack": next(iter(aa_n), 0), "missing": missing, **meta})
