@@ -28,9 +28,13 @@ FIGURES = Path("reports/figures")
 
 
 def out_dirs(params: Params, name: str) -> tuple[Path, Path]:
-    """(figures, tables) folders of notebook `name` under report.dir."""
+    """(figures, tables) folders of notebook `name` under report.dir, created (a notebook with nothing to draw still
+    has its declared output folders)."""
     root = Path(params.report.dir)
-    return root / "figures" / name, root / "tables" / name
+    dirs = root / "figures" / name, root / "tables" / name
+    for d in dirs:
+        d.mkdir(parents=True, exist_ok=True)
+    return dirs
 BOLD = "**"
 PAPER_CLAIM = {"standard": 7.0, "trades": 5.0}   # "up to +7 / +5 points" of adversarial accuracy (abstract)
 

@@ -39,8 +39,10 @@ for name in P.proxy.transfer_models:
     ax.set_xlabel(f"AIGN, proxy {mmeta['model']}"); ax.set_ylabel(f"AIGN, proxy {tmeta['model']}")
     ax.set_title(f"Spearman {spearman(a_main, a_tr):.3f}")
     report.save_figure(fig, f"aign_main_vs_{name}", P.report.formats, out_dir=FIG); plt.show()
-agree = pd.DataFrame(rows).round(3)
-display(agree)
+agree = pd.DataFrame(rows, columns=["transfer proxy", "fraction", "spearman_AIGN_main_vs_transfer",
+                                    "jaccard_easycore_main_vs_transfer"]).round(3)
+display(agree if len(agree) else Markdown("No transfer proxy in this profile (`proxy.transfer_models` is empty): "
+                                          "the tables below hold the main proxy's runs only."))
 
 # %%
 results = report.load_results(P)
