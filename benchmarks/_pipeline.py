@@ -16,13 +16,15 @@ import yaml
 
 from benchmarks._common import REPO
 
-# a tiny synthetic pipeline: every stage family present, seconds per stage on a CPU (tests/test_pipeline.py's TINY)
+# a tiny synthetic pipeline: every stage family present, seconds per stage on a CPU (tests/test_pipeline.py uses it
+# with one seed)
 TINY = {
     "data": {"dataset": "synthetic", "n_per_class": 16, "test_n_per_class": 4, "seed": 0},
     "proxy": {"model": "cnn_tiny", "transfer_models": ["resnet_tiny"], "epochs": 2, "batch_size": 64,
               "deepfool_steps": 1, "aign": {"mode": "both", "batch_size": 256}},
-    "coreset": {"methods": ["random", "easycore"], "adaptive": ["acs_craig"], "transfer_methods": ["easycore"],
-                "fractions": [0.5], "score_epochs": 1, "acs": {"every": 1, "kappa": 0.5}},
+    "coreset": {"methods": ["random", "easycore"], "adaptive": ["acs_craig"], "adaptive_modes": ["standard"],
+                "transfer_methods": ["easycore"], "fractions": [0.5], "score_epochs": 1,
+                "acs": {"every": 1, "kappa": 0.5}},
     "train": {"model": "cnn_tiny", "epochs": 2, "batch_size": 64, "modes": ["standard"], "seeds": [0, 1],
               "attack": {"steps": 1}},
     "eval": {"n_test": 20, "pgd_steps": 2, "sanity": False, "eps_grid": [0.0, 0.01568627450980392]},

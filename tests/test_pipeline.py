@@ -16,30 +16,16 @@ import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 
-TINY = {
-    "data": {"dataset": "synthetic", "n_per_class": 16, "test_n_per_class": 4, "seed": 0},
-    "proxy": {"model": "cnn_tiny", "transfer_models": ["resnet_tiny"], "epochs": 2, "batch_size": 64,
-              "deepfool_steps": 1, "aign": {"mode": "both", "batch_size": 256}},
-    "coreset": {"methods": ["random", "easycore"], "adaptive": ["acs_craig"], "adaptive_modes": ["standard"],
-                "transfer_methods": ["easycore"],
-                "fractions": [0.5], "score_epochs": 1, "acs": {"every": 1, "kappa": 0.5}},
-    "train": {"model": "cnn_tiny", "epochs": 2, "batch_size": 64, "modes": ["standard"], "seeds": [0],
-              "attack": {"steps": 1}},
-    "eval": {"n_test": 20, "pgd_steps": 2, "sanity": False, "eps_grid": [0.0, 0.01568627450980392]},
-    "report": {"grid_per_class": 2, "formats": ["png"]},
-}
+if str(ROOT) not in sys.path:  # `benchmarks` is a folder of scripts beside the package, not installed
+    sys.path.insert(0, str(ROOT))
+from benchmarks._pipeline import TINY as _BENCH_TINY, merge, repo_params  # noqa: E402
 
-
-def _merge(base: dict, over: dict) -> dict:
-    out = dict(base)
-    for k, v in over.items():
-        out[k] = _merge(base.get(k) or {}, v) if isinstance(v, dict) else v
-    return out
+TINY = merge(_BENCH_TINY, {"train": {"seeds": [0]}})   # the benchmarks' tiny pipeline, one seed
 
 
 def tiny_params() -> dict:
     """The repo's params.yaml (DVC needs every declared key present) with the TINY overrides."""
-    return _merge(yaml.safe_load((ROOT / "params.yaml").read_text()), TINY)
+    return repo_params(TINY)
 
 
 def _run(cmd, cwd, env):
