@@ -86,14 +86,12 @@ def export_outcomes(results: Sequence[RunResult], path: str | os.PathLike,
         for k, v in (r.outcomes.items() if r.ok else ()):
             arrays[f"{r.run.key}/{k}"] = np.packbits(np.asarray(v, dtype=bool))
             n.add(len(v))
-    aa = Path(autoattack_root) if autoattack_root else None
     aa_n = set()
-    if aa is not None and (aa / "summary.json").exists():
-        for key in sorted(read_json(aa / "summary.json")["runs"]):
-            a, _ = load_arrays(aa / key / "outcomes.npz")
-            for k in ("robust", "robust_aa"):
-                arrays[f"autoattack/{key}/{k}"] = np.packbits(np.asarray(a[k], dtype=bool))
-                aa_n.add(len(a[k]))
+    aa = autoattack_outcomes(autoattack_root) if autoattack_root else {}
+    for key in sorted(aa):
+        for k in ("robust", "robust_aa"):
+            arrays[f"autoattack/{key}/{k}"] = np.packbits(np.asarray(aa[key][k], dtype=bool))
+            aa_n.add(len(aa[key][k]))
     if len(n) > 1 or len(aa_n) > 1:
         raise ValueError(f"export_outcomes: runs were attacked on different numbers of images ({sorted(n)}, "
                          f"AutoAttack {sorted(aa_n)}); the verdict needs paired outcomes")
@@ -336,6 +334,14 @@ def _verdict_text(v: str) -> str:
     return {"easycore better": "EasyCore better", "easycore worse": "EasyCore worse"}.get(v, v)
 
 
+def autoattack_outcomes(root: Path = runs.ROOT / "autoattack") -> dict:
+    """{run key: {robust, robust_aa}} of every model the autoattack stage attacked; {} when it has not run."""
+    path = Path(root) / "summary.json"
+    if not path.exists():
+        return {}
+    return {key: load_arrays(Path(root) / key / "outcomes.npz")[0] for key in read_json(path)["runs"]}
+
+
 def autoattack_table(params: Params, root: Path = runs.ROOT / "autoattack", *, outcomes: Optional[dict] = None,
                      n_boot: int = 4000) -> pd.DataFrame:
     """Does the ranking survive AutoAttack? For each model the autoattack stage attacked (the verdict's: full data,
@@ -343,10 +349,7 @@ def autoattack_table(params: Params, root: Path = runs.ROOT / "autoattack", *, o
     eval.autoattack_n test images before and after AutoAttack, mean [95 % CI] in %. `outcomes` ({run key:
     {robust, robust_aa}}, as `read_outcomes` returns) replaces reading the stage's files under `root`."""
     if outcomes is None:
-        path = Path(root) / "summary.json"
-        if not path.exists():
-            return pd.DataFrame()
-        outcomes = {key: load_arrays(Path(root) / key / "outcomes.npz")[0] for key in read_json(path)["runs"]}
+        outcomes = autoattack_outcomes(root)
     cells: dict = {}
     for key in sorted(outcomes):
         r = runs.parse(key)
