@@ -17,15 +17,17 @@ NOTEBOOKS = Path("notebooks")
 
 
 def _strip_timestamps(path: Path) -> None:
-    """Drop papermill's wall-clock metadata (start/end times, durations), so an unchanged notebook re-executes to
-    the same bytes."""
+    """Drop papermill's wall-clock metadata (start/end times, durations) and number the executed cells' ids (the
+    parameters cell papermill injects gets a random one), so an unchanged notebook re-executes to the same bytes."""
     import nbformat
 
     nb = nbformat.read(path, as_version=4)
+    for i, cell in enumerate(nb.cells):
+        cell["id"] = f"cell-{i}"
     for meta in [nb.metadata] + [c.metadata for c in nb.cells]:
         pm = meta.get("papermill")
         if isinstance(pm, dict):
-            for k in ("start_time", "end_time", "duration"):
+            for k in ("start_time", "end_time", "duration", "output_path"):  # output_path: the random temp file
                 pm.pop(k, None)
         meta.pop("execution", None)
     nbformat.write(nb, path)
@@ -53,6 +55,8 @@ def load(name: str, folder: Path = NOTEBOOKS):
     import jupytext
 
     nb = jupytext.read(source(name, folder))
+    for i, cell in enumerate(nb.cells):  # nbformat draws cell ids at random; papermill copies them into its metadata
+        cell["id"] = f"src-{i}"
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     return nb
 

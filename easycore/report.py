@@ -439,14 +439,18 @@ def save_json(obj, path: str | os.PathLike) -> Path:
 
 def save_figure(fig, stem: str, formats: Sequence[str] = ("png", "svg"), *,
                 out_dir: str | os.PathLike = FIGURES, dpi: int = 150) -> list[Path]:
-    """Save `fig` as out_dir/<stem>.<fmt> for each format (PNG at `dpi`), atomically, without timestamps."""
+    """Save `fig` as out_dir/<stem>.<fmt> for each format (PNG at `dpi`), atomically, byte-stably (no timestamps,
+    fixed SVG ids)."""
+    import matplotlib
+
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     meta = {"png": {"Software": None}, "svg": {"Date": None}, "pdf": {"CreationDate": None, "ModDate": None}}
     paths = []
     for fmt in formats:
         p = out_dir / f"{stem}.{fmt}"
-        with atomic_path(p, suffix=f".{fmt}") as tmp:
+        # svg.hashsalt: the SVG's clip-path ids are hashes salted with a random value unless a salt is given
+        with atomic_path(p, suffix=f".{fmt}") as tmp, matplotlib.rc_context({"svg.hashsalt": "easycore"}):
             fig.savefig(tmp, format=fmt, dpi=dpi, bbox_inches="tight", metadata=meta.get(fmt))
         paths.append(p)
     return paths
