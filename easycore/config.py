@@ -310,11 +310,12 @@ class EvalConfig:
                                   within="[0, 1]", increasing=True, unique=True)
     grid_steps: int = param(0, within="[0, inf)")      # PGD steps at grid points other than eps; 0 = pgd_steps
     l2_eps: float = param(0.0, within="[0, inf)")       # >0: L2 PGD-20 with this budget (0.5 is standard)
-    # standard AutoAttack (torchattacks) at eps on the first autoattack_n test images still robust, for the models
-    # the verdict compares (full data, EasyCore, random, the best other method) of these modes (the autoattack stage)
+    # standard AutoAttack (torchattacks) at eps on autoattack_n test images (spread over the classes) still robust,
+    # for the models the verdict compares (full data, EasyCore, random, the best other method) of these modes (the
+    # autoattack stage)
     autoattack_modes: list[str] = param(factory=list, choices=choices("modes"), each=True, unique=True)
     autoattack_n: int = param(100, within="[1, inf)")
-    sanity: bool = True              # gradient-masking sanity checks, on the first sanity_n images
+    sanity: bool = True              # gradient-masking sanity checks, on sanity_n images spread over the classes
     sanity_n: int = param(200, within="[1, inf)")
 
 

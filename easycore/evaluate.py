@@ -12,7 +12,8 @@ so the curve over the eps grid is monotone by construction. Attacks registered i
   little where the cheap attacks already succeed; grid points other than eval.eps likewise attack only the images
   still robust at the previous grid point (with eval.grid_steps PGD steps).
 `outcomes[name]` is the per-image bool array of "still correct"; the accuracy is its mean. AutoAttack runs in its own
-stage (`autoattack_stage`) on the models the verdict compares, on the first eval.autoattack_n images.
+stage (`autoattack_stage`) on the models the verdict compares, on eval.autoattack_n images spread over the classes
+(`class_interleaved`).
 """
 from __future__ import annotations
 
@@ -211,13 +212,30 @@ def evaluate_model(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: Eval
                                             "steps": 20})
 
     if cfg.sanity:
+        # on sanity_n images spread over the classes; the checks compare single attacks: with survivors_only the
+        # recorded attacks are cumulative, so the checks run their own PGD on the subset
         ns = min(cfg.sanity_n, n)
-        # the checks compare single attacks: with survivors_only the recorded attacks are cumulative, so the checks
-        # run their own PGD on the subset
-        sub = {} if cfg.survivors_only else {k: _entry(v[:ns], {}) for k, v in outcomes.items()}
-        metrics["sanity"] = sanity_checks(model, x[:ns], y[:ns], dataclasses.replace(cfg, n_test=ns), sub,
+        idx = torch.as_tensor(class_interleaved(y.cpu().numpy(), ns), device=dev)
+        sub = {} if cfg.survivors_only else {k: _entry(v[idx], {}) for k, v in outcomes.items()}
+        metrics["sanity"] = sanity_checks(model, x[idx], y[idx], dataclasses.replace(cfg, n_test=ns), sub,
                                           seed=seed, progress=progress, amp=amp)
     return metrics, {k: v.cpu().numpy() for k, v in outcomes.items()}
+
+
+def class_interleaved(labels, n: int) -> np.ndarray:
+    """Positions of n samples spread over the classes: the first sample of each class (in position order), then the
+    second of each, and so on; so every prefix is as class-balanced as the data allows. Used for the subsets that
+    the sanity checks and AutoAttack attack: a class-ordered test split (an ImageFolder copy) would otherwise give
+    them one class only. int64 [min(n, len(labels))]."""
+    labels = np.asarray(labels).reshape(-1)
+    if len(labels) == 0:
+        return np.zeros(0, dtype=np.int64)
+    _, inv = np.unique(labels, return_inverse=True)
+    order = np.argsort(inv, kind="stable")                       # positions grouped by class, in position order
+    starts = np.searchsorted(inv[order], np.arange(inv.max() + 1))
+    rank = np.empty(len(labels), dtype=np.int64)
+    rank[order] = np.arange(len(labels)) - starts[inv[order]]    # each sample's rank within its class
+    return np.lexsort((np.arange(len(labels)), rank))[:max(int(n), 0)].astype(np.int64)
 
 
 def autoattack(model, x, y, *, eps: float, seed: int = 0, batch_size: int = 256, progress: bool = False) -> torch.Tensor:

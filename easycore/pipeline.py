@@ -163,11 +163,18 @@ def make_loader(params: Params, ds, *, batch_size: int, shuffle: bool, augment: 
 
 def decode_first(params: Params, ds, n: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The first n samples as (uint8 [n, C, H, W], labels [n]) through the eval recipe (for evaluation)."""
+    return decode_at(params, ds, np.arange(min(n, len(ds))))
+
+
+def decode_at(params: Params, ds, positions) -> tuple[torch.Tensor, torch.Tensor]:
+    """The samples at `positions` as (uint8 [k, C, H, W], labels [k]) through the eval recipe."""
+    positions = np.asarray(positions, dtype=np.int64)
     if isinstance(ds, ArrayDataset):
-        return ds.x[:n], ds.y[:n]
+        idx = torch.as_tensor(positions)
+        return ds.x[idx], ds.y[idx]
     from .streaming import decode_all
 
-    sub = ds.subset(np.arange(n))
+    sub = ds.subset(positions)
     return decode_all(sub, image_size=params.data.image_size or 224, num_workers=params.data.workers), \
         torch.as_tensor(sub.labels)
 
@@ -435,23 +442,27 @@ def autoattack_targets(params: Params, root: Path = runs.ROOT) -> list[runs.Run]
 
 def autoattack_stage(params: Params, out_root: Path = runs.ROOT / "autoattack", *, prepared: Path = PREPARED,
                      progress: bool = True) -> dict:
-    """Standard AutoAttack at eval.eps on the first eval.autoattack_n test images that each verdict model still
-    classifies correctly after the evaluation's attacks (what AutoAttack could change). Writes
-    <out_root>/<scores>/<run>/outcomes.npz (robust: before, robust_aa: after; per image) and summary.json."""
-    from .evaluate import autoattack
+    """Standard AutoAttack at eval.eps on eval.autoattack_n of the evaluated test images, spread over the classes
+    (`evaluate.class_interleaved`: the first image of each class, then the second, ...), for each verdict model on
+    the images it still classifies correctly after the evaluation's attacks (what AutoAttack could change). Writes
+    <out_root>/<scores>/<run>/outcomes.npz (robust: before, robust_aa: after; per image of the subset) and
+    summary.json (with `index`: the subset's positions among the evaluated images)."""
+    from .evaluate import autoattack, class_interleaved
     from .train import load_model
 
     e = params.eval
     _, te = load_prepared(prepared, params)
     device = resolve_device(params.runtime.device)
-    n = min(e.autoattack_n, e.n_test, len(te))
-    x_all, y_all = decode_first(params, te, n)
+    n_eval = min(e.n_test, len(te))
+    index = class_interleaved(te.labels[:n_eval], e.autoattack_n)
+    n = len(index)
+    x_all, y_all = decode_at(params, te, index)
     targets = autoattack_targets(params)
-    summary = {"n": n, "eps": e.eps, "runs": {}}
+    summary = {"n": n, "eps": e.eps, "index": index.tolist(), "runs": {}}
     t0 = time.perf_counter()
     for run in targets:
         arrays, _ = load_arrays(run.eval_dir() / "outcomes.npz", fingerprint=te.fingerprint)
-        before = torch.as_tensor(arrays["robust"][:n])
+        before = torch.as_tensor(arrays["robust"][index])
         net, _ = load_model(run.train_dir() / "model.safetensors", device)
         after = before.clone()
         idx = before.nonzero().squeeze(1)
@@ -462,7 +473,7 @@ def autoattack_stage(params: Params, out_root: Path = runs.ROOT / "autoattack", 
                     {"fingerprint": te.fingerprint, "n": n, "run": run.key})
         summary["runs"][run.key] = {"robust": float(before.float().mean()), "robust_aa": float(after.float().mean())}
         _say(f"autoattack: {run.key}: robust {before.float().mean():.3f} -> {after.float().mean():.3f} "
-             f"on the first {n} test images")
+             f"on {n} test images spread over the classes")
     write_json(out_root / "summary.json", summary)
     write_timing("autoattack", "all", time.perf_counter() - t0, runs=len(targets))
     return summary

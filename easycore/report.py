@@ -80,7 +80,8 @@ def export_outcomes(results: Sequence[RunResult], path: str | os.PathLike,
     verdict and every accuracy / CI can be recomputed without retraining (`read_outcomes`). Member
     '<scores>/<run name>/<outcome key>' holds np.packbits of the bool vector over the attacked test images (the
     same images, in the same order, for every run); 'autoattack/<run key>/<robust|robust_aa>' the AutoAttack
-    stage's. `meta` (e.g. the scale) is stored beside."""
+    stage's, over the images at positions meta['autoattack_index'] of those. `meta` (e.g. the scale) is stored
+    beside."""
     arrays, n = {}, set()
     for r in results:
         for k, v in (r.outcomes.items() if r.ok else ()):
@@ -96,8 +97,11 @@ def export_outcomes(results: Sequence[RunResult], path: str | os.PathLike,
         raise ValueError(f"export_outcomes: runs were attacked on different numbers of images ({sorted(n)}, "
                          f"AutoAttack {sorted(aa_n)}); the verdict needs paired outcomes")
     missing = [f"{r.run.key}: {r.status}" for r in results if not r.ok]
+    aa_summary = Path(autoattack_root) / "summary.json" if autoattack_root else None
+    aa_index = read_json(aa_summary).get("index") if aa and aa_summary.exists() else None
     return save_arrays(path, arrays, {"format": OUTCOMES_FORMAT, "n": next(iter(n), 0),
-                                      "n_autoattack": next(iter(aa_n), 0), "missing": missing, **meta})
+                                      "n_autoattack": next(iter(aa_n), 0), "autoattack_index": aa_index,
+                                      "missing": missing, **meta})
 
 
 def read_outcomes(path: str | os.PathLike, params: Optional[Params] = None) -> tuple[list[RunResult], dict]:
@@ -345,8 +349,8 @@ def autoattack_outcomes(root: Path = runs.ROOT / "autoattack") -> dict:
 def autoattack_table(params: Params, root: Path = runs.ROOT / "autoattack", *, outcomes: Optional[dict] = None,
                      n_boot: int = 4000) -> pd.DataFrame:
     """Does the ranking survive AutoAttack? For each model the autoattack stage attacked (the verdict's: full data,
-    EasyCore, random, best other; per mode and fraction, pooled over seeds): robust accuracy on the first
-    eval.autoattack_n test images before and after AutoAttack, mean [95 % CI] in %. `outcomes` ({run key:
+    EasyCore, random, best other; per mode and fraction, pooled over seeds): robust accuracy on the
+    eval.autoattack_n test images spread over the classes before and after AutoAttack, mean [95 % CI] in %. `outcomes` ({run key:
     {robust, robust_aa}}, as `read_outcomes` returns) replaces reading the stage's files under `root`."""
     if outcomes is None:
         outcomes = autoattack_outcomes(root)

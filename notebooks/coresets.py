@@ -102,7 +102,8 @@ if len(decided):
 
 # %% [markdown]
 # ## Does the ranking survive AutoAttack?
-# Standard AutoAttack (torchattacks) at the headline eps on the first `eval.autoattack_n` test images, for the models
+# Standard AutoAttack (torchattacks) at the headline eps on `eval.autoattack_n` test images spread over the classes
+# (the first of each class, then the second, ...), for the models
 # the verdict compares (`eval.autoattack_modes`; the `autoattack` stage). Robust accuracy on those images before
 # (the evaluation's attacks) and after adding AutoAttack, pooled over seeds.
 
@@ -112,8 +113,8 @@ if aa.empty:
     display(Markdown("AutoAttack was not run (`eval.autoattack_modes` is empty)."))
 else:
     report.save_table(aa, "autoattack", out_dir=TAB, index=False,
-                      caption=f"*AutoAttack (standard, torchattacks) at eps {P.eval.eps * 255:.0f}/255 on the first "
-                              f"{P.eval.autoattack_n} test images: robust accuracy before / after, mean [95% CI] in %.*")
+                      caption=f"*AutoAttack (standard, torchattacks) at eps {P.eval.eps * 255:.0f}/255 on "
+                              f"{P.eval.autoattack_n} test images spread over the classes: robust accuracy before / after, mean [95% CI] in %.*")
     display(aa)
 
 # %%

@@ -1,0 +1,111 @@
+"""The subsets that the sanity checks and AutoAttack attack are spread over the classes (`class_interleaved`), not
+the first N test images: an ImageFolder copy of CIFAR-10 lists its test images class by class, so the first 100
+were all airplanes."""
+from __future__ import annotations
+
+import collections
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from easycore import evaluate, pipeline, runs
+from easycore.config import EvalConfig, params_from_dict
+from easycore.evaluate import class_interleaved
+from easycore.store import load_arrays, read_json
+
+
+def brute_force(labels, n):
+    """Sort positions by (rank within their class, position), with the rank counted by a plain loop."""
+    seen: collections.Counter = collections.Counter()
+    rank = []
+    for c in labels:
+        rank.append(seen[c])
+        seen[c] += 1
+    return sorted(range(len(labels)), key=lambda i: (rank[i], i))[:n]
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_class_interleaved_matches_brute_force(seed):
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 1 + seed * 2, size=int(rng.integers(0, 60)))
+    if seed % 2:
+        labels = np.sort(labels)                         # class-ordered, like an ImageFolder split
+    for n in (0, 1, 7, len(labels), len(labels) + 5):
+        assert class_interleaved(labels, n).tolist() == brute_force(labels.tolist(), n)
+
+
+def test_class_ordered_split_gives_balanced_prefixes():
+    labels = np.repeat(np.arange(10), 100)               # 1000 test images, class by class
+    idx = class_interleaved(labels, 100)
+    assert idx.dtype == np.int64 and len(set(idx.tolist())) == 100
+    assert np.bincount(labels[idx], minlength=10).tolist() == [10] * 10
+    assert idx[:10].tolist() == list(range(0, 1000, 100))   # the first image of each class first
+    # a class with fewer images runs out; the others fill the rest
+    labels = np.array([0] * 3 + [1] * 20)
+    assert np.bincount(labels[class_interleaved(labels, 10)]).tolist() == [3, 7]
+
+
+def test_sanity_checks_get_a_class_balanced_subset(monkeypatch):
+    seen = {}
+
+    def fake_checks(model, x, y, cfg, metrics, **kw):
+        seen["y"] = y.cpu().numpy()
+        return {}
+
+    monkeypatch.setattr(evaluate, "sanity_checks", fake_checks)
+    torch.manual_seed(0)
+    x = torch.rand(40, 1, 4, 4)
+    y = torch.arange(4).repeat_interleave(10)            # class-ordered
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 4))
+    cfg = EvalConfig(n_test=40, batch_size=40, pgd_steps=1, attacks=["pgd"], eps_grid=[0.0], sanity=True, sanity_n=8)
+    evaluate.evaluate_model(model, x, y, cfg, progress=False)
+    assert np.bincount(seen["y"], minlength=4).tolist() == [2, 2, 2, 2]
+
+
+TINY = {
+    "data": {"dataset": "synthetic", "n_per_class": 4, "test_n_per_class": 3, "seed": 0},
+    "runtime": {"device": "cpu"},
+    "proxy": {"model": "cnn_tiny", "transfer_models": [], "epochs": 1, "batch_size": 16, "deepfool_steps": 1},
+    "coreset": {"methods": ["random", "easycore"], "fractions": [0.5], "score_epochs": 1},
+    "train": {"model": "cnn_tiny", "epochs": 1, "batch_size": 16, "modes": ["standard"], "seeds": [0]},
+    "eval": {"n_test": 30, "pgd_steps": 1, "attacks": ["pgd"], "eps_grid": [0.0], "sanity": False,
+             "autoattack_modes": ["standard"], "autoattack_n": 20},
+    "report": {"grid_per_class": 1, "formats": ["png"]},
+}
+
+
+def test_autoattack_stage_attacks_the_class_interleaved_subset(tmp_path, monkeypatch):
+    """The stage on one trained full-data model (AutoAttack replaced by a recorder that keeps every image): the
+    images it attacks are the class-interleaved subset of the evaluated ones, `robust` before is the evaluation's
+    outcome at those positions, and summary.json records the positions."""
+    params = params_from_dict(TINY)
+    monkeypatch.chdir(tmp_path)
+    prepared = Path("data/prepared")
+    pipeline.prepare(params, prepared)
+    run = runs.Run(runs.NONE, runs.FULL, 1.0, "standard", 0)
+    pipeline.train_run(params, run.train_dir(), mode="standard", seed=0, prepared=prepared, progress=False)
+    pipeline.evaluate_run(params, run.train_dir() / "model.safetensors", run.eval_dir(), prepared=prepared,
+                          progress=False)
+    attacked = {}
+
+    def fake_autoattack(net, x, y, **kw):
+        attacked["y"] = y.cpu().numpy()
+        return torch.ones(len(x), dtype=torch.bool)
+
+    monkeypatch.setattr(evaluate, "autoattack", fake_autoattack)
+    monkeypatch.setattr(pipeline, "autoattack_targets", lambda p: [run])
+    summary = pipeline.autoattack_stage(params, prepared=prepared, progress=False)
+
+    _, te = pipeline.load_prepared(prepared, params)
+    labels = te.labels[:30]
+    want = class_interleaved(labels, 20)
+    assert summary["index"] == want.tolist() and summary["n"] == 20
+    assert np.bincount(labels[want], minlength=10).tolist() == [2] * 10
+    before, _ = load_arrays(run.eval_dir() / "outcomes.npz", fingerprint=te.fingerprint)
+    out, meta = load_arrays(Path("runs/autoattack") / run.key / "outcomes.npz")
+    assert np.array_equal(out["robust"], before["robust"][want]) and np.array_equal(out["robust_aa"], out["robust"])
+    if out["robust"].any():                                    # AutoAttack saw exactly the still-robust ones
+        assert attacked["y"].tolist() == labels[want][out["robust"]].tolist()
+    assert read_json(Path("runs/autoattack/summary.json"))["index"] == want.tolist()
