@@ -14,8 +14,9 @@ part is that part's FAILED / TIMEOUT row; the others still run):
   demo          `dvc repro` of the demo pipeline (params.yaml) in a temporary git + DVC copy of the repo, with
                 proxy.epochs = train.epochs = 2 and runtime.device = cuda; data from EASYCORE_DATA or
                 ../shared/data, else synthetic data (the row says so)
-Time limits: each part gets its budget plus whatever earlier parts left unused, never past the overall deadline
-(--budget seconds after the start, less a reserve for the table), so the whole check ends within --budget.
+Time limits: each part gets its share of --budget (the proportions of BUDGETS; the default 900 s gives BUDGETS) plus
+whatever earlier parts left unused, never past the overall deadline (--budget seconds after the start, less a reserve
+for the table), so the whole check ends within --budget.
 A part's output goes to <log-dir>/<part>.log (and the benchmarks' sections to <part>.md); the summary table, with the
 parts' own sections below it, is printed and appended to --out (default reports/benchmarks.md).
 Without CUDA it refuses in one line (exit 2). `--rehearse` runs the same plumbing on a CPU at smoke sizes (the
@@ -289,9 +290,19 @@ def demo_child(work: Path, *, device: str, epochs: int, tiny: bool) -> int:
 
 
 # ----------------------------------------------------------------------------- the plan
-def build_parts(names: Sequence[str], log_dir: Path, *, rehearse: bool) -> list[Part]:
-    """The parts to run. A rehearsal runs the same commands with the benchmarks' --quick and --device cpu appended
-    (so the GPU arguments are parsed too), and a tiny synthetic demo pipeline of 1 epoch on the CPU."""
+def part_budgets(names: Sequence[str], budget_s: float) -> dict[str, float]:
+    """Each named part's share of `budget_s` (less RESERVE), in the proportions of BUDGETS: the default budget
+    gives BUDGETS, a smaller one (a shorter device lease) shrinks every part alike instead of starving the last."""
+    total = sum(BUDGETS[n] for n in names)
+    return {n: BUDGETS[n] * max(budget_s - RESERVE, 0.0) / total for n in names}
+
+
+def build_parts(names: Sequence[str], log_dir: Path, *, rehearse: bool,
+                budgets: Optional[dict] = None) -> list[Part]:
+    """The parts to run (`budgets`: seconds per part, default BUDGETS). A rehearsal runs the same commands with the
+    benchmarks' --quick and --device cpu appended (so the GPU arguments are parsed too), and a tiny synthetic demo
+    pipeline of 1 epoch on the CPU."""
+    budgets = dict(BUDGETS, **(budgets or {}))
     py = sys.executable
     smoke = ["--quick", "--device", "cpu"] if rehearse else []
     env = {"PYTHONPATH": os.pathsep.join([str(REPO)] + ([os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else []))}
@@ -300,22 +311,22 @@ def build_parts(names: Sequence[str], log_dir: Path, *, rehearse: bool) -> list[
     all_parts = {
         "test_cuda": Part("test_cuda", "tests/test_cuda.py", [py, "-m", "pytest", "-q", "-p", "no:cacheprovider",
                                                                  "tests/test_cuda.py"],
-                          BUDGETS["test_cuda"], summarize_pytest, env),
+                          budgets["test_cuda"], summarize_pytest, env),
         "epoch_time": Part("epoch_time", "ResNet-18 full CIFAR-10 epoch, standard + TRADES-10, bf16 + NHWC, +- compile",
                            [py, "-m", "benchmarks.epoch_time", "--device", "cuda", "--model", "resnet18",
                             "--modes", "standard,trades", "--steps", "10", "--variants", "default,compile",
                             "--out", str(log_dir / "epoch_time.md")] + smoke,
-                           BUDGETS["epoch_time"], summarize_epoch_time, env, log_dir / "epoch_time.md"),
+                           budgets["epoch_time"], summarize_epoch_time, env, log_dir / "epoch_time.md"),
         "attack_speed": Part("attack_speed", "PGD-20 images/s vs torchattacks on CUDA",
                              [py, "-m", "benchmarks.attack_speed", "--device", "cuda", "--model", "resnet18",
                               "--steps", "20", "--n", "2048", "--batch-size", "512", "--eps", "8,4", "--rounds", "3",
                               "--out", str(log_dir / "attack_speed.md")] + smoke,
-                             BUDGETS["attack_speed"], summarize_attack_speed, env, log_dir / "attack_speed.md"),
+                             budgets["attack_speed"], summarize_attack_speed, env, log_dir / "attack_speed.md"),
         "demo": Part("demo", "dvc repro of the demo pipeline, 2 epochs, CUDA",
                      [py, "-m", "benchmarks.gpu_check", "--demo-child", str(log_dir / "demo-repo"),
                       "--device", "cpu" if rehearse else "cuda", "--epochs", "1" if rehearse else "2"]
                      + (["--tiny"] if rehearse else []),
-                     BUDGETS["demo"], summarize_demo, env),
+                     budgets["demo"], summarize_demo, env),
     }
     return [all_parts[n] for n in names]
 
@@ -361,7 +372,8 @@ def main(argv=None) -> int:
     log_dir = Path(args.log_dir or tempfile.mkdtemp(prefix="easycore-gpu-check-")).resolve()
     log_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.monotonic()
-    outcomes = run_parts(build_parts(names, log_dir, rehearse=args.rehearse), log_dir,
+    outcomes = run_parts(build_parts(names, log_dir, rehearse=args.rehearse,
+                                     budgets=part_budgets(names, args.budget)), log_dir,
                          budget_s=max(args.budget - RESERVE, 0.0))
     wall = time.monotonic() - t0
     title = "GPU check (`make gpu-check`)" + (" [--rehearse on CPU: smoke sizes, numbers NOT meaningful]"

@@ -117,6 +117,20 @@ def test_gpu_check_deadline_caps_every_part(tmp_path, monkeypatch):
     assert out[1].status == "SKIPPED (no time left)"
 
 
+def test_gpu_check_shares_a_shorter_budget_among_all_parts():
+    from benchmarks import gpu_check
+
+    every = list(gpu_check.PARTS)
+    assert gpu_check.part_budgets(every, gpu_check.TOTAL_BUDGET) == pytest.approx(gpu_check.BUDGETS)
+    short = gpu_check.part_budgets(every, 480)
+    assert sum(short.values()) == pytest.approx(480 - gpu_check.RESERVE)
+    for n in every:                                  # every part shrinks alike: the last one is not starved
+        assert short[n] / gpu_check.BUDGETS[n] == pytest.approx(short["test_cuda"] / gpu_check.BUDGETS["test_cuda"])
+    assert gpu_check.part_budgets(["demo"], 300) == pytest.approx({"demo": 300 - gpu_check.RESERVE})
+    parts = gpu_check.build_parts(["test_cuda", "demo"], Path("/tmp"), rehearse=True, budgets={"demo": 7.0})
+    assert [p.budget_s for p in parts] == [gpu_check.BUDGETS["test_cuda"], 7.0]
+
+
 def test_gpu_check_summaries_and_table(tmp_path):
     from benchmarks.gpu_check import (Outcome, report_body, summarize_attack_speed, summarize_demo,
                                       summarize_epoch_time, summarize_pytest, summary_table)
