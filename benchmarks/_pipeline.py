@@ -47,9 +47,12 @@ def repo_params(overrides: Optional[dict] = None) -> dict:
 
 def pipeline_env(pythonpath: str, extra: Optional[dict] = None) -> dict:
     """Environment for dvc and the stages: the venv's bin first on PATH (dvc, easycore), `pythonpath` first on
-    PYTHONPATH (the copy's easycore, not the installed one), git identity, headless plotting, no analytics."""
+    PYTHONPATH (the copy's easycore, not the installed one; an inherited PYTHONPATH after it), git identity,
+    headless plotting, no analytics."""
     bin_dir = str(Path(sys.executable).parent)
-    env = dict(os.environ, PATH=bin_dir + os.pathsep + os.environ.get("PATH", ""), PYTHONPATH=pythonpath,
+    inherited = os.environ.get("PYTHONPATH")      # kept after `pythonpath` (where dvc itself may be installed)
+    env = dict(os.environ, PATH=bin_dir + os.pathsep + os.environ.get("PATH", ""),
+               PYTHONPATH=pythonpath + (os.pathsep + inherited if inherited else ""),
                MPLBACKEND="Agg", DVC_NO_ANALYTICS="1", GIT_AUTHOR_NAME="easycore", GIT_AUTHOR_EMAIL="bench@localhost",
                GIT_COMMITTER_NAME="easycore", GIT_COMMITTER_EMAIL="bench@localhost")
     env.update(extra or {})
