@@ -97,8 +97,7 @@ def export_outcomes(results: Sequence[RunResult], path: str | os.PathLike,
         raise ValueError(f"export_outcomes: runs were attacked on different numbers of images ({sorted(n)}, "
                          f"AutoAttack {sorted(aa_n)}); the verdict needs paired outcomes")
     missing = [f"{r.run.key}: {r.status}" for r in results if not r.ok]
-    aa_summary = Path(autoattack_root) / "summary.json" if autoattack_root else None
-    aa_index = read_json(aa_summary).get("index") if aa and aa_summary.exists() else None
+    aa_index = read_json(Path(autoattack_root) / "summary.json").get("index") if aa else None
     return save_arrays(path, arrays, {"format": OUTCOMES_FORMAT, "n": next(iter(n), 0),
                                       "n_autoattack": next(iter(aa_n), 0), "autoattack_index": aa_index,
                                       "missing": missing, **meta})
@@ -350,8 +349,9 @@ def autoattack_table(params: Params, root: Path = runs.ROOT / "autoattack", *, o
                      n_boot: int = 4000) -> pd.DataFrame:
     """Does the ranking survive AutoAttack? For each model the autoattack stage attacked (the verdict's: full data,
     EasyCore, random, best other; per mode and fraction, pooled over seeds): robust accuracy on the
-    eval.autoattack_n test images spread over the classes before and after AutoAttack, mean [95 % CI] in %. `outcomes` ({run key:
-    {robust, robust_aa}}, as `read_outcomes` returns) replaces reading the stage's files under `root`."""
+    eval.autoattack_n test images spread over the classes before and after AutoAttack, mean [95 % CI] in %.
+    `outcomes` ({run key: {robust, robust_aa}}, as `read_outcomes` returns) replaces reading the stage's files
+    under `root`."""
     if outcomes is None:
         outcomes = autoattack_outcomes(root)
     cells: dict = {}

@@ -4,6 +4,7 @@ were all airplanes."""
 from __future__ import annotations
 
 import collections
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,11 @@ from easycore import evaluate, pipeline, runs
 from easycore.config import EvalConfig, params_from_dict
 from easycore.evaluate import class_interleaved
 from easycore.store import load_arrays, read_json
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:  # `benchmarks` is a folder of scripts beside the package, not installed
+    sys.path.insert(0, str(ROOT))
+from benchmarks._pipeline import TINY as BENCH_TINY, merge  # noqa: E402
 
 
 def brute_force(labels, n):
@@ -64,16 +70,10 @@ def test_sanity_checks_get_a_class_balanced_subset(monkeypatch):
     assert np.bincount(seen["y"], minlength=4).tolist() == [2, 2, 2, 2]
 
 
-TINY = {
-    "data": {"dataset": "synthetic", "n_per_class": 4, "test_n_per_class": 3, "seed": 0},
-    "runtime": {"device": "cpu"},
-    "proxy": {"model": "cnn_tiny", "transfer_models": [], "epochs": 1, "batch_size": 16, "deepfool_steps": 1},
-    "coreset": {"methods": ["random", "easycore"], "fractions": [0.5], "score_epochs": 1},
-    "train": {"model": "cnn_tiny", "epochs": 1, "batch_size": 16, "modes": ["standard"], "seeds": [0]},
-    "eval": {"n_test": 30, "pgd_steps": 1, "attacks": ["pgd"], "eps_grid": [0.0], "sanity": False,
-             "autoattack_modes": ["standard"], "autoattack_n": 20},
-    "report": {"grid_per_class": 1, "formats": ["png"]},
-}
+# the benchmarks' tiny synthetic pipeline (4 test images per class), evaluated on all 40 and AutoAttacked on 20
+TINY = merge(BENCH_TINY, {"runtime": {"device": "cpu"}, "train": {"epochs": 1, "seeds": [0]},
+                          "eval": {"n_test": 40, "pgd_steps": 1, "attacks": ["pgd"], "eps_grid": [0.0],
+                                   "autoattack_modes": ["standard"], "autoattack_n": 20}})
 
 
 def test_autoattack_stage_attacks_the_class_interleaved_subset(tmp_path, monkeypatch):
@@ -99,7 +99,7 @@ def test_autoattack_stage_attacks_the_class_interleaved_subset(tmp_path, monkeyp
     summary = pipeline.autoattack_stage(params, prepared=prepared, progress=False)
 
     _, te = pipeline.load_prepared(prepared, params)
-    labels = te.labels[:30]
+    labels = te.labels[:40]
     want = class_interleaved(labels, 20)
     assert summary["index"] == want.tolist() and summary["n"] == 20
     assert np.bincount(labels[want], minlength=10).tolist() == [2] * 10
