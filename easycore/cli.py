@@ -3,10 +3,12 @@
     easycore check                                   validate params (the pipeline's first stage)
     easycore prepare                                 load + subset the data            -> data/prepared/
     easycore proxy [--name main|<transfer model>]    full-data run recording AIGN      -> runs/proxy/<name>/
+    easycore select [--scores main]                  every coreset of that proxy      -> runs/coresets/<scores>/
     easycore select --method M --fraction F [--scores main]                            -> runs/coresets/<scores>/M-F/
-    easycore train --method M --fraction F --scores S --mode MODE --seed N             -> runs/train/<scores>/<run>/
+    easycore train --method M --fraction F --scores S --mode MODE [--seed N ...]
+                       a group: every seed of train.seeds (or those given), in one process -> runs/train/<scores>/<group>/
     easycore train --indices I | --full --out D --mode MODE --seed N                   (any coreset file)
-    easycore eval --method M --fraction F --scores S --mode MODE --seed N             -> runs/eval/<scores>/<run>/
+    easycore eval --method M --fraction F --scores S --mode MODE [--seed N ...]        -> runs/eval/<scores>/<group>/
     easycore eval --model-path P --out D
     easycore autoattack                              AutoAttack on the verdict's models -> runs/autoattack/
     easycore notebook NAME [-p key value ...]        execute notebooks/NAME.py         -> reports/notebooks/...
@@ -26,11 +28,12 @@ from . import __version__
 
 # the function each stage command runs (tests/test_architecture.py derives every stage's code dependencies from it)
 ENTRY = {"check": "easycore.pipeline:check", "prepare": "easycore.pipeline:prepare",
-         "proxy": "easycore.pipeline:proxy", "select": "easycore.pipeline:select",
-         "train": "easycore.pipeline:train_named", "eval": "easycore.pipeline:evaluate_named",
+         "proxy": "easycore.pipeline:proxy", "select": "easycore.pipeline:select_all",
+         "train": "easycore.group:train_group", "eval": "easycore.group:evaluate_group",
          "notebook": "easycore.notebook:run", "autoattack": "easycore.pipeline:autoattack_stage",
          # not pipeline stages: the listing, and training / evaluating files given by path
          "methods": "easycore.methods:direction_table_markdown", "train_files": "easycore.pipeline:train_run",
+         "select_one": "easycore.pipeline:select",
          "eval_files": "easycore.pipeline:evaluate_run"}
 
 
@@ -58,7 +61,8 @@ def _run_args(p: argparse.ArgumentParser, *, required: bool) -> None:
                    "model, or none for full-data and adaptive runs)")
     if required:
         p.add_argument("--mode", required=True, choices=_names("modes"), help="training mode")
-        p.add_argument("--seed", type=_seed, default=0, help="training seed (>= 0)")
+        p.add_argument("--seed", type=_seed, action="append", default=None,
+                       help="training seed (>= 0; repeatable); default every seed of train.seeds (the group)")
 
 
 def _seed(v: str) -> int:
@@ -91,8 +95,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("select", formatter_class=_Fmt, help="select a static coreset from a proxy's scores")
     _common(p)
-    p.add_argument("--method", required=True, choices=_names("methods", kind="static"), help="coreset method")
-    p.add_argument("--fraction", required=True, type=float, help="fraction of the training set to keep, in (0, 1)")
+    p.add_argument("--method", choices=_names("methods", kind="static"),
+                   help="coreset method (default: every coreset the params make from --scores)")
+    p.add_argument("--fraction", type=float, help="fraction of the training set to keep, in (0, 1)")
     p.add_argument("--scores", default="main", help="proxy run whose records are used")
     p.add_argument("--out", default=None, help="default runs/coresets/<scores>/<method>-<fraction>")
     p.add_argument("--prepared", default="data/prepared", help="prepared data folder")
@@ -111,7 +116,8 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     _run_args(p, required=False)
     p.add_argument("--mode", choices=_names("modes"), help="training mode of the run")
-    p.add_argument("--seed", type=_seed, default=0, help="training seed of the run")
+    p.add_argument("--seed", type=_seed, action="append", default=None,
+                   help="training seed of the run (repeatable); default every seed of train.seeds (the group)")
     p.add_argument("--model-path", default=None, help="a model.safetensors (instead of the run options)")
     p.add_argument("--out", default=None, help="output folder (default: the run's folder under runs/eval/)")
     p.add_argument("--prepared", default="data/prepared", help="prepared data folder")
@@ -131,14 +137,15 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
-def _run(args, params):
-    """The runs.Run named by --method/--fraction/--scores/--mode/--seed."""
+def _group(args, params):
+    """The runs named by --method/--fraction/--scores/--mode and --seed (default: every seed of train.seeds)."""
     from . import runs
     from .config import ConfigError
 
     if args.method is None or args.fraction is None or args.mode is None:
         raise ConfigError("give --method, --fraction and --mode (or --model-path/--indices/--full with --out)")
-    return runs.Run(args.scores, args.method, args.fraction, args.mode, args.seed)
+    seeds = args.seed if args.seed is not None else params.train.seeds
+    return runs.Group(args.scores, args.method, args.fraction, args.mode).runs(dict.fromkeys(seeds))
 
 
 def _entry(cmd: str):
@@ -176,22 +183,29 @@ def main(argv=None) -> int:
         elif cmd == "proxy":
             fn(params, args.name, args.out and Path(args.out), prepared=Path(args.prepared), progress=progress)
         elif cmd == "select":
-            if not 0 < args.fraction < 1:
+            if args.method is None:
+                if args.fraction is not None or args.out:
+                    raise ConfigError("--fraction/--out go with --method (without it: every coreset of --scores)")
+                fn(params, args.scores, prepared=Path(args.prepared))
+                return 0
+            if args.fraction is None or not 0 < args.fraction < 1:
                 raise ConfigError(f"--fraction {args.fraction!r} is not allowed; must be in (0, 1)")
-            fn(params, args.method, args.fraction, args.scores, args.out and Path(args.out),
-               prepared=Path(args.prepared))
+            _entry("select_one")(params, args.method, args.fraction, args.scores, args.out and Path(args.out),
+                   prepared=Path(args.prepared))
         elif cmd == "train":
             if args.indices or args.full:
                 if not args.out:
                     raise ConfigError("--indices/--full need --out")
-                _entry("train_files")(params, Path(args.out), mode=args.mode, seed=args.seed,
+                if args.seed is not None and len(args.seed) > 1:
+                    raise ConfigError("--indices/--full train one run: give one --seed")
+                _entry("train_files")(params, Path(args.out), mode=args.mode, seed=(args.seed or [0])[0],
                                       indices=None if args.full else Path(args.indices), model=args.model,
                                       prepared=Path(args.prepared), progress=progress)
             else:
                 if args.out or args.model or args.prepared != "data/prepared":
                     raise ConfigError("--out/--model/--prepared go with --indices or --full; a named run uses the "
                                       "pipeline's paths")
-                fn(params, _run(args, params), progress=progress)
+                fn(params, _group(args, params), progress=progress)
         elif cmd == "eval":
             if args.model_path:
                 if not args.out:
@@ -199,7 +213,7 @@ def main(argv=None) -> int:
                 _entry("eval_files")(params, Path(args.model_path), Path(args.out), prepared=Path(args.prepared),
                                      progress=progress)
             else:
-                fn(params, _run(args, params), progress=progress)
+                fn(params, _group(args, params), progress=progress)
         elif cmd == "notebook":
             fn(args.name, dict(args.parameter), out=args.out and Path(args.out), params_path=args.params)
         return 0

@@ -103,14 +103,21 @@ def test_dvc_paths_are_the_runs_module_paths():
         outs = {str(o.def_path) for st in repo.index.stages for o in st.outs}
     expected = runs.expected_runs(params)
     assert expected, "the repo's params declare no runs"
-    train = {p for p in outs if p.startswith("runs/train/") and p.endswith("model.safetensors")}
-    evals = {p for p in outs if p.startswith("runs/eval/") and p.endswith("metrics.json")}
-    assert train == {str(r.train_dir() / "model.safetensors") for r in expected}
-    assert evals == {str(r.eval_dir() / "metrics.json") for r in expected}
+    deps = {str(d.def_path) for st in repo.index.stages for d in st.deps}
+    train = {p for p in outs if p.startswith("runs/train/")}
+    evals = {p for p in outs if p.startswith("runs/eval/")}
+    groups = runs.expected_groups(params)
+    assert train == {str(g.train_dir()) for g in groups}      # one output folder per group
+    assert evals == {str(g.eval_dir()) for g in groups}
+    for g, members in groups.items():
+        assert [r.seed for r in members] == list(params.train.seeds)
     for r in expected:
-        assert runs.parse(r.key) == r
+        assert runs.parse(r.key) == r and runs.parse(str(r.train_dir())) == r
+        assert r.train_dir().parent == r.group.train_dir() and r.eval_dir().parent == r.group.eval_dir()
+        assert not r.state_path().is_relative_to(r.group.train_dir())  # DVC removes the group folder, not this
         if r.selection_dir() is not None:
-            assert str(r.selection_dir() / "indices.npy") in outs
+            assert str(r.selection_dir() / "indices.npy") in deps
+            assert str(r.selection_dir().parent) in outs           # made by the select stage of its proxy
 
 
 @pytest.mark.parametrize("f", [0.3, 0.1, 0.05, 0.3333333, 0.25])
