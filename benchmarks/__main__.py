@@ -14,7 +14,7 @@ import time
 import traceback
 
 SCRIPTS = ("aign_overhead", "train_step", "input_pipeline", "memory", "attack_speed", "profile_epoch", "epoch_time",
-           "dvc_overhead")
+           "dvc_overhead", "cpu_speed", "eval_bulk", "concurrent_runs", "bulk_overhead")
 
 
 def main(argv=None) -> int:

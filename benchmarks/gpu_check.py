@@ -11,6 +11,8 @@ part is that part's FAILED / TIMEOUT row; the others still run):
                 without (`default`) and with torch.compile (`compile`); last of 2 epochs timed; PGD-20 eval rate
   attack_speed  benchmarks.attack_speed on CUDA: PGD-20 images/s, easycore.attacks.pgd vs torchattacks.PGD
                 (ResNet-18, fp32 both, same starts), at 8/255 and 4/255
+  concurrency   benchmarks.concurrent_runs: models per hour for a group of cnn_tiny runs and of ResNet-18 runs on a
+                0.1 coreset of CIFAR-10, one at a time vs concurrent worker processes (runtime.concurrent automatic)
   demo          `dvc repro` of the demo pipeline (params.yaml) in a temporary git + DVC copy of the repo, with
                 proxy.epochs = train.epochs = 2 and runtime.device = cuda; data from EASYCORE_DATA or
                 ../shared/data, else synthetic data (the row says so)
@@ -44,7 +46,8 @@ from benchmarks._common import DEFAULT_OUT, REPO, data_root, table
 TOTAL_BUDGET = 15 * 60      # seconds: the whole check on one H100
 RESERVE = 30                # of the budget, kept for the parent's start-up and the table
 MIN_PART_S = 5              # a part the deadline would cut below this (and below its own budget) is skipped
-BUDGETS = {"test_cuda": 120, "epoch_time": 390, "attack_speed": 90, "demo": 270}   # sum = TOTAL - RESERVE
+BUDGETS = {"test_cuda": 110, "epoch_time": 330, "attack_speed": 80, "concurrency": 130,
+           "demo": 220}   # sum = TOTAL - RESERVE
 PARTS = tuple(BUDGETS)
 
 
@@ -232,6 +235,14 @@ def summarize_attack_speed(log: str, rc: int) -> str:
     return head + "; ".join(bits) if bits else ""
 
 
+def summarize_concurrency(log: str, rc: int) -> str:
+    """'cnn_tiny 2.9x, resnet18 1.4x models/hour' from the printed sections."""
+    models = re.findall(r"runs of `(\w+)`", log)
+    ratios = re.findall(r"ratio concurrent / one at a time: \*\*([\d.]+)x\*\*", log)
+    return ", ".join(f"{m} {r}x" for m, r in zip(models, ratios)) + (" models/hour, concurrent vs one at a time"
+                                                                     if ratios else "")
+
+
 def summarize_demo(log: str, rc: int) -> str:
     """From the demo child's DEMO-* lines (partial progress when it was stopped)."""
     data = re.search(r"^DEMO-DATA (.*)$", log, re.M)
@@ -322,6 +333,12 @@ def build_parts(names: Sequence[str], log_dir: Path, *, rehearse: bool,
                               "--steps", "20", "--n", "2048", "--batch-size", "512", "--eps", "8,4", "--rounds", "3",
                               "--out", str(log_dir / "attack_speed.md")] + smoke,
                              budgets["attack_speed"], summarize_attack_speed, env, log_dir / "attack_speed.md"),
+        "concurrency": Part("concurrency", "models/hour, one at a time vs concurrent (cnn_tiny, resnet18; f=0.1)",
+                            [py, "-c", "import sys; from benchmarks import concurrent_runs as c; "
+                             "sys.exit(max(c.main(a + sys.argv[1:]) for a in (['--model', 'cnn_tiny', '--runs', '8'], "
+                             "['--model', 'resnet18', '--runs', '4'])))",
+                             "--device", "cuda", "--epochs", "2", "--out", str(log_dir / "concurrency.md")] + smoke,
+                            budgets["concurrency"], summarize_concurrency, env, log_dir / "concurrency.md"),
         "demo": Part("demo", "dvc repro of the demo pipeline, 2 epochs, CUDA",
                      [py, "-m", "benchmarks.gpu_check", "--demo-child", str(log_dir / "demo-repo"),
                       "--device", "cpu" if rehearse else "cuda", "--epochs", "1" if rehearse else "2"]

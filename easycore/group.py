@@ -26,6 +26,7 @@ from .config import Params
 log = logging.getLogger("easycore")
 
 MAX_CONCURRENT = 16
+LAST_WORKERS = 0        # how many runs the last train_group trained at once (for the benchmarks' tables)
 
 
 def auto_concurrency(params: Params, n_runs: int, peak_bytes: Optional[int] = None) -> int:
@@ -90,6 +91,8 @@ def train_group(params: Params, group_runs: Sequence[runs.Run], *, progress: boo
         done = _train_each(params, group_runs[:1], progress=progress)
         n = auto_concurrency(params, len(group_runs) - 1, _peak_memory())
     rest = group_runs[len(done):]
+    global LAST_WORKERS
+    LAST_WORKERS = n if len(rest) > 1 else 1
     if n <= 1 or len(rest) <= 1:
         out = done + _train_each(params, rest, progress=progress)
     else:

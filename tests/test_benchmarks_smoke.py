@@ -20,6 +20,9 @@ SCRIPTS = {  # script -> a regex its written section must contain
     "attack_speed": r"eps 8/255: throughput ratio easycore/torchattacks = [\d.]+x.*\n- eps 4/255: throughput ratio",
     "epoch_time": r"trades/standard \(default\) = [\d.]+x",
     "dvc_overhead": r"`params:` in every stage / one params file dep: \*\*[\d.]+x\*\*",
+    "cpu_speed": r"speed-up vs nhwc \(TRADES step / PGD-20\): nchw [\d.]+x / [\d.]+x, bf16 [\d.]+x / [\d.]+x",
+    "eval_bulk": r"ratio stacked / sequential throughput: \*\*[\d.]+x\*\*",
+    "concurrent_runs": r"ratio concurrent / one at a time: \*\*[\d.]+x\*\*",
 }
 
 
