@@ -7,8 +7,9 @@ Conventions (all functions):
       is restored afterwards (try/finally), whatever it was.
     * gradients are taken w.r.t. the input only (``torch.autograd.grad``); ``param.grad`` is never touched.
     * results are detached, lie in [0, 1] and inside the eps-ball around ``x`` (Linf or L2).
-    * ``amp=True`` runs forward passes under ``torch.autocast(<cuda>, bfloat16)`` on CUDA only (ignored on
-      CPU); losses are always computed in float32 from the logits.
+    * ``amp=True`` runs forward passes under ``torch.autocast(<the input's device>, bfloat16)`` (the callers pass
+      `runtime.use_amp`: on CUDA with runtime.amp, on the CPU only with runtime.cpu_bf16); losses are always
+      computed in float32 from the logits.
     * no per-sample Python loops and no host syncs inside the step loops (``pgd`` restarts and
       ``deepfool_distance`` sync once per restart / step to shrink the working set).
 """
@@ -41,8 +42,8 @@ def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
 
 
 def _autocast(x: torch.Tensor, amp: bool):
-    if amp and x.device.type == "cuda":
-        return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+    if amp:
+        return torch.autocast(device_type=x.device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
 
 

@@ -149,6 +149,8 @@ class RuntimeConfig:
     """How every stage runs (proxy, train, evaluate): device and the CUDA speed switches."""
     device: str = param("auto", choices=("auto", "cpu", "cuda"))
     amp: bool = True                 # bf16 autocast on CUDA (ignored on CPU)
+    cpu_bf16: bool = False           # bf16 autocast on the CPU too (native bf16 CPUs: avx512_bf16 / amx): faster
+    #                                  (reports/benchmarks.md, cpu_speed), other numbers than fp32: off by default
     channels_last: bool = True       # NHWC memory format (faster on CUDA, and on CPU for the demo nets)
     compile: bool = False            # torch.compile the model (CUDA only)
     deterministic: bool = False      # torch.use_deterministic_algorithms on CUDA (slower)

@@ -102,9 +102,12 @@ STAGE_COMMANDS = ("prepare", "proxy", "select", "train", "eval", "autoattack")
 # Instead `check` (which declares every params section) writes runs/params/<family>.json, the canonical values of
 # these keys, and each stage of the family depends on that file: a changed value re-runs exactly the family.
 # runtime keys that can change a result (runtime.concurrent, how many runs train at once, cannot: not a dependency)
-RUNTIME = tuple(f"runtime.{k}" for k in ("device", "amp", "channels_last", "compile", "deterministic", "sync_bn"))
+RUNTIME = tuple(f"runtime.{k}" for k in ("device", "amp", "cpu_bf16", "channels_last", "compile", "deterministic",
+                                                   "sync_bn"))
 STAGE_PARAMS = {
-    "select": ("coreset.balanced", "coreset.seed", "coreset.window", "coreset.p", "coreset.squared",
+    "select": ("coreset.methods", "coreset.fractions", "coreset.survey_methods", "coreset.survey_fractions",
+               "coreset.transfer_methods",                 # which coresets the select stage of a proxy makes
+               "coreset.balanced", "coreset.seed", "coreset.window", "coreset.p", "coreset.squared",
                "coreset.score_epochs", "coreset.ccs_score", "coreset.ccs_cutoff", "coreset.moderate_band"),
     "train": ("train", *RUNTIME),
     "train_adaptive": ("train", *RUNTIME, "coreset.acs", "coreset.seed"),

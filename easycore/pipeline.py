@@ -31,6 +31,7 @@ from .aign import AIGNTracker
 from .config import Params
 from .data import ArrayDataset, load_dataset
 from .store import ArtifactError, load_arrays, read_json, save_arrays, write_json
+from .runtime import use_amp
 from .train import accuracy, config_hash, remove_state, resolve_device, save_model, train
 
 log = logging.getLogger("easycore")
@@ -445,7 +446,7 @@ def _evaluate(params: Params, test: TestImages, model_path: Path, out_dir: Path,
     name = name or f"{out_dir.parent.name}/{out_dir.name}"
     t0 = time.perf_counter()
     metrics, outcomes = evaluate_model(net, test.x, test.y, params.eval, seed=0,
-                                       progress=progress, amp=params.runtime.amp and device.type == "cuda")
+                                       progress=progress, amp=use_amp(params.runtime, device))
     meta = {"fingerprint": test.fingerprint, "n": n, "checkpoint": str(model_path),
             "train": {k: mmeta.get(k) for k in ("model", "mode", "seed", "source", "n_train", "fingerprint", "counts")}}
     write_eval(out_dir, metrics, outcomes, meta)

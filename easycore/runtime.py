@@ -23,6 +23,11 @@ def resolve_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
+def use_amp(rt: RuntimeConfig, device: torch.device) -> bool:
+    """bf16 autocast for this device: on CUDA with runtime.amp, on the CPU with runtime.cpu_bf16."""
+    return (rt.amp and device.type == "cuda") or (rt.cpu_bf16 and device.type == "cpu")
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % (2 ** 32))

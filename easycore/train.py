@@ -47,7 +47,7 @@ from .data import ArrayDataset, DeviceLoader, Loader, hash_seed
 from .models import build_model
 from .modes import MODES
 from .rng import get_rng_state
-from .runtime import accuracy, predict, resolve_device, seed_everything, setup_backend  # noqa: F401
+from .runtime import accuracy, predict, resolve_device, seed_everything, setup_backend, use_amp  # noqa: F401
 from .store import save_state
 
 log = logging.getLogger("easycore.train")
@@ -123,7 +123,7 @@ def train(cfg: TrainConfig, data: Union[Loader, ArrayDataset], *, mode: str = "s
         raise ConfigError("params: runtime.sync_bn = True is not allowed on the CPU (torch's SyncBatchNorm needs "
                           "CUDA); use false, or a BatchNorm-free model")
     setup_backend(runtime, device)
-    amp = runtime.amp and device.type == "cuda"
+    amp = use_amp(runtime, device)
     chl = runtime.channels_last  # NHWC: faster on CUDA and (measured, cnn_tiny) ~1.5x on CPU too
     progress = progress and dist.is_main()
     loader = _as_loader(data, cfg.batch_size // world, device, augment=cfg.augment, shuffle=True, seed=seed,

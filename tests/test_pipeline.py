@@ -185,3 +185,25 @@ def test_report_shows_a_missing_run(repo, monkeypatch):
         assert ver.get("diff_random", ver["verdict_best"].map(lambda _: float("nan"))).isna().all()
     finally:
         victim.write_bytes(saved)
+
+
+@pytest.mark.slow
+def test_a_new_method_runs_its_groups_not_the_study(repo):
+    """A method added to coreset.methods: `dvc repro` re-runs check and the select stage (whose list of coresets
+    changed; the existing coresets come out byte-identical), trains and evaluates the new method's group, and
+    re-runs no other training or evaluation stage; `dvc status` is clean afterwards. (Last in this module: it
+    leaves the repo with the extra method.)"""
+    import re
+
+    work, env = repo
+    p = yaml.safe_load((work / "params.yaml").read_text())
+    p["coreset"]["methods"] = p["coreset"]["methods"] + ["hard"]
+    (work / "params.yaml").write_text(yaml.safe_dump(p))
+    before = _hashes(work, ["runs/coresets/main/easycore-0.5", "runs/train/main/easycore-0.5-standard"])
+    r = _run(["dvc", "repro"], work, env)
+    ran = set(re.findall(r"^Running stage '([^']+)'", r.stdout, re.M))
+    trained = {s for s in ran if s.startswith(("train", "evaluate"))}
+    assert trained == {"train@main-hard-0.5-standard", "evaluate@main-hard-0.5-standard"}, sorted(ran)
+    assert "select@main" in ran and not ran & {"prepare", "proxy@main"}
+    assert _hashes(work, ["runs/coresets/main/easycore-0.5", "runs/train/main/easycore-0.5-standard"]) == before
+    assert _run(["dvc", "status", "-q"], work, env).stdout.strip() == ""

@@ -71,3 +71,33 @@ def test_other_seed_gives_other_weights(ds):
     a = train(small_cfg(epochs=1), ds, seed=0, progress=False).model.state_dict()
     b = train(small_cfg(epochs=1), ds, seed=1, progress=False).model.state_dict()
     assert not all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_cpu_bf16_autocasts_the_cpu_steps_only_when_asked(ds):
+    """runtime.cpu_bf16: the training forward (and the attack's) runs in bf16 on the CPU; off by default, where the
+    run is fp32 (the default's weights differ from the bf16 run's, and both learn)."""
+    from easycore.config import AttackConfig, RuntimeConfig
+    from easycore.runtime import use_amp
+
+    cpu = torch.device("cpu")
+    assert not use_amp(RuntimeConfig(device="cpu"), cpu) and use_amp(RuntimeConfig(device="cpu", cpu_bf16=True), cpu)
+    seen = []
+
+    class Probe(Callback):                     # the dtype a convolution computes in
+        hooked = None
+
+        def before_batch(self, loop, x, y, idx):
+            if self.hooked is None:
+                conv = next(m for m in loop.model.modules() if isinstance(m, torch.nn.Conv2d))
+                self.hooked = conv.register_forward_hook(lambda m, i, o: seen.append(o.dtype))
+
+    cfg = small_cfg(epochs=1, attack=AttackConfig(steps=1))
+    fp32 = train(cfg, ds, mode="trades", runtime=RuntimeConfig(device="cpu"), callbacks=[Probe()], progress=False)
+    assert set(seen) == {torch.float32}
+    seen.clear()
+    bf16 = train(cfg, ds, mode="trades", runtime=RuntimeConfig(device="cpu", cpu_bf16=True), callbacks=[Probe()],
+                 progress=False)
+    assert set(seen) == {torch.bfloat16}
+    a, b = fp32.model.state_dict(), bf16.model.state_dict()
+    assert any(not torch.equal(a[k], b[k]) for k in a)
+    assert all(torch.isfinite(v).all() for v in b.values() if v.is_floating_point())
