@@ -269,6 +269,25 @@ def comparisons(results: Sequence[RunResult], params: Params, mode: str, fractio
     return df.assign(mode=mode, fraction=fraction, key=key)
 
 
+def missing_in_cell(results: Sequence[RunResult], params: Params, mode: str, fraction: float, key: str) -> list[str]:
+    """The coreset methods of the verdict's cell (mode, fraction) whose outcomes `key` are incomplete: any declared
+    seed missing, unreadable or lacking the key, as '<method>: <why>'. The verdict compares EasyCore with the best of
+    *all* methods of the cell, so one missing seed of any of them makes the cell undecidable: dropping that method
+    would crown the next one instead (a different, silently wrong verdict)."""
+    out = []
+    for scores, method, f in cells(params, mode):
+        if f != fraction or method == runs.FULL:
+            continue
+        if outcome_matrix(results, scores=scores, method=method, fraction=f, mode=mode, key=key) is None:
+            cell = [r for r in results if (r.run.scores, r.run.method, r.run.fraction, r.run.mode)
+                    == (scores, method, f, mode)]
+            bad = [r for r in cell if not r.ok or key not in r.outcomes]
+            why = (f"{bad[0].run.name}: {bad[0].status if not bad[0].ok else f'no outcomes {key!r}'}" if bad
+                   else "no such run declared")
+            out.append(f"{method}: {why}")
+    return out
+
+
 def verdict(results: Sequence[RunResult], params: Params, *, n_boot: int = 10000) -> pd.DataFrame:
     """For every (mode, fraction, eps > 0): EasyCore's robust accuracy, the best other coreset method and random
     (mean in %), EasyCore minus each as a paired difference in points with its 95 % CI (bootstrap over test images
@@ -285,6 +304,10 @@ def verdict(results: Sequence[RunResult], params: Params, *, n_boot: int = 10000
                     continue
                 key = eps_name(eps)
                 row = {"mode": mode, "fraction": f, "eps_255": round(eps * 255, 3)}
+                absent = missing_in_cell(results, params, mode, f, key)
+                if absent:               # never decided on what is left: a missing seed of any method stops it
+                    rows.append(row | {"verdict_best": "missing runs", "missing": "; ".join(absent)})
+                    continue
                 comp = comparisons(results, params, mode, f, key, reference="easycore", n_boot=n_boot)
                 if comp.empty:
                     rows.append(row | {"verdict_best": "missing runs"})
@@ -318,8 +341,9 @@ def verdict_markdown(v: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for _, r in v.iterrows():
         if r.get("verdict_best") == "missing runs":
+            why = r.get("missing")
             rows.append({"mode": r["mode"], "fraction": r["fraction"], "eps": f"{r['eps_255']:g}/255",
-                         "verdict vs best other": "missing runs"})
+                         "verdict vs best other": "missing runs" + (f" ({why})" if isinstance(why, str) else "")})
             continue
         rows.append({"mode": r["mode"], "fraction": r["fraction"], "eps": f"{r['eps_255']:g}/255",
                      "EasyCore %": f"{r['easycore_pct']:.1f}",

@@ -322,3 +322,39 @@ def test_training_and_selection_are_reproducible(tmp_path):
                        fingerprint=ds.fingerprint, labels=ds.y.numpy(), seed=0, score_epochs=1)
             picks.append(np.load(tmp_path / f"{method}{i}.npy"))
         assert np.array_equal(picks[0], picks[1]) and len(picks[0]) == 20, method
+
+
+# ----------------------------------------------------------------------------- issue 25: nothing silently wrong
+def _verdict_results(drop=None, n=200):
+    """easycore 40 %, hard 60 %, random 10 % robust at eps 8/255 (2 seeds each); `drop`: a (method, seed) missing."""
+    from easycore import report, runs
+
+    out = []
+    for method, p in (("easycore", 0.4), ("hard", 0.6), ("random", 0.1)):
+        for seed in (0, 1):
+            run = runs.Run("main", method, 0.3, "standard", seed)
+            if (method, seed) == drop:
+                out.append(report.RunResult(run, "missing (not evaluated)"))
+                continue
+            rob = np.random.default_rng(seed + 10 * len(out)).random(n) < p
+            out.append(report.RunResult(run, "ok", {}, {"clean": np.ones(n, bool), "robust": rob, "eps8": rob}))
+    return out
+
+
+def test_verdict_with_a_missing_seed_says_so_and_decides_nothing():
+    """Issue 25 item 3: one missing seed of the best competitor must not switch "best other" to the next method."""
+    from easycore import report
+
+    params = params_from_dict({"coreset": {"methods": ["easycore", "hard", "random"], "fractions": [0.3]},
+                               "train": {"modes": ["standard"], "seeds": [0, 1]}, "eval": {"eps_grid": [0.0]}})
+    full = report.verdict(_verdict_results(), params, n_boot=200).iloc[0]
+    assert (full["best_other"], full["verdict_best"]) == ("hard", "EasyCore worse")
+    v = report.verdict(_verdict_results(drop=("hard", 1)), params, n_boot=200).iloc[0]
+    assert v["verdict_best"] == "missing runs" and pd_isna(v.get("best_other"))
+    assert "hard: hard-0.3-standard-s1: missing (not evaluated)" in v["missing"]
+    md = report.verdict_markdown(report.verdict(_verdict_results(drop=("hard", 1)), params, n_boot=200))
+    assert md.iloc[0]["verdict vs best other"].startswith("missing runs (hard: ")
+
+
+def pd_isna(v) -> bool:
+    return v is None or (isinstance(v, float) and np.isnan(v))
