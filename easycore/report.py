@@ -52,23 +52,48 @@ class RunResult:
         return self.status == "ok"
 
 
-def load_run(run: runs.Run, root: Path = runs.ROOT) -> RunResult:
-    """metrics.json + outcomes.npz of one run; a missing or unreadable file gives status 'missing (...)'."""
+def check_outcomes(path, arrays: Mapping[str, np.ndarray], n: Optional[int] = None) -> dict[str, np.ndarray]:
+    """Per-image outcomes as read from `path`, validated: every array 1-D bool (a float 0.3 is not "correct"), all
+    of one length, equal to `n` (the file's meta) when given. ArtifactError (one line) otherwise."""
+    lengths = set()
+    for k, v in arrays.items():
+        if v.dtype != np.bool_ or v.ndim != 1:
+            raise ArtifactError(f"{path}: outcomes {k!r} must be a 1-D bool array per test image, got dtype "
+                                f"{v.dtype} shape {v.shape}; re-run the stage that makes it")
+        lengths.add(len(v))
+    if len(lengths) > 1 or (n is not None and lengths and lengths != {int(n)}):
+        raise ArtifactError(f"{path}: outcomes have lengths {sorted(lengths)} but the file says n = {n}; re-run "
+                            f"the stage that makes it")
+    return dict(arrays)
+
+
+def load_run(run: runs.Run, root: Path = runs.ROOT, *, fingerprint: Optional[str] = None) -> RunResult:
+    """metrics.json + outcomes.npz of one run; a missing or unreadable file, outcomes that are not bool of the
+    file's length, or (with `fingerprint`) outcomes on another test set give status 'missing (...)'."""
     d = run.eval_dir(root)
     try:
         m = read_json(d / "metrics.json")
-        arrays, _ = load_arrays(d / "outcomes.npz")
+        arrays, meta = load_arrays(d / "outcomes.npz", fingerprint=fingerprint)
+        arrays = check_outcomes(d / "outcomes.npz", arrays, meta.get("n"))
     except ArtifactError as e:
         why = "not evaluated" if not (d / "metrics.json").exists() else str(e).split(";")[0]
         return RunResult(run, f"missing ({why})")
     if not isinstance(m, dict) or not any(isinstance(v, dict) and "accuracy" in v for v in m.values()):
         return RunResult(run, f"missing (no accuracies in {d / 'metrics.json'})")
-    return RunResult(run, "ok", m, {k: np.asarray(v, dtype=bool) for k, v in arrays.items()})
+    return RunResult(run, "ok", m, arrays)
 
 
-def load_results(params: Params, root: Path = runs.ROOT) -> list[RunResult]:
-    """Every training run the pipeline declares for `params` (runs.expected_runs), loaded."""
-    return [load_run(r, root) for r in runs.expected_runs(params)]
+PREPARED_INFO = Path("data/prepared/info.json")
+
+
+def load_results(params: Params, root: Path = runs.ROOT, *, fingerprint: Optional[str] = None,
+                 info: Optional[Path] = PREPARED_INFO) -> list[RunResult]:
+    """Every training run the pipeline declares for `params` (runs.expected_runs), loaded. Outcomes must come from
+    one test set: `fingerprint`, else the prepared test set's (`info`, when it exists); a run evaluated on another
+    is missing, never mixed into the paired statistics."""
+    if fingerprint is None and info is not None and Path(info).exists():
+        fingerprint = ((read_json(info) or {}).get("test") or {}).get("fingerprint")
+    return [load_run(r, root, fingerprint=fingerprint) for r in runs.expected_runs(params)]
 
 
 OUTCOMES_FORMAT = "easycore-outcomes-1"
@@ -114,16 +139,32 @@ def read_outcomes(path: str | os.PathLike, params: Optional[Params] = None) -> t
     aa: dict = {}
     for member, bits in arrays.items():
         key, _, name = member.rpartition("/")
+        n_key = "n_autoattack" if key.startswith("autoattack/") else "n"
+        unpacked = _unpack(path, member, bits, meta.get(n_key), n_key)
         if key.startswith("autoattack/"):
-            aa.setdefault(key[len("autoattack/"):], {})[name] = np.unpackbits(bits, count=meta["n_autoattack"]).astype(bool)
+            aa.setdefault(key[len("autoattack/"):], {})[name] = unpacked
         else:
-            per_run.setdefault(key, {})[name] = np.unpackbits(bits, count=meta["n"]).astype(bool)
+            per_run.setdefault(key, {})[name] = unpacked
     results = [RunResult(runs.parse(k), "ok", {}, v) for k, v in per_run.items()]
     if params is not None:
         have = {r.run for r in results}
         results += [RunResult(r, "missing (not in the outcomes file)") for r in runs.expected_runs(params)
                     if r not in have]
     return results, aa
+
+
+def _unpack(path, member: str, bits: np.ndarray, n, n_key: str) -> np.ndarray:
+    """np.unpackbits(bits, count=n), checked: uint8 bytes, exactly ceil(n / 8) of them, zero padding bits. A wrong
+    `n` in the meta would otherwise zero-pad or truncate every run silently."""
+    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+        raise ArtifactError(f"{path}: meta {n_key} = {n!r} is not a count of test images")
+    if bits.dtype != np.uint8 or bits.ndim != 1 or len(bits) != (n + 7) // 8:
+        raise ArtifactError(f"{path}: member {member!r} holds {bits.size} bytes of dtype {bits.dtype}, not the "
+                            f"{(n + 7) // 8} packed bytes of {n_key} = {n} outcomes; the file is damaged")
+    out = np.unpackbits(bits)
+    if out[n:].any():
+        raise ArtifactError(f"{path}: member {member!r} has outcomes beyond {n_key} = {n}; the file is damaged")
+    return out[:n].astype(bool)
 
 
 def runs_frame(results: Sequence[RunResult], timings: Optional[Path] = Path("runs/timings")) -> pd.DataFrame:
@@ -366,7 +407,12 @@ def autoattack_outcomes(root: Path = runs.ROOT / "autoattack") -> dict:
     path = Path(root) / "summary.json"
     if not path.exists():
         return {}
-    return {key: load_arrays(Path(root) / key / "outcomes.npz")[0] for key in read_json(path)["runs"]}
+    out = {}
+    for key in read_json(path)["runs"]:
+        f = Path(root) / key / "outcomes.npz"
+        arrays, meta = load_arrays(f)
+        out[key] = check_outcomes(f, arrays, meta.get("n"))
+    return out
 
 
 def autoattack_table(params: Params, root: Path = runs.ROOT / "autoattack", *, outcomes: Optional[dict] = None,

@@ -358,3 +358,40 @@ def test_verdict_with_a_missing_seed_says_so_and_decides_nothing():
 
 def pd_isna(v) -> bool:
     return v is None or (isinstance(v, float) and np.isnan(v))
+
+
+def test_outcome_files_are_validated_on_read(tmp_path):
+    """Issue 25 item 7: float outcomes are not coerced to bool, outcomes from another test set are not mixed in, and
+    a wrong `n` in an exported outcomes file neither zero-pads nor truncates."""
+    from easycore import report, runs
+    from easycore.evaluate import write_eval
+
+    params = params_from_dict({"coreset": {"methods": ["easycore", "random"], "fractions": [0.3]},
+                               "proxy": {"transfer_models": []}, "train": {"modes": ["standard"], "seeds": [0]}})
+    ok = np.arange(20) % 2 == 0
+    for method, outcomes, fp in (("easycore", {"clean": ok, "robust": ok}, "fpA"),
+                                 ("random", {"clean": np.full(20, 0.3), "robust": np.full(20, 0.3)}, "fpA")):
+        d = runs.Run("main", method, 0.3, "standard", 0).eval_dir(tmp_path)
+        d.mkdir(parents=True)
+        write_json(d / "metrics.json", {"clean": {"accuracy": 0.5, "n": 20}})
+        save_arrays(d / "outcomes.npz", outcomes, {"fingerprint": fp, "n": 20})
+    by = {r.run.key: r for r in report.load_results(params, tmp_path, fingerprint="fpA")}
+    by = {k.split("/")[1].split("-")[0]: r for k, r in by.items() if k.startswith("main/")}
+    assert by["easycore"].ok and by["easycore"].outcomes["robust"].dtype == bool
+    assert not by["random"].ok and "must be a 1-D bool array" in by["random"].status and "float64" in by["random"].status
+    other = {r.run.method: r for r in report.load_results(params, tmp_path, fingerprint="fpB") if r.run.scores == "main"}
+    assert not other["easycore"].ok and "other data (fingerprint 'fpA')" in other["easycore"].status
+    # the prepared test set's fingerprint is the default
+    write_json(tmp_path / "info.json", {"test": {"fingerprint": "fpB"}})
+    assert not report.load_results(params, tmp_path, info=tmp_path / "info.json")[0].ok
+
+    res = [report.RunResult(runs.Run("main", "easycore", 0.3, "standard", 0), "ok", {}, {"robust": ok[:19]})]
+    path = report.export_outcomes(res, tmp_path / "o.npz", autoattack_root=None)
+    arrays, meta = load_arrays(path)
+    for n in (40, 16, 18):   # zero-padded, truncated by whole bytes, truncated inside the last byte
+        save_arrays(tmp_path / "bad.npz", arrays, {**meta, "n": n})
+        with pytest.raises(ArtifactError, match=r"bad.npz: member 'main/easycore-0.3-standard-s0/robust' (holds|has "
+                                                r"outcomes beyond)"):
+            report.read_outcomes(tmp_path / "bad.npz")
+    back, _ = report.read_outcomes(path)
+    np.testing.assert_array_equal(back[0].outcomes["robust"], ok[:19])
