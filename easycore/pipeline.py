@@ -388,6 +388,19 @@ def train_named(params: Params, run: runs.Run, *, progress: bool = True) -> dict
 
 
 # ----------------------------------------------------------------------------- evaluate
+def check_model_fits(model_path, mmeta: dict, te) -> None:
+    """A model is evaluated only on the data it was built for: its metadata's dataset, classes and input channels
+    are the test set's. ArtifactError (one line) otherwise."""
+    info = te.info
+    for key, want in (("dataset", info.name), ("num_classes", info.num_classes), ("in_channels", info.in_channels)):
+        got = mmeta.get(key)
+        if key == "dataset" and got is None:           # models written before the key existed
+            continue
+        if got != want:
+            raise ArtifactError(f"{model_path} was built for {key} {got!r} but the test set has {want!r} "
+                                f"({info.name}); evaluate it on its own data or re-train it")
+
+
 def evaluate_run(params: Params, model_path: Path, out_dir: Path, *, prepared: Path = PREPARED,
                  progress: bool = True) -> dict:
     from .evaluate import evaluate_model, write_eval
@@ -396,8 +409,7 @@ def evaluate_run(params: Params, model_path: Path, out_dir: Path, *, prepared: P
     _, te = load_prepared(prepared, params)
     device = resolve_device(params.runtime.device)
     net, mmeta = load_model(model_path, device)
-    if mmeta.get("num_classes") != te.num_classes:
-        raise ArtifactError(f"{model_path} has {mmeta.get('num_classes')} classes but the test set has {te.num_classes}")
+    check_model_fits(model_path, mmeta, te)
     n = min(params.eval.n_test, len(te))
     t0 = time.perf_counter()
     x, y = decode_first(params, te, n)

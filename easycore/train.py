@@ -571,6 +571,32 @@ def save_model(path, model: torch.nn.Module, meta: dict) -> Path:
     return save_tensors(path, model.state_dict(), meta)
 
 
+def check_model_meta(path, meta: dict) -> None:
+    """The metadata load_model builds the model from, typed: model a string, num_classes >= 1 and in_channels >= 1
+    integers, mean / std in_channels finite numbers (std > 0). ArtifactError (one line) otherwise."""
+    def is_int(v):
+        return isinstance(v, int) and not isinstance(v, bool)
+
+    bad = None
+    if not isinstance(meta.get("model"), str):
+        bad = "model"
+    elif not (is_int(meta["num_classes"]) and meta["num_classes"] >= 1):
+        bad = "num_classes"
+    elif not (is_int(meta["in_channels"]) and meta["in_channels"] >= 1):
+        bad = "in_channels"
+    else:
+        for k in ("mean", "std"):
+            v = meta[k]
+            if not (isinstance(v, list) and len(v) == meta["in_channels"]
+                    and all(isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+                            and (k == "mean" or x > 0) for x in v)):
+                bad = k
+                break
+    if bad is not None:
+        raise ArtifactError(f"{path}: model metadata {bad} = {meta[bad]!r} is not valid; the file is not a model "
+                            f"written by easycore or is damaged; re-run the stage that makes it")
+
+
 def load_model(path, device="cpu"):
     """Rebuild a model saved by `save_model`. Returns (model in eval mode, meta). A file that is not such a model
     (missing keys, another architecture's weights) is an ArtifactError with one line."""
@@ -581,6 +607,7 @@ def load_model(path, device="cpu"):
     if missing:
         raise ArtifactError(f"{path} is not a model written by easycore (its metadata lacks {', '.join(missing)}); "
                             f"re-run the stage that makes it")
+    check_model_meta(path, meta)
     wrong = f"{path} does not hold the weights of the model its metadata names ({meta.get('model')!r})"
     try:
         model = build_model(meta["model"], meta["num_classes"], meta["in_channels"], meta["mean"], meta["std"])

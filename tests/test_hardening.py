@@ -138,6 +138,24 @@ def _model(kind: str) -> Callable[[Path, Path], None]:
             net = build_model("resnet_tiny", tr.num_classes, tr.in_channels, *tr.stats)
             from easycore.store import save_tensors
             save_tensors(m, net.state_dict(), pipeline._model_meta(tr, "cnn_tiny"))
+        elif kind in ("nan_weights", "other_dataset", "str_classes", "one_channel"):   # issue 25 items 6, 12
+            tr = pipeline.ArrayDataset.load(repo / "data/prepared/train.safetensors")
+            meta = pipeline._model_meta(tr, "cnn_tiny")
+            torch.manual_seed(0)
+            net = build_model("cnn_tiny", tr.num_classes, tr.in_channels, *tr.stats)
+            if kind == "nan_weights":
+                with torch.no_grad():
+                    for prm in net.parameters():
+                        prm.fill_(float("nan"))
+            elif kind == "other_dataset":
+                meta["dataset"] = "cifar10"
+            elif kind == "str_classes":
+                meta["num_classes"] = "10"
+            else:
+                net = build_model("cnn_tiny", tr.num_classes, 1, (0.5,), (0.25,))
+                meta.update(in_channels=1, mean=[0.5], std=[0.25])
+            from easycore.store import save_tensors
+            save_tensors(m, net.state_dict(), meta)
     return make
 
 
@@ -175,6 +193,14 @@ CASES = [
     Case("eval_other_architecture", EVAL, ("{S}/model.safetensors does not hold the weights of the model its "
                                            "metadata names ('cnn_tiny'): ", "tensors missing (e.g. "),
          _model("other_arch")),
+    # issue 25: a NaN model is not "perfectly robust"; a model is evaluated only on its own kind of data
+    Case("eval_nan_weights", EVAL, ("logits are NaN or inf on 8 of 8 clean test images",), _model("nan_weights")),
+    Case("eval_other_dataset", EVAL, ("{S}/model.safetensors was built for dataset 'cifar10' but the test set has "
+                                      "'synthetic'",), _model("other_dataset")),
+    Case("eval_string_num_classes", EVAL, ("{S}/model.safetensors: model metadata num_classes = '10' is not valid",),
+         _model("str_classes")),
+    Case("eval_one_channel_model", EVAL, ("{S}/model.safetensors was built for in_channels 1 but the test set has 3",),
+         _model("one_channel")),
     Case("train_evil_prepared", TRAIN + ["--full", "--prepared", "{S}/prep"],
          ("{S}/prep/train.safetensors is corrupt or truncated",), _evil_prepared),
     Case("train_truncated_indices", TRAIN + ["--indices", "{S}/indices.npy"],
