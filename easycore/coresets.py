@@ -676,6 +676,9 @@ def run_select(method: str, fraction: float, artifacts_path: str | os.PathLike, 
     _spec(method)
     fraction = check_fraction(fraction)
     labels = np.asarray(labels)
+    if budget(fraction, len(labels)) < 1:
+        raise ArtifactError(f"coreset fraction {fraction!r} of {len(labels)} training samples keeps 0 samples; "
+                            f"use a fraction >= {0.5 / max(len(labels), 1):.3g}")
     arrays, meta = load_arrays(artifacts_path, fingerprint=fingerprint, length=len(labels))
     if "labels" in arrays and not np.array_equal(np.asarray(arrays["labels"]), labels):
         raise ArtifactError(f"{artifacts_path} holds other labels than the dataset it is used with; "

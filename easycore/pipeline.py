@@ -295,6 +295,8 @@ def read_indices(path: Path, train_set) -> np.ndarray:
         raise ArtifactError(f"{path}: indices must be integers, got dtype {idx.dtype}; re-run select")
     if idx.ndim != 1 or (len(idx) and (idx.min() < 0 or idx.max() >= len(train_set))) or len(np.unique(idx)) != len(idx):
         raise ArtifactError(f"{path}: indices must be unique positions in [0, {len(train_set)})")
+    if len(idx) == 0:
+        raise ArtifactError(f"{path}: the coreset is empty (0 samples); nothing to train on: use a larger fraction")
     return idx.astype(np.int64)
 
 
@@ -336,6 +338,11 @@ def _train_run(params: Params, out_dir: Path, *, mode: str, seed: int, indices: 
         source = str(indices)
     elif adaptive is not None:
         from .acs import schedule_callback
+        from .coresets import budget
+
+        if budget(adaptive[1], len(tr)) < 1:
+            raise ArtifactError(f"coreset fraction {adaptive[1]!r} of {len(tr)} training samples keeps 0 samples; "
+                                f"use a fraction >= {0.5 / max(len(tr), 1):.3g}")
 
         score = make_loader(params, tr, batch_size=256, shuffle=False, augment=False, seed=seed, device=device,
                             shard=False)

@@ -170,6 +170,8 @@ def _indices(kind: str) -> Callable[[Path, Path], None]:
             np.save(p, np.array([1, 2, Evil(s / "PWNED")], dtype=object), allow_pickle=True)
         elif kind == "float":
             np.save(p, np.arange(0, N_TRAIN, 2).astype(np.float64))
+        elif kind == "empty":
+            np.save(p, np.zeros(0, dtype=np.int64))
     return make
 
 
@@ -179,6 +181,31 @@ def _evil_prepared(s: Path, repo: Path) -> None:
     for f in ("test.safetensors", "info.json"):
         (prep / f).write_bytes((repo / "data/prepared" / f).read_bytes())
     evil_torch_zip(prep / "train.safetensors", s / "PWNED")
+
+
+def _prepared(kind: str) -> Callable[[Path, Path], None]:
+    """{S}/prep: the repo's prepared set with a damaged train split (issue 25 item 5)."""
+    def make(s: Path, repo: Path) -> None:
+        from easycore.store import load_tensors, save_tensors
+        prep = s / "prep"
+        prep.mkdir()
+        for f in ("test.safetensors", "info.json"):
+            (prep / f).write_bytes((repo / "data/prepared" / f).read_bytes())
+        t, m = load_tensors(repo / "data/prepared/train.safetensors")
+        if kind == "y_short":
+            t["y"] = t["y"][:-3]
+        elif kind == "float_pixels":
+            t["x"] = t["x"].float() / 255
+        elif kind == "int64_pixels":
+            t["x"] = t["x"].long()
+        elif kind == "label_range":
+            t["y"] = t["y"].clone()
+            t["y"][0] = 10
+        elif kind == "tampered":                   # other pixels under the old fingerprint
+            t["x"] = t["x"].clone()
+            t["x"][0] = 0
+        save_tensors(prep / "train.safetensors", t, m)
+    return make
 
 
 TRAIN = ["train", "--mode", "standard", "--out", "{S}/out"]
@@ -209,6 +236,21 @@ CASES = [
          ("refusing to load {S}/indices.npy: an object array",), _indices("object")),
     Case("train_float_indices", TRAIN + ["--indices", "{S}/indices.npy"],
          ("{S}/indices.npy: indices must be integers, got dtype float64",), _indices("float")),
+    # issue 25 item 5: empty or mismatched inputs
+    Case("select_empty_coreset", ["select", "--method", "random", "--fraction", "0.0001", "--out", "{S}/out"],
+         ("coreset fraction 0.0001 of 40 training samples keeps 0 samples",)),
+    Case("train_empty_indices", TRAIN + ["--indices", "{S}/indices.npy"],
+         ("{S}/indices.npy: the coreset is empty (0 samples)",), _indices("empty")),
+    Case("train_labels_shorter", TRAIN + ["--full", "--prepared", "{S}/prep"],
+         ("{S}/prep/train.safetensors is not a valid prepared dataset: 40 images but 37 labels",), _prepared("y_short")),
+    Case("train_float_pixels", TRAIN + ["--full", "--prepared", "{S}/prep"],
+         ("pixels must be uint8 [N, C, H, W], got float32",), _prepared("float_pixels")),
+    Case("train_int64_pixels", TRAIN + ["--full", "--prepared", "{S}/prep"],
+         ("pixels must be uint8 [N, C, H, W], got int64",), _prepared("int64_pixels")),
+    Case("train_label_out_of_range", TRAIN + ["--full", "--prepared", "{S}/prep"],
+         ("labels must be in [0, 10) (its classes), got [0, 10]",), _prepared("label_range")),
+    Case("train_tampered_pixels", TRAIN + ["--full", "--prepared", "{S}/prep"],
+         ("is not what its metadata's fingerprint (synthetic-train-n40-",), _prepared("tampered")),
     # params (each through a different stage: all of them validate before touching anything)
     Case("unknown_key", ["prepare", "--params", "{S}/p.yaml", "--out", "{S}/out"],
          ("unknown key 'train.foo'",), _params(train={"foo": 1})),
