@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
 import sys
 from pathlib import Path
 
@@ -149,6 +150,15 @@ def _entry(cmd: str):
     return getattr(importlib.import_module(module), name)
 
 
+def _out_of_memory(e: BaseException) -> bool:
+    """An allocation failure (host MemoryError, torch's CPU allocator or CUDA out of memory), not another error."""
+    if isinstance(e, MemoryError):
+        return True
+    import torch
+
+    return isinstance(e, torch.OutOfMemoryError) or "can't allocate memory" in str(e) or "out of memory" in str(e)
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING if getattr(args, "quiet", False) else logging.INFO,
@@ -206,6 +216,15 @@ def main(argv=None) -> int:
     except (ConfigError, DataError, ArtifactError, NonFiniteLoss) as e:
         msg = " ".join(str(e).split("\n"))  # one line, even when a wrapped library message has several
         print(f"easycore {args.cmd}: error: {msg}", file=sys.stderr)
+        return 2
+    except (MemoryError, RuntimeError) as e:
+        if not _out_of_memory(e):
+            raise
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        tried = re.search(r"tried to allocate [0-9.]+ ?[A-Za-z]*", first)
+        print(f"easycore {args.cmd}: error: out of memory ({tried.group(0) if tried else first[:200]}); lower the "
+              f"sizes in the params (data.n_per_class, batch sizes, eval.n_test) or use a larger machine",
+              file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"easycore {args.cmd}: interrupted; run the same command again to resume from the last saved epoch",

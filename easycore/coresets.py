@@ -683,9 +683,12 @@ def run_select(method: str, fraction: float, artifacts_path: str | os.PathLike, 
     if "labels" in arrays and not np.array_equal(np.asarray(arrays["labels"]), labels):
         raise ArtifactError(f"{artifacts_path} holds other labels than the dataset it is used with; "
                             "re-run the proxy stage with the same data settings")
-    idx = select(method, arrays, labels, fraction, balanced=balanced, seed=seed, **opts)
     score_opts = {k: v for k, v in opts.items() if k in ("window", "p", "squared", "score_epochs", "ccs_score")}
-    scores = method_scores(method, arrays, labels=labels, balanced=balanced, **score_opts)
+    try:
+        idx = select(method, arrays, labels, fraction, balanced=balanced, seed=seed, **opts)
+        scores = method_scores(method, arrays, labels=labels, balanced=balanced, **score_opts)
+    except ValueError as e:      # non-finite records, shapes that do not fit: the artifact's fault, one line
+        raise ArtifactError(f"{artifacts_path}: {e}") from None
     summary = summarize(idx, labels, scores, {
         "method": method, "fraction": fraction, "balanced": bool(balanced), "seed": int(seed),
         "fingerprint": fingerprint, "budget": budget(fraction, len(labels)),

@@ -251,6 +251,16 @@ CASES = [
          ("labels must be in [0, 10) (its classes), got [0, 10]",), _prepared("label_range")),
     Case("train_tampered_pixels", TRAIN + ["--full", "--prepared", "{S}/prep"],
          ("is not what its metadata's fingerprint (synthetic-train-n40-",), _prepared("tampered")),
+    # issue 25 items 11, 12: params read alike by easycore and DVC; one line for unreadable files, allocation failures
+    Case("yaml11_octal_seed", ["check", "--params", "{S}/p.yaml"],
+         ("{S}/p.yaml, line 2: the integer '010' is read differently by YAML 1.1 (easycore) and YAML 1.2 (DVC)",),
+         _text_params("train:\n  seeds: [0, 010]\n")),
+    Case("binary_params", ["check", "--params", "{S}/p.yaml"], ("params: {S}/p.yaml is not a text (UTF-8) file",),
+         lambda s, repo: (s / "p.yaml").write_bytes(b"\x89PNG\r\n\x1a\n\x00\xff\xfe")),
+    Case("folder_params", ["check", "--params", "{S}/pdir"], ("params: {S}/pdir is a folder, not a params file",),
+         lambda s, repo: (s / "pdir").mkdir()),
+    Case("absurd_n_per_class", ["prepare", "--set", "data.n_per_class=1000000000000000", "--out", "{S}/out"],
+         ("out of memory (tried to allocate",)),
     # params (each through a different stage: all of them validate before touching anything)
     Case("unknown_key", ["prepare", "--params", "{S}/p.yaml", "--out", "{S}/out"],
          ("unknown key 'train.foo'",), _params(train={"foo": 1})),
@@ -422,6 +432,34 @@ def test_checkpoint_of_other_code_starts_fresh(repo, tmp_path, caplog, monkeypat
     assert train_mod.code_hash() != "0123456789abcdef"
     log = _train_full(repo, out, caplog)
     assert "was made with other settings, data or code; starting fresh" in log
+    assert "resumed from" not in log and FRESH in log
+    assert not state.exists() and (out / "model.safetensors").exists()
+
+
+def _zero(sd):
+    return {k: torch.zeros_like(v) for k, v in sd.items()}
+
+
+DAMAGE = {   # issue 25 item 11: well-formed checkpoints of the right identity whose content cannot be resumed
+    "epoch_99_zero_weights": (lambda st: st | {"epoch": 99, "model": _zero(st["model"])}, "epoch 99 is not a completed"),
+    "epoch_negative": (lambda st: st | {"epoch": -5}, "epoch -5 is not a completed epoch of this 1-epoch run"),
+    "no_rng": (lambda st: {k: v for k, v in st.items() if k != "rng"}, "random generator states are missing"),
+    "bad_history": (lambda st: st | {"history": "x"}, "its history is not the records of epochs 1..1"),
+    "nan_weights": (lambda st: st | {"model": {k: v.float() * float("nan") if v.is_floating_point() else v
+                                               for k, v in st["model"].items()}}, "holds NaN or inf"),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(DAMAGE))
+def test_damaged_checkpoint_of_the_right_identity_starts_fresh(repo, tmp_path, caplog, kind):
+    from easycore.store import load_state, save_state
+
+    out = tmp_path / "run"
+    state = _checkpoint(repo, out)
+    damage, why = DAMAGE[kind]
+    save_state(state, damage(load_state(state)))
+    log = _train_full(repo, out, caplog)
+    assert f"ignoring damaged checkpoint {state} (" in log and why in log, log
     assert "resumed from" not in log and FRESH in log
     assert not state.exists() and (out / "model.safetensors").exists()
 
@@ -647,3 +685,31 @@ def test_report_load_run_says_why_a_run_is_missing(tmp_path, kind, status):
     assert res.ok == (kind == "ok")
     if kind == "ok":
         assert res.metrics["clean"]["accuracy"] == 0.5 and res.outcomes["clean"].tolist() == [True, False, True, False]
+
+
+@pytest.mark.parametrize("value", ["nan", "inf"])
+def test_non_finite_proxy_records_are_one_line(repo, tmp_path, value):
+    """Issue 25 item 12: NaN / inf in a proxy's dynamics.npz: `select` says so in one line (exit 2), writes nothing."""
+    import shutil
+
+    work = tmp_path / "w"
+    shutil.copytree(repo / "data", work / "data")
+    shutil.copy(repo / "params.yaml", work / "params.yaml")
+    tr = pipeline.ArrayDataset.load(repo / "data/prepared/train.safetensors")
+    rng = np.random.default_rng(0)
+    m = lambda: rng.random((1, N_TRAIN)).astype(np.float32)  # noqa: E731
+    arrays = {k: m() for k in ("aign_l1", "aign_l2", "aign_linf", "loss", "margin", "el2n", "grand", "entropy")}
+    arrays.update(correct=np.ones((1, N_TRAIN), bool), features=rng.random((N_TRAIN, 8)).astype(np.float32),
+                  deepfool=rng.random(N_TRAIN).astype(np.float32), labels=tr.labels,
+                  tracked_epochs=np.array([1], np.int64))
+    arrays["aign_l2"][0, 3] = arrays["features"][3, 0] = float(value)
+    save_arrays(work / "runs/proxy/main/dynamics.npz", arrays, {"fingerprint": tr.fingerprint, "n": N_TRAIN})
+    for method in ("easycore", "moderate"):
+        r = run_cli(["select", "-q", "--method", method, "--fraction", "0.5"], cwd=work)
+        lines = error_lines(r.stderr)
+        assert r.returncode in (0, 2) and len(lines) <= 1, r.stderr[-2000:]
+        if r.returncode == 2:
+            assert lines[0].startswith("easycore select: error: runs/proxy/main/dynamics.npz: "), lines
+            assert "non-finite" in lines[0] or "NaN" in lines[0], lines
+            assert not (work / "runs/coresets/main" / f"{method}-0.5").exists()
+    assert not (value == "nan" and r.returncode == 0)
