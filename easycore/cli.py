@@ -132,6 +132,30 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
+def safe_name(value: str, option: str) -> str:
+    """A name that becomes part of a path or a file name (a proxy run, --scores, a notebook and its -p values):
+    letters, digits, '_', '.', '-', not starting with '.' (no '/', no '..'). Checked here, where it is used, not
+    only by `easycore check` (`dvc repro -s` skips check)."""
+    from .config import ConfigError, SAFE_NAME
+
+    if not isinstance(value, str) or not re.fullmatch(SAFE_NAME, value):
+        raise ConfigError(f"{option} {value!r} is not allowed; use letters, digits, '_', '.', '-' (not starting with "
+                          f"'.', no '/')")
+    return value
+
+
+def _scores(value: str, params) -> str:
+    """--scores of a training / evaluation run: main, none, or a declared transfer proxy."""
+    from . import runs
+    from .config import ConfigError
+
+    safe_name(value, "--scores")
+    if value not in ("main", runs.NONE, *params.proxy.transfer_models):
+        raise ConfigError(f"--scores {value!r} is not allowed; use main, {runs.NONE} or one of proxy.transfer_models "
+                          f"{params.proxy.transfer_models}")
+    return value
+
+
 def _run(args, params):
     """The runs.Run named by --method/--fraction/--scores/--mode/--seed."""
     from . import runs
@@ -139,7 +163,7 @@ def _run(args, params):
 
     if args.method is None or args.fraction is None or args.mode is None:
         raise ConfigError("give --method, --fraction and --mode (or --model-path/--indices/--full with --out)")
-    return runs.Run(args.scores, args.method, args.fraction, args.mode, args.seed)
+    return runs.Run(_scores(args.scores, params), args.method, args.fraction, args.mode, args.seed)
 
 
 def _entry(cmd: str):
@@ -174,6 +198,14 @@ def main(argv=None) -> int:
             print(_entry("methods")())
             return 0
         overrides = list(args.overrides)
+        if cmd == "notebook":
+            if overrides:
+                raise ConfigError("notebook: --set is not supported (a report reads its params file as the pipeline "
+                                  "ran it); use --params with another file, or -p KEY VALUE for notebook parameters")
+            safe_name(args.name, "notebook")
+            for key, value in args.parameter:
+                safe_name(key, "-p key")
+                safe_name(value, f"-p {key}")     # the values name the executed copy
         if getattr(args, "download", False):
             overrides.append("data.download=true")
         params = load_params(args.params, overrides)
@@ -184,11 +216,11 @@ def main(argv=None) -> int:
         elif cmd == "prepare":
             fn(params, Path(args.out))
         elif cmd == "proxy":
-            fn(params, args.name, args.out and Path(args.out), prepared=Path(args.prepared), progress=progress)
+            fn(params, safe_name(args.name, "--name"), args.out and Path(args.out), prepared=Path(args.prepared), progress=progress)
         elif cmd == "select":
             if not 0 < args.fraction < 1:
                 raise ConfigError(f"--fraction {args.fraction!r} is not allowed; must be in (0, 1)")
-            fn(params, args.method, args.fraction, args.scores, args.out and Path(args.out),
+            fn(params, args.method, args.fraction, safe_name(args.scores, "--scores"), args.out and Path(args.out),
                prepared=Path(args.prepared))
         elif cmd == "train":
             if args.indices or args.full:

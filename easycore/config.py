@@ -122,6 +122,7 @@ def check(obj: Any, prefix: str = "") -> Any:
 
 
 NAME = r"[A-Za-z0-9_.]+"   # names that reach shell commands through dvc.yaml: nothing a shell interprets
+SAFE_NAME = r"[A-Za-z0-9_-][A-Za-z0-9_.-]*"   # names that become (part of) a file or folder name: no '/', no '..'
 
 
 # ----------------------------------------------------------------------------- sections
@@ -322,6 +323,10 @@ class EvalConfig:
 @dataclass
 class ReportConfig:
     dir: str = param("reports", pattern=r"[A-Za-z0-9_][A-Za-z0-9_./-]*", what="a relative folder (letters, digits, _ . / -)")
+
+    def extra_check(self, k: str) -> None:
+        if ".." in Path(self.dir).parts:
+            fail(f"{k}.dir", self.dir, "a folder inside the repository (no '..')")
     grid_per_class: int = param(8, within="[1, inf)")   # images per class in easiest/hardest grids
     formats: list[str] = param(factory=lambda: ["png", "svg"], choices=("png", "svg", "pdf"), each=True, nonempty=True)
 
