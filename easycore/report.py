@@ -12,6 +12,7 @@ import json
 import math
 import os
 import platform
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Mapping, Optional, Sequence
@@ -27,13 +28,63 @@ TABLES = Path("reports/tables")
 FIGURES = Path("reports/figures")
 
 
+# ----------------------------------------------------------------------------- all-or-nothing report outputs
+# `easycore notebook` (notebook.run) sets STAGING_ENV to "<report.dir><os.pathsep><staging folder>" while the
+# notebook executes: every writer below then writes what lies under report.dir into the staging folder instead (and
+# returns the published path, so the notebook's own output is unchanged), and notebook.run publishes the staging
+# folder when the notebook succeeded (`publish`). A failing or killed notebook leaves the published set untouched.
+STAGING_ENV = "EASYCORE_REPORT_STAGING"
+
+
+def staged(path: str | os.PathLike) -> Path:
+    """Where a report output `path` is written: its place in the staging folder while a notebook runs under
+    `easycore notebook` (paths under report.dir), else `path` itself."""
+    spec = os.environ.get(STAGING_ENV)
+    if not spec:
+        return Path(path)
+    root, _, staging = spec.partition(os.pathsep)
+    rel = os.path.relpath(os.path.abspath(path), root)
+    if rel == os.curdir or rel.split(os.sep)[0] == os.pardir:
+        return Path(path)
+    return Path(staging) / rel
+
+
+def publish(staging: Path, root: Path) -> list[Path]:
+    """Move a notebook's staged outputs into report.dir `root`: a file directly under the staging folder (summary.json,
+    outcomes.npz) replaces its published copy (one rename); a folder one level down (figures/<name>, tables/<name>)
+    replaces its published folder as a whole (two renames), so files an earlier configuration wrote there do not
+    survive. Returns the published paths."""
+    staging, root = Path(staging), Path(root)
+    done = []
+    for entry in sorted(staging.iterdir()):
+        dest = root / entry.name
+        if entry.is_file():
+            os.replace(entry, dest)
+            done.append(dest)
+            continue
+        dest.mkdir(parents=True, exist_ok=True)
+        for sub in sorted(entry.iterdir()):
+            target = dest / sub.name
+            if sub.is_dir() and target.is_dir():
+                old = staging / f".old-{entry.name}-{sub.name}"
+                os.rename(target, old)
+                os.rename(sub, target)
+                shutil.rmtree(old)
+            else:
+                if target.is_dir():
+                    shutil.rmtree(target)
+                os.replace(sub, target)
+            done.append(target)
+    return done
+
+
 def out_dirs(params: Params, name: str) -> tuple[Path, Path]:
     """(figures, tables) folders of notebook `name` under report.dir, created (a notebook with nothing to draw still
-    has its declared output folders)."""
+    has its declared output folders); under `easycore notebook` they are created in the staging folder."""
     root = Path(params.report.dir)
     dirs = root / "figures" / name, root / "tables" / name
     for d in dirs:
-        d.mkdir(parents=True, exist_ok=True)
+        staged(d).mkdir(parents=True, exist_ok=True)
     return dirs
 BOLD = "**"
 PAPER_CLAIM = {"standard": 7.0, "trades": 5.0}   # "up to +7 / +5 points" of adversarial accuracy (abstract)
@@ -123,9 +174,10 @@ def export_outcomes(results: Sequence[RunResult], path: str | os.PathLike,
                          f"AutoAttack {sorted(aa_n)}); the verdict needs paired outcomes")
     missing = [f"{r.run.key}: {r.status}" for r in results if not r.ok]
     aa_index = read_json(Path(autoattack_root) / "summary.json").get("index") if aa else None
-    return save_arrays(path, arrays, {"format": OUTCOMES_FORMAT, "n": next(iter(n), 0),
+    save_arrays(staged(path), arrays, {"format": OUTCOMES_FORMAT, "n": next(iter(n), 0),
                                       "n_autoattack": next(iter(aa_n), 0), "autoattack_index": aa_index,
                                       "missing": missing, **meta})
+    return Path(path)
 
 
 def read_outcomes(path: str | os.PathLike, params: Optional[Params] = None) -> tuple[list[RunResult], dict]:
@@ -494,13 +546,13 @@ def save_table(df: pd.DataFrame, stem: str, *, caption: Optional[str] = None, ou
     """Write out_dir/<stem>.md (caption, blank line, Markdown table) and out_dir/<stem>.csv, atomically. `csv`: a
     machine-readable (numeric, no Markdown) frame to write instead of `df` to the CSV."""
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    staged(out_dir).mkdir(parents=True, exist_ok=True)
     md, csv_path = out_dir / f"{stem}.md", out_dir / f"{stem}.csv"
-    with atomic_path(md) as tmp:
+    with atomic_path(staged(md)) as tmp:
         tmp.write_text(to_markdown(df, caption, index=index))
     buf = io.StringIO()
     (csv if csv is not None else df).to_csv(buf, index=index if csv is None else False, float_format="%.6g")
-    with atomic_path(csv_path) as tmp:
+    with atomic_path(staged(csv_path)) as tmp:
         tmp.write_text(buf.getvalue())
     return md, csv_path
 
@@ -508,7 +560,8 @@ def save_table(df: pd.DataFrame, stem: str, *, caption: Optional[str] = None, ou
 def save_json(obj, path: str | os.PathLike) -> Path:
     from .store import write_json
 
-    return write_json(path, obj)
+    write_json(staged(path), obj)
+    return Path(path)
 
 
 def save_figure(fig, stem: str, formats: Sequence[str] = ("png", "svg"), *,
@@ -518,13 +571,13 @@ def save_figure(fig, stem: str, formats: Sequence[str] = ("png", "svg"), *,
     import matplotlib
 
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    staged(out_dir).mkdir(parents=True, exist_ok=True)
     meta = {"png": {"Software": None}, "svg": {"Date": None}, "pdf": {"CreationDate": None, "ModDate": None}}
     paths = []
     for fmt in formats:
         p = out_dir / f"{stem}.{fmt}"
         # svg.hashsalt: the SVG's clip-path ids are hashes salted with a random value unless a salt is given
-        with atomic_path(p, suffix=f".{fmt}") as tmp, matplotlib.rc_context({"svg.hashsalt": "easycore"}):
+        with atomic_path(staged(p), suffix=f".{fmt}") as tmp, matplotlib.rc_context({"svg.hashsalt": "easycore"}):
             fig.savefig(tmp, format=fmt, dpi=dpi, bbox_inches="tight", metadata=meta.get(fmt))
         paths.append(p)
     return paths

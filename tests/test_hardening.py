@@ -728,3 +728,49 @@ def test_non_finite_proxy_records_are_one_line(repo, tmp_path, value):
             assert "non-finite" in lines[0] or "NaN" in lines[0], lines
             assert not (work / "runs/coresets/main" / f"{method}-0.5").exists()
     assert not (value == "nan" and r.returncode == 0)
+
+
+REPORT_NB = '''# %% tags=["parameters"]
+params_path = "params.yaml"
+tables = "a"
+fail = 0
+
+# %%
+import pandas as pd
+from easycore import report
+from easycore.config import load_params
+P = load_params(params_path)
+FIG, TAB = report.out_dirs(P, "tiny")
+for t in str(tables).split(","):
+    report.save_table(pd.DataFrame({"x": [t]}), t, out_dir=TAB)
+report.save_json({"tables": tables}, f"{P.report.dir}/summary.json")
+
+# %%
+assert not fail, "late failure"
+'''
+
+
+def test_report_outputs_are_all_or_nothing(tmp_path):
+    """Issue 25 item 4: a notebook that fails in a late cell has replaced nothing (tables, summary.json); a
+    successful run publishes exactly its own outputs (an earlier configuration's tables do not survive)."""
+    (tmp_path / "notebooks").mkdir()
+    (tmp_path / "notebooks/tiny.py").write_text(REPORT_NB)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(TINY))
+    rep = tmp_path / "reports"
+    tables = lambda: sorted(p.name for p in (rep / "tables/tiny").iterdir())  # noqa: E731
+
+    assert _cli(["notebook", "-q", "tiny", "-p", "tables", "a"], tmp_path).returncode == 0
+    first = {p: (rep / p).read_bytes() for p in ("tables/tiny/a.md", "summary.json", "notebooks/tiny_a.ipynb")}
+    assert tables() == ["a.csv", "a.md"] and (rep / "figures/tiny").is_dir()
+
+    r = _cli(["notebook", "-q", "tiny", "-p", "tables", "b", "-p", "fail", "1"], tmp_path)
+    assert r.returncode == 2 and "late failure" in r.stderr
+    assert tables() == ["a.csv", "a.md"] and {p: (rep / p).read_bytes() for p in first} == first
+    assert not any(p.name.startswith(".staging") for p in rep.iterdir())
+
+    (rep / ".staging-tiny/tables/tiny").mkdir(parents=True)           # what a SIGKILLed run leaves
+    (rep / ".staging-tiny/tables/tiny/killed.md").write_text("half")
+    assert _cli(["notebook", "-q", "tiny", "-p", "tables", "b"], tmp_path).returncode == 0
+    assert tables() == ["b.csv", "b.md"]                              # a.* were the earlier configuration's
+    assert json.loads((rep / "summary.json").read_text()) == {"tables": "b"}
+    assert not any(p.name.startswith(".staging") for p in rep.iterdir())
