@@ -219,9 +219,14 @@ def _unpack(path, member: str, bits: np.ndarray, n, n_key: str) -> np.ndarray:
     return out[:n].astype(bool)
 
 
-def runs_frame(results: Sequence[RunResult], timings: Optional[Path] = Path("runs/timings")) -> pd.DataFrame:
-    """One row per declared run: identity, status, n_test, every accuracy in its metrics, train minutes and
-    sample-forward/backward passes (from the run's model metadata via the metrics' meta)."""
+TIMINGS = Path("runs/timings")
+
+
+def runs_frame(results: Sequence[RunResult], timings: Optional[Path] = None) -> pd.DataFrame:
+    """One row per declared run: identity, status, n_test, every accuracy in its metrics and sample-forward/backward
+    passes (from the run's model metadata via the metrics' meta); with `timings` (runs/timings) also the train
+    minutes, which are wall-clock values: for `timing_table`, never for a report output (it would change on every
+    re-run)."""
     rows = []
     for r in results:
         row = {"scores": r.run.scores, "method": r.run.method, "fraction": r.run.fraction, "mode": r.run.mode,
@@ -233,9 +238,20 @@ def runs_frame(results: Sequence[RunResult], timings: Optional[Path] = Path("run
         counts = (r.metrics.get("meta", {}).get("train") or {}).get("counts") or {}
         row.update({f"passes_{k}": v for k, v in counts.items() if k in ("forward", "backward")})
         row["examples"] = counts.get("examples")
-        row["train_minutes"] = _minutes(timings, "train", r.run) if timings else None
+        if timings:
+            row["train_minutes"] = _minutes(timings, "train", r.run)
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def timing_table(results: Sequence[RunResult], timings: Path = TIMINGS) -> pd.DataFrame:
+    """Mean train minutes per run by (mode, method) from runs/timings (a log beside the runs, not a DVC output);
+    the coresets notebook writes it to runs/timings/report/, outside the report (its outputs hold no wall time)."""
+    df = runs_frame(results, timings)
+    if df.empty:
+        return df
+    out = df.groupby(["mode", "method"])["train_minutes"].agg(["mean", "count"]).round(3)
+    return out.rename(columns={"mean": "train min/run", "count": "runs"})
 
 
 def _minutes(timings: Path, stage: str, run: runs.Run) -> Optional[float]:
@@ -309,7 +325,7 @@ def accuracy_table(results: Sequence[RunResult], params: Params, mode: str, keys
                    n_boot: int = 4000, frame: Optional[pd.DataFrame] = None) -> pd.DataFrame:
     """The paper's table for one mode, for reading: rows = methods (full data last), columns '<key> @ f=<f>',
     cells 'mean [95 % CI]' in %. In each column the best coreset method is bold only when its paired CI against
-    the runner-up excludes 0 (stats.best_marks); missing runs say why. Adds the mean train minutes per run."""
+    the runner-up excludes 0 (stats.best_marks); missing runs say why. No wall times (see `timing_table`)."""
     frame = cell_frame(results, params, mode, keys, n_boot=n_boot) if frame is None else frame
     table: dict[str, dict[str, str]] = {}
     for (method, f, key), row in frame.set_index(["method", "fraction", "key"]).iterrows():
@@ -334,10 +350,6 @@ def accuracy_table(results: Sequence[RunResult], params: Params, mode: str, keys
                 table[method][col] = f"{BOLD}{table[method][col]}{BOLD}"
     cols = [f"{key} @ f={fraction_name(f)}" for f in fractions(params) for key in keys]
     out = pd.DataFrame.from_dict(table, orient="index").reindex(columns=cols).fillna("not run")
-    minutes = runs_frame(results)
-    minutes = minutes[minutes["mode"] == mode].groupby("method")["train_minutes"].mean()
-    out["train min/run"] = [f"{minutes[m]:.2f}" if m in minutes and pd.notna(minutes[m]) else "not measured"
-                            for m in (runs.FULL if i.startswith("full data") else i for i in out.index)]
     out.index.name = "method"
     return out
 
@@ -605,20 +617,20 @@ def pipeline_minutes(timings: Path = Path("runs/timings")) -> Optional[float]:
 
 
 def scale_caption(params: Params, info: Optional[dict] = None, *, what: str = "") -> str:
-    """One caption line stating the scale: dataset, subset sizes, model, epochs, seeds, attacks, hardware, time."""
+    """One caption line stating the scale: dataset, subset sizes, model, epochs, seeds, attacks, hardware (no wall
+    time: a report output re-made from the same runs has the same bytes; see `timing_table`)."""
     d, t, e = params.data, params.train, params.eval
     n_tr = info["train"]["n"] if info else None
     n_te = info["test"]["n"] if info else None
     sub = "full training set" if d.n_per_class is None else f"{d.n_per_class}/class"
     strong = f" + {', '.join(e.strong)} on survivors" if e.strong else ""
     aa = ""
-    mins = pipeline_minutes()
     return (f"*{what}Scale: {d.dataset} {sub} ({n_tr} train samples), {min(e.n_test, n_te or e.n_test)} test images "
             f"attacked; model {t.model}, {t.epochs} epochs (batch {t.batch_size}); TRADES beta {t.attack.beta}, "
             f"{t.attack.steps} steps; robust = per-image worst case over {', '.join(e.attacks)} at Linf eps "
             f"{e.eps * 255:.0f}/255 (PGD-{e.pgd_steps}){strong}{aa}; proxy {params.proxy.model} "
-            f"{params.proxy.epochs} epochs; seeds {t.seeds}; hardware: {hardware()}"
-            f"{f'; stage wall time {mins} min' if mins else ''}. Cells: mean [95% CI] in %, bootstrap over test "
+            f"{params.proxy.epochs} epochs; seeds {t.seeds}; hardware: {hardware()}. Cells: mean [95% CI] in %, "
+            f"bootstrap over test "
             f"images and seeds; bold only where the paired CI against the runner-up excludes 0.*")
 
 
