@@ -100,17 +100,26 @@ def prepare(params: Params, out_dir: Path = PREPARED) -> dict:
             save_tensors(out_dir / f"{ds.split}.safetensors", {"y": torch.as_tensor(ds.labels),
                                                                "index": torch.as_tensor(ds.index)},
                          {"name": ds.name, "split": ds.split, "classes": list(ds.classes),
-                          "fingerprint": ds.fingerprint, "streaming": True})
+                          "fingerprint": ds.fingerprint, "streaming": True, **decode_recipe(params)})
         else:
             ds.save(out_dir / f"{ds.split}.safetensors")
     tr, te = sets
     info = {"dataset": d.dataset, "classes": list(tr.classes), "streaming": _streams(params),
             "train": {"n": len(tr), "fingerprint": tr.fingerprint, "per_class": np.bincount(tr.labels).tolist()},
             "test": {"n": len(te), "fingerprint": te.fingerprint, "per_class": np.bincount(te.labels).tolist()}}
+    if _streams(params):
+        info.update(decode_recipe(params))
     write_json(out_dir / "info.json", info)
     log.info("prepare: read %s from %s; wrote %s/{train,test}.safetensors, info.json", d.dataset, root, out_dir)
     _say(f"prepare: {d.dataset} train {len(tr)} / test {len(te)} samples ({tr.fingerprint})")
     return info
+
+
+def decode_recipe(params: Params) -> dict:
+    """How the later stages decode a streamed set's files (the side the images are resized to): part of the
+    prepared manifest, so the stages that depend on it re-run when it changes (`prepare` is the stage that depends
+    on data.*), and checked against the params when the manifest is re-opened."""
+    return {"image_size": params.data.image_size or 224}
 
 
 def load_prepared(prepared: Path = PREPARED, params: Optional[Params] = None):
@@ -132,6 +141,10 @@ def load_prepared(prepared: Path = PREPARED, params: Optional[Params] = None):
 
         if params is None:
             raise ArtifactError(f"{f} is a manifest of streamed data: the data root (params) is needed to open it")
+        for key, want in decode_recipe(params).items():
+            if meta.get(key) != want:
+                raise ArtifactError(f"{f} was prepared for data.{key} {meta.get(key)!r} but the params say {want!r}; "
+                                    f"re-run `easycore prepare` (dvc repro)")
         src = open_dataset(meta["name"], split, params.data.resolved_root(), positions=tensors["index"].numpy())
         if src.fingerprint != meta["fingerprint"]:
             raise ArtifactError(f"the {split} files under {params.data.resolved_root()} ({src.fingerprint}) are not the "
