@@ -389,7 +389,13 @@ def _mnist_like(name, split, root, download):
         src = root / gz_folder
         if not all((src / f"{r}.gz").exists() for r in _RAW):
             raise _missing(name, root, f"{cls_name}/raw/ (torchvision layout) or {gz_folder}/*-ubyte.gz")
-        base = cache_dir() / f"{gz_folder}-raw"
+        # keyed by the archives' content: another EASYCORE_DATA (other files under the same names) never reads
+        # back the files decompressed from the previous one
+        digest = hashlib.sha256()
+        for r in _RAW:
+            with open(src / f"{r}.gz", "rb") as f:
+                digest.update(hashlib.file_digest(f, "sha256").digest())
+        base = cache_dir() / f"{gz_folder}-raw-{digest.hexdigest()[:16]}"
         raw = base / cls_name / "raw"
         raw.mkdir(parents=True, exist_ok=True)
         for r in _RAW:

@@ -395,3 +395,20 @@ def test_outcome_files_are_validated_on_read(tmp_path):
             report.read_outcomes(tmp_path / "bad.npz")
     back, _ = report.read_outcomes(path)
     np.testing.assert_array_equal(back[0].outcomes["robust"], ok[:19])
+
+
+def test_mnist_cache_is_keyed_by_the_source_files(tmp_path, monkeypatch):
+    """Issue 25 item 10: the decompressed-MNIST cache never answers for other files: a data root whose mnist/*.gz
+    are Fashion-MNIST's reads Fashion-MNIST's images (another fingerprint), not the cached MNIST."""
+    from conftest import DATA_ROOT, need_data
+
+    need_data("mnist", "fashion-mnist")
+    monkeypatch.setenv("EASYCORE_CACHE", str(tmp_path / "cache"))
+    for root, folder in (("a", "mnist"), ("b", "fashion-mnist")):
+        (tmp_path / root / "mnist").mkdir(parents=True)
+        for f in (DATA_ROOT / folder).glob("*.gz"):
+            os.symlink(f, tmp_path / root / "mnist" / f.name)
+    a = load_dataset("mnist", "test", tmp_path / "a", n_per_class=2, seed=0)
+    b = load_dataset("mnist", "test", tmp_path / "b", n_per_class=2, seed=0)
+    fashion = load_dataset("fashion_mnist", "test", DATA_ROOT, n_per_class=2, seed=0)
+    assert torch.equal(b.x, fashion.x) and not torch.equal(a.x, b.x) and a.fingerprint != b.fingerprint
