@@ -614,7 +614,7 @@ def _acs_gradmatch(params, fraction, labels, score_loader, *, mode, seed):
 
 
 def schedule_callback(params, method: str, fraction: float, labels, score_loader, *, mode: str, seed: int):
-    """The training-loop callback of the adaptive method `method` (registered in coresets.METHODS). labels: of the
+    """The training-loop callback of the adaptive method `method` (registered in methods.METHODS). labels: of the
     training set [N]; score_loader: a Loader over it, un-augmented, in order (what a selection scores)."""
     from .coresets import METHODS
 

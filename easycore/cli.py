@@ -31,7 +31,7 @@ ENTRY = {"check": "easycore.pipeline:check", "prepare": "easycore.pipeline:prepa
          "train": "easycore.pipeline:train_named", "eval": "easycore.pipeline:evaluate_named",
          "notebook": "easycore.notebook:run", "autoattack": "easycore.pipeline:autoattack_stage",
          # not pipeline stages: the listing, and training / evaluating files given by path
-         "methods": "easycore.coresets:direction_table_markdown", "train_files": "easycore.pipeline:train_run",
+         "methods": "easycore.methods:direction_table_markdown", "train_files": "easycore.pipeline:train_run",
          "eval_files": "easycore.pipeline:evaluate_run"}
 
 

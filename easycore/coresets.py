@@ -698,6 +698,3 @@ def run_select(method: str, fraction: float, artifacts_path: str | os.PathLike, 
     save_npy(out_npy, idx)
     write_json(out_json, summary)
     return summary
-
-
-from . import acs  # noqa: E402,F401  (registers the adaptive methods)

@@ -246,3 +246,57 @@ def first_failure(local: Optional[int], world_size: Optional[int] = None) -> Opt
     code = all_reduce(torch.tensor([big if local is None else local], dtype=torch.long) * w + rank(), "min")
     step, r = divmod(int(code), w)
     return None if step >= big else (step, r)
+
+
+# ----------------------------------------------------------------------------- the DDP wrapper of a training run
+def job_counts(counts: dict) -> dict:
+    """The counts summed over the ranks (a collective: every rank calls it); a copy of `counts` on one process."""
+    if not active():
+        return dict(counts)
+    keys = list(counts)
+    tot = all_reduce(torch.tensor([int(counts[k]) for k in keys], dtype=torch.long))
+    return {k: int(v) for k, v in zip(keys, tot.tolist())}
+
+
+class _Both(torch.nn.Module):
+    """What DDP wraps: net(x), or (features, logits) of ONE forward (DDP expects one forward per backward)."""
+
+    def __init__(self, net: torch.nn.Module):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x, both: bool = False):
+        if not both:
+            return self.net(x)
+        f = self.net.features(x)
+        return f, self.net.fc(f)
+
+
+class DDPModel(torch.nn.Module):
+    """`net` in DistributedDataParallel, as the training modes see a model: model(x), model.features(x) and
+    model.fc(feats). model.features(x) runs the whole forward through DDP once and model.fc(those features) returns
+    the logits of that same forward, so the gradients of every step are averaged over the ranks. train()/eval()
+    reach `net` (the attacks put it in eval mode); the weights stay in `net` (checkpoints save net.state_dict())."""
+
+    def __init__(self, net: torch.nn.Module, device: torch.device, *, compile: bool = False):
+        super().__init__()
+        from torch.nn.parallel import DistributedDataParallel
+
+        ddp = DistributedDataParallel(_Both(net), device_ids=[device.index] if device.type == "cuda" else None)
+        self.ddp = torch.compile(ddp) if compile else ddp
+        self.net = net
+        self._last = None
+
+    def forward(self, x):
+        return self.ddp(x)
+
+    def features(self, x):
+        f, logits = self.ddp(x, both=True)
+        self._last = (f, logits)
+        return f
+
+    def fc(self, f):
+        last, self._last = self._last, None
+        if last is not None and f is last[0]:
+            return last[1]
+        return self.net.fc(f)

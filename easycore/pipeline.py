@@ -392,7 +392,7 @@ def _train_run(params: Params, out_dir: Path, *, mode: str, seed: int, indices: 
 
 def train_named(params: Params, run: runs.Run, *, progress: bool = True) -> dict:
     """The training run `run` of the pipeline (paths from runs.py)."""
-    from .coresets import METHODS
+    from .methods import METHODS
 
     kind = METHODS.get(run.method).kind
     if run.scores != runs.NONE:

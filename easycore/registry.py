@@ -82,7 +82,7 @@ class Registry:
 
 # where each registry lives: importing the module fills it
 _HOMES = {
-    "methods": ("easycore.coresets", "METHODS"),
+    "methods": ("easycore.methods", "METHODS"),
     "modes": ("easycore.modes", "MODES"),
     "attacks": ("easycore.evaluate", "ATTACKS"),
     "datasets": ("easycore.data", "DATASETS"),
@@ -100,5 +100,5 @@ def choices(registry_kind: str, **where: Any) -> Callable[[], list[str]]:
     """A deferred list of names, for the params schema (evaluated when params are checked). kind 'scores': the
     per-sample scores the static coreset methods rank by."""
     if registry_kind == "scores":
-        return lambda: importlib.import_module("easycore.coresets").score_names()
+        return lambda: importlib.import_module("easycore.methods").score_names()
     return lambda: registry(registry_kind).names(**where)

@@ -680,7 +680,8 @@ def aign_stability(arrays: Mapping[str, np.ndarray], *, p: float = 2.0, window: 
 def method_score_table(arrays: Mapping[str, np.ndarray], labels: np.ndarray, opts) -> tuple[dict, dict]:
     """The per-sample score of every static method that has its own (one column per distinct score), and, for
     every method left out, why: ({name: scores}, {name: reason}). Nothing is dropped without a reason."""
-    from .coresets import METHODS, method_scores
+    from .coresets import method_scores
+    from .methods import METHODS
 
     scores, skipped, seen = {}, {}, {}
     for name, e in METHODS.items():

@@ -19,33 +19,36 @@ Several processes (torchrun; the rules in easycore/dist.py): the model is wrappe
 one-process epoch order), the history's loss and accuracy are averaged over the ranks, the counts summed, rank 0
 alone writes the checkpoint and resumes it for everyone (broadcast), and a non-finite loss on any rank stops every
 rank at the same step.
+
+The pieces around the loop live beside it: the extension points in `callbacks.py`, checkpoint and model files in
+`checkpoint.py`, device and seeding in `runtime.py`, the DDP wrapper in `dist.py`; running many runs of one group
+in one process (or several processes under one GPU) in `group.py`.
 """
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import logging
 import math
 import os
-import random
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Sequence, Union
 
-import numpy as np
 import torch
 
 from . import dist
-from .aign import AIGNTracker, exact_pass
-from .config import ConfigError, OptimConfig, RuntimeConfig, TrainConfig
+from .aign import AIGNTracker
+from .callbacks import AIGNCallback, Callback, EvalCallback, Loop  # noqa: F401  (re-exported: train.Callback)
+from .checkpoint import (code_hash, config_hash, load_model, records_dir, remove_state, resume,  # noqa: F401
+                         save_model)
+from .config import ConfigError, OptimConfig, TrainConfig, RuntimeConfig
 from .data import ArrayDataset, DeviceLoader, Loader, hash_seed
 from .models import build_model
 from .modes import MODES
-from .rng import get_rng_state, set_rng_state
-from .store import ArtifactError, load_state, save_state
+from .rng import get_rng_state
+from .runtime import accuracy, predict, resolve_device, seed_everything, setup_backend  # noqa: F401
+from .store import save_state
 
 log = logging.getLogger("easycore.train")
 
@@ -54,94 +57,6 @@ class NonFiniteLoss(RuntimeError):
     pass
 
 
-# ----------------------------------------------------------------------------- extension points
-@dataclass
-class Loop:
-    """The state of a running `train()`, as the callbacks see it."""
-    cfg: TrainConfig
-    model: torch.nn.Module
-    loader: Loader
-    device: torch.device
-    amp: bool
-    channels_last: bool
-    mode: str
-    seed: int
-    progress: bool = True
-    epoch: int = 0
-    weights: Optional[torch.Tensor] = None   # per-sample loss weights indexed by position in the full set, or None
-    skip: bool = False                       # this epoch trains nothing (the lr schedule still advances)
-    counts: dict = field(default_factory=lambda: {"examples": 0, "forward": 0, "backward": 0})
-
-
-class Callback:
-    """No-op base: override the extension points you need (see the module docstring)."""
-    name = "callback"   # the key of its state in the checkpoint
-
-    def on_epoch_start(self, loop: Loop) -> None: ...
-
-    def before_batch(self, loop: Loop, x, y, idx) -> None: ...
-
-    def after_backward(self, loop: Loop, x, y, idx, out) -> None: ...
-
-    def on_epoch_end(self, loop: Loop, record: dict) -> None: ...
-
-    def state_dict(self):
-        return None
-
-    def load_state_dict(self, state) -> None: ...
-
-
-class AIGNCallback(Callback):
-    """Records AIGN and the training dynamics into `tracker`: inline from the training step's own input gradient,
-    exact by an eval-mode pass over `score_loader` (the un-augmented set, in order) after each tracked epoch."""
-    name = "aign"
-
-    def __init__(self, tracker: AIGNTracker, score_loader: Loader):
-        self.tracker, self.score_loader = tracker, score_loader
-
-    def on_epoch_start(self, loop: Loop) -> None:
-        self.tracker.start_epoch(loop.epoch, loop.device)
-
-    def before_batch(self, loop: Loop, x, y, idx) -> None:
-        if self.tracker.inline_active:
-            x.requires_grad_(True)
-
-    def after_backward(self, loop: Loop, x, y, idx, out) -> None:
-        if self.tracker.inline_active:
-            self.tracker.record_inline(idx, x.grad, len(y), out.logits, y, out.feats)
-
-    def on_epoch_end(self, loop: Loop, record: dict) -> None:
-        t, exact = self.tracker, None
-        if t.wants_exact and t.tracks(loop.epoch):
-            # each rank scores its shard of the set; the values are merged by sample index (one process: the
-            # scatter of the loader's own positions)
-            exact = exact_pass(loop.model, self.score_loader, amp=loop.amp, progress=loop.progress, index=True)
-            idx = exact.pop("index")
-            exact = {k: dist.all_gather_by_index(v, idx, t.n) for k, v in exact.items()}
-        if dist.active():
-            t.gather_inline(lambda v, i: dist.all_gather_by_index(v, i, t.n))
-        t.end_epoch(loop.epoch, exact)
-
-    def state_dict(self):
-        return self.tracker.state_dict()
-
-    def load_state_dict(self, state) -> None:
-        self.tracker.load_state_dict(state)
-
-
-class EvalCallback(Callback):
-    """Clean accuracy on a test set every `every` epochs (and after the last), into the history record."""
-    name = "eval"
-
-    def __init__(self, test_set: ArrayDataset, every: int):
-        self.test_set, self.every = test_set, every
-
-    def on_epoch_end(self, loop: Loop, record: dict) -> None:
-        if self.every and ((loop.epoch + 1) % self.every == 0 or loop.epoch + 1 == loop.cfg.epochs) and dist.is_main():
-            record["test_acc"] = accuracy(loop.model, self.test_set)  # rank 0's history is the one saved
-
-
-# ----------------------------------------------------------------------------- optimiser
 def make_optimizer(model: torch.nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
     return torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
                            weight_decay=cfg.weight_decay)
@@ -164,61 +79,6 @@ def lr_factor(cfg: OptimConfig, step: int, total: int) -> float:
     raise ValueError(cfg.schedule)
 
 
-# ----------------------------------------------------------------------------- device
-def resolve_device(name: str = "auto") -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        # a params problem: the CLI reports it in one line (exit 2)
-        raise ConfigError("params: runtime.device = 'cuda' is not allowed here: torch sees no GPU; use auto or cpu")
-    return torch.device(name)
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % (2 ** 32))
-    torch.manual_seed(seed)
-
-
-def setup_backend(rt: RuntimeConfig, device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = not rt.deterministic
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
-        if rt.deterministic:
-            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-            torch.use_deterministic_algorithms(True)
-
-
-@torch.no_grad()
-def predict(model: torch.nn.Module, x: torch.Tensor, *, batch_size: int = 512) -> torch.Tensor:
-    """Eval-mode argmax predictions (CPU tensor) for uint8 or [0,1] float inputs held anywhere: moved to the
-    model's device one batch at a time, then `attacks.predict` (which restores the model's mode)."""
-    from .attacks import predict as predict_on_device
-
-    device = next(model.parameters()).device
-    out = []
-    for s in range(0, len(x), batch_size):
-        xb = x[s:s + batch_size].to(device)
-        xb = xb.float().div_(255) if xb.dtype == torch.uint8 else xb
-        out.append(predict_on_device(model, xb, batch_size=batch_size).cpu())
-    return torch.cat(out) if out else torch.empty(0, dtype=torch.long)
-
-
-def accuracy(model, data) -> float:
-    """Clean accuracy on an ArrayDataset or over a Loader's batches (eval mode; the model's mode restored)."""
-    if isinstance(data, ArrayDataset):
-        return float((predict(model, data.x) == data.y).float().mean()) if len(data) else float("nan")
-    from .attacks import predict as predict_on_device
-
-    device, hit, n = next(model.parameters()).device, 0, 0
-    for x, y, _ in data:
-        hit += int((predict_on_device(model, x.to(device)) == y.to(device)).sum())
-        n += len(y)
-    return hit / n if n else float("nan")
-
-
-# ----------------------------------------------------------------------------- the loop
 @dataclass
 class TrainResult:
     model: torch.nn.Module
@@ -228,18 +88,6 @@ class TrainResult:
     seconds: float
     counts: dict                  # examples trained on, sample-forward and sample-backward passes (whole run)
     epoch_seconds: list[float] = field(default_factory=list)   # wall time of each epoch computed in this call
-
-
-def config_hash(obj) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-def code_hash() -> str:
-    """A hash of the package's sources: a checkpoint made by other code is not resumed."""
-    h = hashlib.sha256()
-    for f in sorted(Path(__file__).parent.glob("*.py")):
-        h.update(f.name.encode() + b"\0" + f.read_bytes())
-    return h.hexdigest()[:16]
 
 
 def train(cfg: TrainConfig, data: Union[Loader, ArrayDataset], *, mode: str = "standard", seed: int = 0,
@@ -305,12 +153,12 @@ def train(cfg: TrainConfig, data: Union[Loader, ArrayDataset], *, mode: str = "s
                 "tracker": None if tracker is None else [tracker.mode, tracker.every]}
     if tracker is not None and state_path is not None:
         tracker.store, tracker.write = records_dir(state_path) / config_hash(identity), dist.is_main()
-    history, start = _resume(state_path, config_hash(identity), loop, opt, callbacks)
+    history, start = resume(state_path, config_hash(identity), loop, opt, callbacks)
     if start == 0 and state_path is not None and dist.is_main():
         remove_state(state_path)  # a stale checkpoint (other settings, unreadable) and its records
     compile_ = runtime.compile and device.type == "cuda"
     if world > 1:  # after the resume (DDP broadcasts rank 0's weights and buffers once more)
-        fwd = DDPModel(model, device, compile=compile_)
+        fwd = dist.DDPModel(model, device, compile=compile_)
     else:
         fwd = torch.compile(model) if compile_ else model
     t_start = time.perf_counter()
@@ -335,7 +183,7 @@ def train(cfg: TrainConfig, data: Union[Loader, ArrayDataset], *, mode: str = "s
                      "".join(f" {k} {v:.4f}" for k, v in rec.items() if k not in ("epoch", "lr") and isinstance(v, float)),
                      epoch_seconds[-1])
             if state_path is not None:
-                counts = _job_counts(loop.counts)
+                counts = dist.job_counts(loop.counts)
                 if dist.is_main():
                     save_state(state_path, {
                         "identity_hash": config_hash(identity), "identity": identity, "epoch": epoch + 1,
@@ -351,72 +199,7 @@ def train(cfg: TrainConfig, data: Union[Loader, ArrayDataset], *, mode: str = "s
     finally:
         unhook()
     return TrainResult(model, history, tracker, cfg.epochs - start, time.perf_counter() - t_start,
-                       _job_counts(loop.counts), epoch_seconds)
-
-
-def records_dir(state_path) -> Path:
-    """The folder of a checkpoint's per-epoch AIGN records: `.main.state.pt` -> `.main.state.records/`."""
-    state_path = Path(state_path)
-    return state_path.with_suffix(".records") if state_path.suffix == ".pt" else Path(f"{state_path}.records")
-
-
-def remove_state(state_path) -> None:
-    """Delete a checkpoint and its AIGN records (when a run's outputs are written, or a stale one is replaced)."""
-    Path(state_path).unlink(missing_ok=True)
-    shutil.rmtree(records_dir(state_path), ignore_errors=True)
-
-
-def _job_counts(counts: dict) -> dict:
-    """The counts summed over the ranks (a collective: every rank calls it); a copy of `counts` on one process."""
-    if not dist.active():
-        return dict(counts)
-    keys = list(counts)
-    tot = dist.all_reduce(torch.tensor([int(counts[k]) for k in keys], dtype=torch.long))
-    return {k: int(v) for k, v in zip(keys, tot.tolist())}
-
-
-class _Both(torch.nn.Module):
-    """What DDP wraps: net(x), or (features, logits) of ONE forward (DDP expects one forward per backward)."""
-
-    def __init__(self, net: torch.nn.Module):
-        super().__init__()
-        self.net = net
-
-    def forward(self, x, both: bool = False):
-        if not both:
-            return self.net(x)
-        f = self.net.features(x)
-        return f, self.net.fc(f)
-
-
-class DDPModel(torch.nn.Module):
-    """`net` in DistributedDataParallel, as the training modes see a model: model(x), model.features(x) and
-    model.fc(feats). model.features(x) runs the whole forward through DDP once and model.fc(those features) returns
-    the logits of that same forward, so the gradients of every step are averaged over the ranks. train()/eval()
-    reach `net` (the attacks put it in eval mode); the weights stay in `net` (checkpoints save net.state_dict())."""
-
-    def __init__(self, net: torch.nn.Module, device: torch.device, *, compile: bool = False):
-        super().__init__()
-        from torch.nn.parallel import DistributedDataParallel
-
-        ddp = DistributedDataParallel(_Both(net), device_ids=[device.index] if device.type == "cuda" else None)
-        self.ddp = torch.compile(ddp) if compile else ddp
-        self.net = net
-        self._last = None
-
-    def forward(self, x):
-        return self.ddp(x)
-
-    def features(self, x):
-        f, logits = self.ddp(x, both=True)
-        self._last = (f, logits)
-        return f
-
-    def fc(self, f):
-        last, self._last = self._last, None
-        if last is not None and f is last[0]:
-            return last[1]
-        return self.net.fc(f)
+                       dist.job_counts(loop.counts), epoch_seconds)
 
 
 def _as_loader(data, batch_size: int, device, *, augment: bool, shuffle: bool, seed: int, channels_last: bool,
@@ -497,108 +280,6 @@ def _count_passes(model: torch.nn.Module, counts: dict):
     return lambda: (h1.remove(), h2.remove())
 
 
-def _resume(state_path, ident_hash: str, loop: Loop, opt, callbacks) -> tuple[list, int]:
-    """Load a matching checkpoint into the model, optimiser, callbacks and RNGs: (history, first epoch to run).
-    Several processes: rank 0 reads it and broadcasts it (the others need no access to its files); the counts
-    stay with rank 0 (the job's counts are the ranks' sum)."""
-    if dist.active():
-        st = _read_checkpoint(state_path, ident_hash, "cpu", callbacks, loop=loop, opt=opt) if dist.is_main() \
-            else None
-        st = dist.broadcast_object(st)
-        if st is not None and not dist.is_main():
-            _load_callbacks(st, callbacks)
-    else:
-        st = _read_checkpoint(state_path, ident_hash, loop.device, callbacks, loop=loop, opt=opt)
-    if st is None:
-        return [], 0
-    loop.model.load_state_dict(st["model"])
-    opt.load_state_dict(st["optimizer"])
-    if dist.is_main():
-        loop.counts.update(st["counts"])
-    set_rng_state(st["rng"])
-    log.warning("resumed from %s after epoch %d/%d", state_path, st["epoch"], loop.cfg.epochs)
-    return st["history"], st["epoch"]
-
-
-def _read_checkpoint(state_path, ident_hash: str, map_location, callbacks, *, loop: Optional[Loop] = None,
-                     opt=None) -> Optional[dict]:
-    """The checkpoint at state_path with the callbacks' state loaded from it, or None (with a warning) when there
-    is none, it is unreadable, it was made with other settings, it is damaged (`validate_state`, with `loop`), or
-    a callback's files are missing."""
-    if state_path is None or not Path(state_path).exists():
-        return None
-    try:
-        st = load_state(state_path, map_location=map_location)
-    except ArtifactError as e:
-        log.warning("ignoring unreadable checkpoint (%s); starting fresh", e)
-        return None
-    if not isinstance(st, dict) or st.get("identity_hash") != ident_hash:
-        log.warning("checkpoint %s was made with other settings, data or code; starting fresh", state_path)
-        return None
-    if loop is not None:
-        why = validate_state(st, epochs=loop.cfg.epochs, model=loop.model, opt=opt)
-        if why:
-            log.warning("ignoring damaged checkpoint %s (%s); starting fresh", state_path, why)
-            return None
-    try:
-        _load_callbacks(st, callbacks)  # the AIGN callback (first) checks its record files before it changes
-    except ArtifactError as e:
-        log.warning("ignoring checkpoint %s (%s); starting fresh", state_path, e)
-        return None
-    return st
-
-
-def validate_state(st: dict, *, epochs: int, model: torch.nn.Module, opt=None) -> Optional[str]:
-    """Why the checkpoint `st` (identity already matched) cannot be resumed, or None: the completed epoch count
-    in [1, epochs], a history of exactly that many epoch records (1, 2, ...), the model's tensors (names, shapes,
-    finite floats), an optimizer state of the optimizer's layout, integer counts, the RNG states `set_rng_state`
-    needs, and a callbacks mapping. A checkpoint is a file anybody can edit: an `epoch` of 99 would otherwise
-    skip training and publish its weights as the model, and -5 would run 11 epochs of a 6-epoch run."""
-    ep = st.get("epoch")
-    if isinstance(ep, bool) or not isinstance(ep, int) or not 1 <= ep <= epochs:
-        return f"epoch {ep!r} is not a completed epoch of this {epochs}-epoch run"
-    hist = st.get("history")
-    if not isinstance(hist, list) or len(hist) != ep or not all(
-            isinstance(r, dict) and r.get("epoch") == i + 1 for i, r in enumerate(hist)):
-        return f"its history is not the records of epochs 1..{ep}"
-    sd, want = st.get("model"), model.state_dict()
-    if not isinstance(sd, dict) or set(sd) != set(want):
-        return "its model weights are not this model's"
-    for k, v in want.items():
-        got = sd[k]
-        if not isinstance(got, torch.Tensor) or tuple(got.shape) != tuple(v.shape) or got.dtype != v.dtype:
-            return f"model tensor {k!r} is not this model's ({tuple(v.shape)} {v.dtype})"
-        if got.is_floating_point() and not bool(torch.isfinite(got).all()):
-            return f"model tensor {k!r} holds NaN or inf"
-    osd = st.get("optimizer")
-    if not isinstance(osd, dict) or not isinstance(osd.get("state"), dict) \
-            or not isinstance(osd.get("param_groups"), list):
-        return "its optimizer state is malformed"
-    if opt is not None:
-        mine = opt.state_dict()["param_groups"]
-        if len(osd["param_groups"]) != len(mine) or any(
-                not isinstance(g, dict) or g.get("params") != m["params"] for g, m in zip(osd["param_groups"], mine)):
-            return "its optimizer state is not this optimizer's"
-    counts = st.get("counts")
-    if not isinstance(counts, dict) or not all(isinstance(v, (int, float)) and not isinstance(v, bool)
-                                               for v in counts.values()):
-        return "its counts are malformed"
-    rng = st.get("rng")
-    if not isinstance(rng, dict) or not all(k in rng for k in ("torch", "numpy", "python")) \
-            or not isinstance(rng["torch"], torch.Tensor) or not isinstance(rng["numpy"], (dict, list, tuple)) \
-            or not isinstance(rng["python"], (dict, list, tuple)):
-        return "its random generator states are missing or malformed"
-    if not isinstance(st.get("callbacks"), dict):
-        return "its callbacks' state is malformed"
-    return None
-
-
-def _load_callbacks(st: dict, callbacks) -> None:
-    for c in callbacks:
-        if c.name in st["callbacks"]:
-            c.load_state_dict(st["callbacks"][c.name])
-
-
 def _check_finite(losses: torch.Tensor, epoch: int) -> None:
     """losses[b] is batch b's loss: the first non-finite entry names the batch. Several processes: the ranks agree
     (a collective), so every rank raises at the same check, naming the first failing rank."""
@@ -615,66 +296,3 @@ def _check_finite(losses: torch.Tensor, epoch: int) -> None:
         b = int(bad.nonzero()[0])
         raise NonFiniteLoss(f"non-finite training loss ({float(losses[b])}) at epoch {epoch + 1}, batch {b} "
                             f"(0-based); lower the learning rate, or check the data and params")
-
-
-def save_model(path, model: torch.nn.Module, meta: dict) -> Path:
-    """Final weights (safetensors) + everything needed to rebuild the model (name, classes, stats) + provenance."""
-    from .store import save_tensors
-
-    return save_tensors(path, model.state_dict(), meta)
-
-
-def check_model_meta(path, meta: dict) -> None:
-    """The metadata load_model builds the model from, typed: model a string, num_classes >= 1 and in_channels >= 1
-    integers, mean / std in_channels finite numbers (std > 0). ArtifactError (one line) otherwise."""
-    def is_int(v):
-        return isinstance(v, int) and not isinstance(v, bool)
-
-    bad = None
-    if not isinstance(meta.get("model"), str):
-        bad = "model"
-    elif not (is_int(meta["num_classes"]) and meta["num_classes"] >= 1):
-        bad = "num_classes"
-    elif not (is_int(meta["in_channels"]) and meta["in_channels"] >= 1):
-        bad = "in_channels"
-    else:
-        for k in ("mean", "std"):
-            v = meta[k]
-            if not (isinstance(v, list) and len(v) == meta["in_channels"]
-                    and all(isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
-                            and (k == "mean" or x > 0) for x in v)):
-                bad = k
-                break
-    if bad is not None:
-        raise ArtifactError(f"{path}: model metadata {bad} = {meta[bad]!r} is not valid; the file is not a model "
-                            f"written by easycore or is damaged; re-run the stage that makes it")
-
-
-def load_model(path, device="cpu"):
-    """Rebuild a model saved by `save_model`. Returns (model in eval mode, meta). A file that is not such a model
-    (missing keys, another architecture's weights) is an ArtifactError with one line."""
-    from .store import load_tensors
-
-    sd, meta = load_tensors(path)
-    missing = [k for k in ("model", "num_classes", "in_channels", "mean", "std") if k not in meta]
-    if missing:
-        raise ArtifactError(f"{path} is not a model written by easycore (its metadata lacks {', '.join(missing)}); "
-                            f"re-run the stage that makes it")
-    check_model_meta(path, meta)
-    wrong = f"{path} does not hold the weights of the model its metadata names ({meta.get('model')!r})"
-    try:
-        model = build_model(meta["model"], meta["num_classes"], meta["in_channels"], meta["mean"], meta["std"])
-        want = model.state_dict()
-        diff = [(what, [k for k in keys if test(k)]) for what, keys, test in (
-            ("missing", want, lambda k: k not in sd), ("unexpected", sd, lambda k: k not in want),
-            ("of another shape", want, lambda k: k in sd and tuple(sd[k].shape) != tuple(want[k].shape)))]
-        if any(ks for _, ks in diff):
-            raise ArtifactError(f"{wrong}: " + ", ".join(f"{len(ks)} tensors {what} (e.g. {ks[0]!r})"
-                                                          for what, ks in diff if ks))
-        model.load_state_dict(sd)
-    except (KeyError, ValueError, RuntimeError) as e:
-        if isinstance(e, ArtifactError):
-            raise
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ArtifactError(f"{wrong}: {first}") from None
-    return model.to(device).eval(), meta

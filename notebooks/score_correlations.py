@@ -16,6 +16,7 @@ import seaborn as sns
 from IPython.display import Markdown, display
 
 from easycore import coresets, report
+from easycore.methods import METHODS
 from easycore.config import load_params
 from easycore.store import load_arrays
 
@@ -30,7 +31,7 @@ scores, skipped = report.method_score_table(arrays, labels, opts)
 display(Markdown("Not in the matrix: " + "; ".join(f"`{m}`: {why}" for m, why in skipped.items())))
 
 # %%
-R = report.spearman_matrix({f"{m} ({coresets.METHODS[m].score})": s for m, s in scores.items()})
+R = report.spearman_matrix({f"{m} ({METHODS[m].score})": s for m, s in scores.items()})
 fig, ax = plt.subplots(figsize=(1.5 + 0.9 * len(R), 1 + 0.7 * len(R)))
 sns.heatmap(R, annot=True, fmt=".2f", vmin=-1, vmax=1, cmap="vlag", ax=ax)
 ax.set_title(f"Spearman between coreset scores (proxy {meta['model']}, N={len(labels)})")

@@ -136,7 +136,7 @@ def test_fraction_spellings_that_would_name_other_folders_are_refused(tmp_path, 
 # ----------------------------------------------------------------------------- the method registry
 def test_every_registered_method_appears_everywhere():
     from easycore.config import CoresetConfig
-    from easycore.coresets import METHODS, direction_table_markdown
+    from easycore.methods import METHODS, direction_table_markdown
 
     out = subprocess.run([sys.executable, "-m", "easycore", "methods"], capture_output=True, text=True, cwd=ROOT).stdout
     readme = (ROOT / "README.md").read_text()
