@@ -12,6 +12,8 @@
     easycore notebook NAME [-p key value ...]        execute notebooks/NAME.py         -> reports/notebooks/...
     easycore methods                                 the coreset methods and their directions
 
+In dvc.yaml the run commands are `easycore proxy|select|train|eval --dvc`: the run is the one the DVC stage being run
+names ($DVC_STAGE), so no params value is ever part of a shell command line.
 Every subcommand takes --params (default params.yaml) and --set key.sub=value overrides. Errors (bad params,
 missing or mismatched data/artifacts, non-finite loss) print one line and exit 2; Ctrl-C exits 130.
 """
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import re
 import sys
 from pathlib import Path
@@ -45,8 +48,11 @@ def _names(registry_kind: str, **where) -> list[str]:
     return registry(registry_kind).names(**where)
 
 
-def _common(p: argparse.ArgumentParser) -> None:
+def _common(p: argparse.ArgumentParser, *, dvc: bool = False) -> None:
     p.add_argument("--params", default="params.yaml", help="params file")
+    if dvc:
+        p.add_argument("--dvc", action="store_true", help="the run of the DVC stage being run ($DVC_STAGE, set by "
+                       "DVC): how dvc.yaml's commands name their run, interpolating no params value")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a param, e.g. --set train.epochs=3 (repeatable)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
@@ -58,7 +64,7 @@ def _run_args(p: argparse.ArgumentParser, *, required: bool) -> None:
     p.add_argument("--scores", default="main", help="the proxy run whose scores chose the coreset (main, a transfer "
                    "model, or none for full-data and adaptive runs)")
     if required:
-        p.add_argument("--mode", required=True, choices=_names("modes"), help="training mode")
+        p.add_argument("--mode", choices=_names("modes"), help="training mode (required)")
         p.add_argument("--seed", type=_seed, default=0, help="training seed (>= 0)")
 
 
@@ -85,21 +91,21 @@ def build_parser() -> argparse.ArgumentParser:
     for name, hlp in (("proxy", "full-data proxy run: AIGN + training dynamics + features + DeepFool"),
                       ("score", "alias of proxy")):
         p = sub.add_parser(name, formatter_class=_Fmt, help=hlp)
-        _common(p)
+        _common(p, dvc=True)
         p.add_argument("--name", default="main", help="proxy run: main, or one of proxy.transfer_models")
         p.add_argument("--out", default=None, help="output folder (default runs/proxy/<name>)")
         p.add_argument("--prepared", default="data/prepared", help="prepared data folder")
 
     p = sub.add_parser("select", formatter_class=_Fmt, help="select a static coreset from a proxy's scores")
-    _common(p)
-    p.add_argument("--method", required=True, choices=_names("methods", kind="static"), help="coreset method")
-    p.add_argument("--fraction", required=True, type=float, help="fraction of the training set to keep, in (0, 1)")
+    _common(p, dvc=True)
+    p.add_argument("--method", choices=_names("methods", kind="static"), help="coreset method (required)")
+    p.add_argument("--fraction", type=float, help="fraction of the training set to keep, in (0, 1) (required)")
     p.add_argument("--scores", default="main", help="proxy run whose records are used")
     p.add_argument("--out", default=None, help="default runs/coresets/<scores>/<method>-<fraction>")
     p.add_argument("--prepared", default="data/prepared", help="prepared data folder")
 
     p = sub.add_parser("train", formatter_class=_Fmt, help="train a model on a coreset (or the full set)")
-    _common(p)
+    _common(p, dvc=True)
     _run_args(p, required=True)
     g = p.add_mutually_exclusive_group()
     g.add_argument("--indices", default=None, help="a coreset indices .npy (instead of --method/--fraction)")
@@ -109,7 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prepared", default="data/prepared", help="prepared data folder")
 
     p = sub.add_parser("eval", formatter_class=_Fmt, help="clean / attacked accuracy of a trained model")
-    _common(p)
+    _common(p, dvc=True)
     _run_args(p, required=False)
     p.add_argument("--mode", choices=_names("modes"), help="training mode of the run")
     p.add_argument("--seed", type=_seed, default=0, help="training seed of the run")
@@ -161,6 +167,8 @@ def _run(args, params):
     from . import runs
     from .config import ConfigError
 
+    if args.dvc:
+        return runs.run_for_stage(params, os.environ.get(runs.DVC_STAGE))
     if args.method is None or args.fraction is None or args.mode is None:
         raise ConfigError("give --method, --fraction and --mode (or --model-path/--indices/--full with --out)")
     return runs.Run(_scores(args.scores, params), args.method, args.fraction, args.mode, args.seed)
@@ -216,8 +224,17 @@ def main(argv=None) -> int:
         elif cmd == "prepare":
             fn(params, Path(args.out))
         elif cmd == "proxy":
+            if args.dvc:
+                from . import runs
+                args.name = runs.proxy_for_stage(params, os.environ.get(runs.DVC_STAGE))
             fn(params, safe_name(args.name, "--name"), args.out and Path(args.out), prepared=Path(args.prepared), progress=progress)
         elif cmd == "select":
+            if args.dvc:
+                from . import runs
+                args.scores, args.method, args.fraction = runs.selection_for_stage(params,
+                                                                                   os.environ.get(runs.DVC_STAGE))
+            if args.method is None or args.fraction is None:
+                raise ConfigError("give --method and --fraction")
             if not 0 < args.fraction < 1:
                 raise ConfigError(f"--fraction {args.fraction!r} is not allowed; must be in (0, 1)")
             fn(params, args.method, args.fraction, safe_name(args.scores, "--scores"), args.out and Path(args.out),
@@ -226,6 +243,8 @@ def main(argv=None) -> int:
             if args.indices or args.full:
                 if not args.out:
                     raise ConfigError("--indices/--full need --out")
+                if args.mode is None:
+                    raise ConfigError("give --mode")
                 _entry("train_files")(params, Path(args.out), mode=args.mode, seed=args.seed,
                                       indices=None if args.full else Path(args.indices), model=args.model,
                                       prepared=Path(args.prepared), progress=progress)

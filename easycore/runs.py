@@ -93,3 +93,63 @@ def expected_runs(params: Params) -> list[Run]:
              for m in c.transfer_methods for f in c.fractions for s in t.seeds]
     return runs
 
+
+# ----------------------------------------------------------------------------- the run a DVC stage runs
+# dvc.yaml's stage commands interpolate nothing from params (`${item.*}` in a shell command line would run whatever
+# a params value holds: `dvc repro -s` skips the `check` stage). A matrix stage's command is `easycore <cmd> --dvc`;
+# DVC exports the stage's name to the command as $DVC_STAGE (`<family>@<values joined by '-'>`), and the command
+# finds the declared run whose DVC key that is: a key the params do not declare is an error, never a path.
+DVC_STAGE = "DVC_STAGE"
+
+
+def dvc_key(*values) -> str:
+    """DVC's name for a matrix member: its values as DVC writes them (str; booleans true/false), joined by '-'."""
+    return "-".join(("true" if v else "false") if isinstance(v, bool) else str(v) for v in values)
+
+
+def stage_key(stage: Optional[str]) -> str:
+    """The matrix key of $DVC_STAGE ('train@main-random-0.3-standard-0' -> 'main-random-0.3-standard-0')."""
+    from .config import ConfigError
+
+    if not stage:
+        raise ConfigError(f"--dvc takes the run from ${DVC_STAGE}, which DVC sets for a stage's command; it is not "
+                          f"set: outside DVC, name the run with the other options")
+    family, at, key = stage.partition("@")
+    if not at or not key:
+        raise ConfigError(f"--dvc: ${DVC_STAGE} {stage!r} is not a matrix stage '<family>@<key>'")
+    return key
+
+
+def declared_selections(params: Params) -> list[tuple[str, str, float]]:
+    """(scores, method, fraction) of every static selection dvc.yaml's select stages make."""
+    c = params.coreset
+    out = [("main", m, f) for m in c.methods for f in c.fractions]
+    out += [("main", m, f) for m in c.survey_methods for f in c.survey_fractions]
+    out += [(p, m, f) for p in params.proxy.transfer_models for m in c.transfer_methods for f in c.fractions]
+    return out
+
+
+def _lookup(stage: Optional[str], declared: dict):
+    from .config import ConfigError
+
+    key = stage_key(stage)
+    if key not in declared:
+        raise ConfigError(f"--dvc: stage {stage!r} is not a run the params declare (a params value changed after "
+                          f"`easycore check`? run `dvc repro` without -s)")
+    return declared[key]
+
+
+def proxy_for_stage(params: Params, stage: Optional[str]) -> str:
+    """The proxy run of a proxy / proxy_transfer stage: main or a declared transfer model."""
+    return _lookup(stage, {n: n for n in ["main", *params.proxy.transfer_models]})
+
+
+def selection_for_stage(params: Params, stage: Optional[str]) -> tuple[str, str, float]:
+    """(scores, method, fraction) of a select stage."""
+    return _lookup(stage, {dvc_key(*sel): sel for sel in declared_selections(params)})
+
+
+def run_for_stage(params: Params, stage: Optional[str]) -> Run:
+    """The training run of a train / evaluate stage (matrix scores, method, fraction, mode, seed)."""
+    return _lookup(stage, {dvc_key(r.scores, r.method, r.fraction, r.mode, r.seed): r for r in expected_runs(params)})
+

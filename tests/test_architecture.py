@@ -211,3 +211,38 @@ def test_report_outputs_hold_no_wall_time(tmp_path):
     assert "train_minutes" not in report.runs_frame(res).columns
     assert "train min/run" not in report.accuracy_table(res, params, "standard", ["clean"], n_boot=50).columns
     assert report.timing_table(res, timings).loc[("standard", "easycore"), "train min/run"] == round(61 / 60, 3)
+
+
+# ----------------------------------------------------------------------------- issue 25 item 1: no shell injection
+def test_stage_commands_interpolate_no_params_value():
+    """A stage command line is run by a shell: a `${...}` in it would run whatever the params value holds (and
+    `dvc repro -s` skips `check`). Matrix stages take their run from $DVC_STAGE instead (`--dvc`)."""
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    for name, st in stages.items():
+        cmds = st["cmd"] if isinstance(st["cmd"], list) else [st["cmd"]]
+        assert not any("${" in c or "$(" in c or "`" in c for c in cmds), (name, cmds)
+        if "matrix" in st or "foreach" in st:
+            assert all(c.strip().endswith("--dvc") for c in cmds), (name, cmds)
+
+
+def test_every_matrix_stage_names_the_run_of_its_outputs():
+    """`easycore <cmd> --dvc` under each stage DVC renders for the repo's params resolves, from the stage's name
+    alone, to the run whose outputs the stage declares."""
+    dvc_repo = pytest.importorskip("dvc.repo")
+    params = load_params(ROOT / "params.yaml")
+    seen = 0
+    with dvc_repo.Repo(str(ROOT)) as repo:
+        for st in repo.index.stages:
+            if "--dvc" not in (st.cmd or ""):
+                continue
+            outs, cmd = {str(o.def_path) for o in st.outs}, st.cmd.split()[1]
+            if cmd == "proxy":
+                want = str(runs.proxy_dir(runs.proxy_for_stage(params, st.addressing)) / "dynamics.npz")
+            elif cmd == "select":
+                want = str(runs.selection_dir(*runs.selection_for_stage(params, st.addressing)) / "indices.npy")
+            else:
+                r = runs.run_for_stage(params, st.addressing)
+                want = str((r.train_dir() / "model.safetensors") if cmd == "train" else (r.eval_dir() / "metrics.json"))
+            assert want in outs, (st.addressing, want, outs)
+            seen += 1
+    assert seen >= len(runs.expected_runs(params)) * 2

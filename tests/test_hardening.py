@@ -774,3 +774,64 @@ def test_report_outputs_are_all_or_nothing(tmp_path):
     assert tables() == ["b.csv", "b.md"]                              # a.* were the earlier configuration's
     assert json.loads((rep / "summary.json").read_text()) == {"tables": "b"}
     assert not any(p.name.startswith(".staging") for p in rep.iterdir())
+
+
+# ----------------------------------------------------------------------------- issue 25 item 1: `dvc repro -s`
+def test_dvc_repro_single_stage_runs_no_params_value(repo, tmp_path):
+    """`dvc repro -s` skips `check`: after a passing check, a transfer model named 'x;touch PWNED;echo' reaches
+    the proxy_transfer stage, whose command must not hand it to the shell: the stage fails with easycore's one
+    line and no PWNED appears (also for `-f -s 'proxy_transfer@x;touch PWNED;echo'`)."""
+    import dataclasses
+    import shutil
+
+    from conftest import REPO
+
+    dvc = Path(sys.executable).with_name("dvc")
+    if not dvc.exists():
+        pytest.skip("dvc is not installed beside this Python")
+    work = tmp_path / "w"
+    work.mkdir()
+    shutil.copy(REPO / "dvc.yaml", work / "dvc.yaml")
+    shutil.copytree(repo / "data", work / "data")
+    full = dataclasses.asdict(params_from_dict(TINY))          # every key dvc.yaml's templates read
+    full["proxy"]["transfer_models"] = ["cnn_tiny"]
+    (work / "params.yaml").write_text(yaml.safe_dump(full))
+    env = sub_env(PATH=f"{dvc.parent}{os.pathsep}{os.environ.get('PATH', '')}", DVC_NO_ANALYTICS="1")
+    run = lambda *a: subprocess.run(list(a), cwd=work, env=env, capture_output=True, text=True,  # noqa: E731
+                                    timeout=300)
+    assert run(str(dvc), "init", "--no-scm", "-q").returncode == 0
+    r = run(sys.executable, "-m", "easycore", "check", "-q")
+    assert r.returncode == 0, r.stderr[-2000:]                  # a passing check: runs/code/proxy.txt exists
+    evil = "x;touch PWNED;echo"
+    full["proxy"]["transfer_models"] = [evil]
+    (work / "params.yaml").write_text(yaml.safe_dump(full))
+    for argv in (["repro", "-s", "proxy_transfer"], ["repro", "-f", "-s", f"proxy_transfer@{evil}"]):
+        r = run(str(dvc), *argv)
+        out = r.stdout + r.stderr
+        assert r.returncode != 0, out[-3000:]
+        assert not list(work.rglob("PWNED")) and not (tmp_path / "PWNED").exists(), "the shell ran a params value"
+        assert "> easycore proxy -q --dvc\n" in out, out[-3000:]                  # the command line DVC ran
+        errors = [ln for ln in out.splitlines() if ln.startswith("easycore proxy: error: ")]
+        assert len(errors) == 1 and evil in errors[0] and "is not allowed" in errors[0], out[-3000:]
+        assert not (work / "runs/proxy").exists()
+
+
+@pytest.mark.parametrize("cmd,stage,needle", [
+    ("train", None, "--dvc takes the run from $DVC_STAGE, which DVC sets for a stage's command; it is not set"),
+    ("train", "train@main-random-0.5-standard-0;touch PWNED", "is not a run the params declare"),
+    ("eval", "evaluate@main-random-0.5-standard-7", "is not a run the params declare"),
+    ("select", "select@../..-random-0.5", "is not a run the params declare"),
+    ("proxy", "proxy_transfer@../../x", "is not a run the params declare"),
+    ("proxy", "proxy", "is not a matrix stage '<family>@<key>'"),
+])
+def test_dvc_stage_names_only_declared_runs(repo, monkeypatch, capsys, cmd, stage, needle):
+    """`easycore <cmd> --dvc` (dvc.yaml's command lines) accepts only a $DVC_STAGE naming a declared run."""
+    if stage is None:
+        monkeypatch.delenv("DVC_STAGE", raising=False)
+    else:
+        monkeypatch.setenv("DVC_STAGE", stage)
+    with chdir(repo):
+        assert cli.main([cmd, "-q", "--dvc"]) == 2
+    out = capsys.readouterr()
+    assert out.out == "" and len(error_lines(out.err)) == 1 and needle in out.err, out.err
+    assert not (repo / "runs").exists()
