@@ -164,24 +164,3 @@ def write_params(params, out: Path = PARAMS) -> list[Path]:
             tmp.write_text(json.dumps(params_values(params, keys), indent=1, sort_keys=True) + "\n")
         paths.append(p)
     return paths
-
-
-DATA_SOURCE = PARAMS / "data.json"
-
-
-def write_data_source(params, out: Path = DATA_SOURCE) -> Path:
-    """runs/params/data.json: where `prepare` reads the data from (data.root, or EASYCORE_DATA which overrides it,
-    as resolved) beside the data params. DVC cannot depend on an environment variable: `check` (always run, cheap)
-    writes this file and `prepare` depends on it, so pointing EASYCORE_DATA at other files re-runs `prepare` (and,
-    if the prepared bytes differ, everything after it); unchanged, the file keeps its bytes and nothing re-runs."""
-    import dataclasses
-    import json
-
-    from .store import atomic_path
-
-    d = params.data
-    with atomic_path(out) as tmp:
-        tmp.write_text(json.dumps({"data": dataclasses.asdict(d), "resolved_root": str(d.resolved_root())},
-                                  indent=1, sort_keys=True) + "\n")
-    return Path(out)
-

@@ -56,14 +56,13 @@ def check(params: Params, out: Path = CODE) -> None:
     runs/code/<command>.txt (deps.write_manifests), which every other stage depends on: DVC runs nothing else when
     params are bad (no param reaches a shell unvalidated), and a stage re-runs exactly when code it can run changed;
     and runs/params/<family>.json (deps.write_params), the params of the many-run families (select, train, eval)."""
-    from .deps import PARAMS, write_data_source, write_manifests, write_params
+    from .deps import PARAMS, write_manifests, write_params
     from .registry import registry
 
     for kind in ("methods", "modes", "models", "datasets", "attacks"):
         registry(kind)  # import every registry: a broken registration fails here, before any stage
     write_manifests(out)
     write_params(params, Path(out).parent / PARAMS.name)
-    write_data_source(params, Path(out).parent / PARAMS.name / "data.json")
     _say(f"check: params valid; {len(runs.expected_runs(params))} training runs declared")
 
 

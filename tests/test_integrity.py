@@ -412,22 +412,3 @@ def test_mnist_cache_is_keyed_by_the_source_files(tmp_path, monkeypatch):
     b = load_dataset("mnist", "test", tmp_path / "b", n_per_class=2, seed=0)
     fashion = load_dataset("fashion_mnist", "test", DATA_ROOT, n_per_class=2, seed=0)
     assert torch.equal(b.x, fashion.x) and not torch.equal(a.x, b.x) and a.fingerprint != b.fingerprint
-
-
-def test_data_root_is_a_dependency_of_prepare(tmp_path, monkeypatch):
-    """Issue 25 item 10: EASYCORE_DATA (which DVC cannot see) reaches prepare's dependencies: `check` (always run)
-    writes the resolved data root to runs/params/data.json, which prepare depends on; unchanged, same bytes."""
-    import yaml as _yaml
-
-    from conftest import REPO
-    from easycore import deps
-
-    stages = _yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
-    assert stages["check"].get("always_changed") is True and "runs/params/data.json" in stages["check"]["outs"]
-    assert "runs/params/data.json" in stages["prepare"]["deps"]
-    params = params_from_dict({})
-    monkeypatch.setenv("EASYCORE_DATA", str(tmp_path / "a"))
-    a = deps.write_data_source(params, tmp_path / "d.json").read_bytes()
-    assert deps.write_data_source(params, tmp_path / "d.json").read_bytes() == a
-    monkeypatch.setenv("EASYCORE_DATA", str(tmp_path / "b"))
-    assert deps.write_data_source(params, tmp_path / "d.json").read_bytes() != a
