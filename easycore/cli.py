@@ -3,17 +3,19 @@
     easycore check                                   validate params (the pipeline's first stage)
     easycore prepare                                 load + subset the data            -> data/prepared/
     easycore proxy [--name main|<transfer model>]    full-data run recording AIGN      -> runs/proxy/<name>/
+    easycore select [--scores main]                  every coreset of that proxy      -> runs/coresets/<scores>/
     easycore select --method M --fraction F [--scores main]                            -> runs/coresets/<scores>/M-F/
-    easycore train --method M --fraction F --scores S --mode MODE --seed N             -> runs/train/<scores>/<run>/
+    easycore train --method M --fraction F --scores S --mode MODE [--seed N ...]
+                       a group: every seed of train.seeds (or those given), in one process -> runs/train/<scores>/<group>/
     easycore train --indices I | --full --out D --mode MODE --seed N                   (any coreset file)
-    easycore eval --method M --fraction F --scores S --mode MODE --seed N             -> runs/eval/<scores>/<run>/
+    easycore eval --method M --fraction F --scores S --mode MODE [--seed N ...]        -> runs/eval/<scores>/<group>/
     easycore eval --model-path P --out D
     easycore autoattack                              AutoAttack on the verdict's models -> runs/autoattack/
     easycore notebook NAME [-p key value ...]        execute notebooks/NAME.py         -> reports/notebooks/...
     easycore methods                                 the coreset methods and their directions
 
-In dvc.yaml the run commands are `easycore proxy|select|train|eval --dvc`: the run is the one the DVC stage being run
-names ($DVC_STAGE), so no params value is ever part of a shell command line.
+In dvc.yaml the run commands are `easycore proxy|select|train|eval --dvc`: the run (group, proxy) is the one the
+DVC stage being run names ($DVC_STAGE), so no params value is ever part of a shell command line.
 Every subcommand takes --params (default params.yaml) and --set key.sub=value overrides. Errors (bad params,
 missing or mismatched data/artifacts, non-finite loss) print one line and exit 2; Ctrl-C exits 130.
 """
@@ -30,11 +32,12 @@ from . import __version__
 
 # the function each stage command runs (tests/test_architecture.py derives every stage's code dependencies from it)
 ENTRY = {"check": "easycore.pipeline:check", "prepare": "easycore.pipeline:prepare",
-         "proxy": "easycore.pipeline:proxy", "select": "easycore.pipeline:select",
-         "train": "easycore.pipeline:train_named", "eval": "easycore.pipeline:evaluate_named",
+         "proxy": "easycore.pipeline:proxy", "select": "easycore.pipeline:select_all",
+         "train": "easycore.group:train_group", "eval": "easycore.group:evaluate_group",
          "notebook": "easycore.notebook:run", "autoattack": "easycore.pipeline:autoattack_stage",
          # not pipeline stages: the listing, and training / evaluating files given by path
          "methods": "easycore.methods:direction_table_markdown", "train_files": "easycore.pipeline:train_run",
+         "select_one": "easycore.pipeline:select",
          "eval_files": "easycore.pipeline:evaluate_run"}
 
 
@@ -65,7 +68,8 @@ def _run_args(p: argparse.ArgumentParser, *, required: bool) -> None:
                    "model, or none for full-data and adaptive runs)")
     if required:
         p.add_argument("--mode", choices=_names("modes"), help="training mode (required)")
-        p.add_argument("--seed", type=_seed, default=0, help="training seed (>= 0)")
+        p.add_argument("--seed", type=_seed, action="append", default=None,
+                       help="training seed (>= 0; repeatable); default every seed of train.seeds (the group)")
 
 
 def _seed(v: str) -> int:
@@ -98,8 +102,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("select", formatter_class=_Fmt, help="select a static coreset from a proxy's scores")
     _common(p, dvc=True)
-    p.add_argument("--method", choices=_names("methods", kind="static"), help="coreset method (required)")
-    p.add_argument("--fraction", type=float, help="fraction of the training set to keep, in (0, 1) (required)")
+    p.add_argument("--method", choices=_names("methods", kind="static"),
+                   help="coreset method (default: every coreset the params make from --scores)")
+    p.add_argument("--fraction", type=float, help="fraction of the training set to keep, in (0, 1)")
     p.add_argument("--scores", default="main", help="proxy run whose records are used")
     p.add_argument("--out", default=None, help="default runs/coresets/<scores>/<method>-<fraction>")
     p.add_argument("--prepared", default="data/prepared", help="prepared data folder")
@@ -118,7 +123,8 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p, dvc=True)
     _run_args(p, required=False)
     p.add_argument("--mode", choices=_names("modes"), help="training mode of the run")
-    p.add_argument("--seed", type=_seed, default=0, help="training seed of the run")
+    p.add_argument("--seed", type=_seed, action="append", default=None,
+                   help="training seed of the run (repeatable); default every seed of train.seeds (the group)")
     p.add_argument("--model-path", default=None, help="a model.safetensors (instead of the run options)")
     p.add_argument("--out", default=None, help="output folder (default: the run's folder under runs/eval/)")
     p.add_argument("--prepared", default="data/prepared", help="prepared data folder")
@@ -162,24 +168,26 @@ def _scores(value: str, params) -> str:
     return value
 
 
-def _run(args, params):
-    """The runs.Run named by --method/--fraction/--scores/--mode/--seed."""
+def _dvc_stage():
+    from . import runs
+
+    return os.environ.get(runs.DVC_STAGE)
+
+
+def _group(args, params):
+    """The runs named by --method/--fraction/--scores/--mode and --seed (default: every seed of train.seeds); with
+    --dvc, the group of the DVC stage being run (every seed)."""
     from . import runs
     from .config import ConfigError
 
     if args.dvc:
-        return runs.run_for_stage(params, os.environ.get(runs.DVC_STAGE))
+        if args.seed is not None:
+            raise ConfigError("--dvc runs the whole group of its stage: no --seed")
+        return runs.group_for_stage(params, _dvc_stage()).runs(dict.fromkeys(params.train.seeds))
     if args.method is None or args.fraction is None or args.mode is None:
         raise ConfigError("give --method, --fraction and --mode (or --model-path/--indices/--full with --out)")
-    return runs.Run(_scores(args.scores, params), args.method, args.fraction, args.mode, args.seed)
-
-
-def _entry(cmd: str):
-    """The function a stage command runs (ENTRY), imported only for that command."""
-    import importlib
-
-    module, name = ENTRY[cmd].split(":")
-    return getattr(importlib.import_module(module), name)
+    seeds = args.seed if args.seed is not None else params.train.seeds
+    return runs.Group(_scores(args.scores, params), args.method, args.fraction, args.mode).runs(dict.fromkeys(seeds))
 
 
 def _out_of_memory(e: BaseException) -> bool:
@@ -189,6 +197,14 @@ def _out_of_memory(e: BaseException) -> bool:
     import torch
 
     return isinstance(e, torch.OutOfMemoryError) or "can't allocate memory" in str(e) or "out of memory" in str(e)
+
+
+def _entry(cmd: str):
+    """The function a stage command runs (ENTRY), imported only for that command."""
+    import importlib
+
+    module, name = ENTRY[cmd].split(":")
+    return getattr(importlib.import_module(module), name)
 
 
 def main(argv=None) -> int:
@@ -226,33 +242,40 @@ def main(argv=None) -> int:
         elif cmd == "proxy":
             if args.dvc:
                 from . import runs
-                args.name = runs.proxy_for_stage(params, os.environ.get(runs.DVC_STAGE))
+                args.name = runs.proxy_for_stage(params, _dvc_stage())
             fn(params, safe_name(args.name, "--name"), args.out and Path(args.out), prepared=Path(args.prepared), progress=progress)
         elif cmd == "select":
             if args.dvc:
                 from . import runs
-                args.scores, args.method, args.fraction = runs.selection_for_stage(params,
-                                                                                   os.environ.get(runs.DVC_STAGE))
-            if args.method is None or args.fraction is None:
-                raise ConfigError("give --method and --fraction")
-            if not 0 < args.fraction < 1:
+                if args.method is not None or args.fraction is not None or args.out:
+                    raise ConfigError("--dvc makes every coreset of its stage's proxy run: no --method/--fraction/--out")
+                args.scores = runs.scores_for_stage(params, _dvc_stage())
+            safe_name(args.scores, "--scores")
+            if args.method is None:
+                if args.fraction is not None or args.out:
+                    raise ConfigError("--fraction/--out go with --method (without it: every coreset of --scores)")
+                fn(params, args.scores, prepared=Path(args.prepared))
+                return 0
+            if args.fraction is None or not 0 < args.fraction < 1:
                 raise ConfigError(f"--fraction {args.fraction!r} is not allowed; must be in (0, 1)")
-            fn(params, args.method, args.fraction, safe_name(args.scores, "--scores"), args.out and Path(args.out),
-               prepared=Path(args.prepared))
+            _entry("select_one")(params, args.method, args.fraction, args.scores, args.out and Path(args.out),
+                   prepared=Path(args.prepared))
         elif cmd == "train":
             if args.indices or args.full:
                 if not args.out:
                     raise ConfigError("--indices/--full need --out")
                 if args.mode is None:
                     raise ConfigError("give --mode")
-                _entry("train_files")(params, Path(args.out), mode=args.mode, seed=args.seed,
+                if args.seed is not None and len(args.seed) > 1:
+                    raise ConfigError("--indices/--full train one run: give one --seed")
+                _entry("train_files")(params, Path(args.out), mode=args.mode, seed=(args.seed or [0])[0],
                                       indices=None if args.full else Path(args.indices), model=args.model,
                                       prepared=Path(args.prepared), progress=progress)
             else:
                 if args.out or args.model or args.prepared != "data/prepared":
                     raise ConfigError("--out/--model/--prepared go with --indices or --full; a named run uses the "
                                       "pipeline's paths")
-                fn(params, _run(args, params), progress=progress)
+                fn(params, _group(args, params), progress=progress)
         elif cmd == "eval":
             if args.model_path:
                 if not args.out:
@@ -260,7 +283,7 @@ def main(argv=None) -> int:
                 _entry("eval_files")(params, Path(args.model_path), Path(args.out), prepared=Path(args.prepared),
                                      progress=progress)
             else:
-                fn(params, _run(args, params), progress=progress)
+                fn(params, _group(args, params), progress=progress)
         elif cmd == "notebook":
             fn(args.name, dict(args.parameter), out=args.out and Path(args.out), params_path=args.params)
         return 0

@@ -154,6 +154,8 @@ class RuntimeConfig:
     compile: bool = False            # torch.compile the model (CUDA only)
     deterministic: bool = False      # torch.use_deterministic_algorithms on CUDA (slower)
     sync_bn: bool = False            # several processes (torchrun): BatchNorm statistics over the global batch (CUDA)
+    concurrent: int = param(0, within="[0, 64]")  # runs of a group trained at once (worker processes on one
+    #                                  device): 0 = auto (1 on CPU; on CUDA from free memory and the first run's peak)
 
 
 @dataclass

@@ -115,12 +115,14 @@ STAGE_COMMANDS = ("prepare", "proxy", "select", "train", "eval", "autoattack")
 # stage: listing them per stage made dvc.lock grow by ~3 KB per stage and most of a stage's wall time YAML parsing.
 # Instead `check` (which declares every params section) writes runs/params/<family>.json, the canonical values of
 # these keys, and each stage of the family depends on that file: a changed value re-runs exactly the family.
+# runtime keys that can change a result (runtime.concurrent, how many runs train at once, cannot: not a dependency)
+RUNTIME = tuple(f"runtime.{k}" for k in ("device", "amp", "channels_last", "compile", "deterministic", "sync_bn"))
 STAGE_PARAMS = {
     "select": ("coreset.balanced", "coreset.seed", "coreset.window", "coreset.p", "coreset.squared",
                "coreset.score_epochs", "coreset.ccs_score", "coreset.ccs_cutoff", "coreset.moderate_band"),
-    "train": ("train", "runtime"),
-    "train_adaptive": ("train", "runtime", "coreset.acs", "coreset.seed"),
-    "eval": ("eval", "runtime"),
+    "train": ("train", *RUNTIME),
+    "train_adaptive": ("train", *RUNTIME, "coreset.acs", "coreset.seed"),
+    "eval": ("eval", *RUNTIME),
 }
 PARAMS = Path("runs/params")
 

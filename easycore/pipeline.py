@@ -281,6 +281,15 @@ def select(params: Params, method: str, fraction: float, scores: str = "main", o
     return summary
 
 
+def select_all(params: Params, scores: str = "main", *, prepared: Path = PREPARED) -> list[dict]:
+    """Every static coreset the pipeline makes from proxy run `scores` (`runs.selections`), in one process: the
+    select stage of that proxy (its folder runs/coresets/<scores>/ is the stage's one output)."""
+    pairs = runs.selections(params, scores)
+    if not pairs:
+        raise ArtifactError(f"params declare no coreset scored by proxy {scores!r}")
+    return [select(params, m, f, scores, prepared=prepared) for m, f in pairs]
+
+
 def read_indices(path: Path, train_set) -> np.ndarray:
     """A selection's indices, checked: the selection was made on this data, the array is a 1-D integer array of
     unique positions inside the set. ArtifactError (one line) otherwise."""
@@ -331,17 +340,22 @@ def drop_stale_state(state: Path, output: Path) -> bool:
 # ----------------------------------------------------------------------------- train
 def train_run(params: Params, out_dir: Path, *, mode: str, seed: int, indices: Optional[Path] = None,
               adaptive: Optional[tuple[str, float]] = None, model: Optional[str] = None, prepared: Path = PREPARED,
-              progress: bool = True) -> dict:
+              progress: bool = True, state: Optional[Path] = None, keep_state: bool = False,
+              name: Optional[str] = None) -> dict:
     """Train in `mode` on the coreset `indices` (positions in the prepared train set), on an adaptive coreset
     `adaptive` = (method, fraction) re-selected during training, or (neither) on the full set.
+    `state`: the resume checkpoint (default beside out_dir); keep_state: leave the final checkpoint for the caller
+    to remove (a group keeps its finished runs' checkpoints until the whole group is written, so a killed group
+    resumes every run where it stopped); `name`: the run's name in logs and timings.
     Under torchrun: DDP training; rank 0 writes the outputs ({} on the other ranks)."""
     with dist.session(params.runtime.device):
         return _train_run(params, out_dir, mode=mode, seed=seed, indices=indices, adaptive=adaptive, model=model,
-                          prepared=prepared, progress=progress)
+                          prepared=prepared, progress=progress, state=state, keep_state=keep_state, name=name)
 
 
 def _train_run(params: Params, out_dir: Path, *, mode: str, seed: int, indices: Optional[Path],
-               adaptive: Optional[tuple[str, float]], model: Optional[str], prepared: Path, progress: bool) -> dict:
+               adaptive: Optional[tuple[str, float]], model: Optional[str], prepared: Path, progress: bool,
+               state: Optional[Path] = None, keep_state: bool = False, name: Optional[str] = None) -> dict:
     t = params.train
     tr, te = load_prepared(prepared, params)
     device = dist.local_device(resolve_device(params.runtime.device))
@@ -365,9 +379,11 @@ def _train_run(params: Params, out_dir: Path, *, mode: str, seed: int, indices: 
     cfg = dataclasses.replace(t, model=model or t.model)
     dist.check_batch_size(cfg.batch_size, "train.batch_size")
     out_dir = Path(out_dir)
-    state = runs.state_path_for(out_dir)
-    drop_stale_state(state, out_dir / "model.safetensors")
-    log.info("train: %s %s on %s (%s)", cfg.model, mode, tr.describe(), source)
+    name = name or f"{out_dir.parent.name}/{out_dir.name}"
+    state = Path(state) if state is not None else runs.state_path_for(out_dir)
+    if not keep_state:  # (a group keeps its own runs' checkpoints, finished ones too, until it is all written)
+        drop_stale_state(state, out_dir / "model.safetensors")
+    log.info("train %s: %s %s on %s (%s)", name, cfg.model, mode, tr.describe(), source)
     loader = make_loader(params, tr, batch_size=cfg.batch_size, shuffle=True, augment=cfg.augment, seed=seed,
                          device=device)
     test = te if isinstance(te, ArrayDataset) else make_loader(params, te, batch_size=256, shuffle=False,
@@ -382,36 +398,37 @@ def _train_run(params: Params, out_dir: Path, *, mode: str, seed: int, indices: 
                        test_acc=test_acc)
     save_model(out_dir / "model.safetensors", res.model, meta)
     write_json(out_dir / "history.json", res.history)
-    write_timing("train", out_dir.parent.name + "/" + out_dir.name, res.seconds, **res.counts)
-    remove_state(state)
+    if res.epochs_run:  # (a run restored whole from its final checkpoint keeps the timing of when it trained)
+        write_timing("train", name, res.seconds, **res.counts)
+    if not keep_state:
+        remove_state(state)
     log.info("train: wrote %s/{model.safetensors,history.json}", out_dir)
-    _say(f"train: {out_dir.name}: {cfg.model} {mode} on {res.counts['examples'] // max(cfg.epochs, 1)} samples/epoch, "
+    _say(f"train: {name}: {cfg.model} {mode} on {res.counts['examples'] // max(cfg.epochs, 1)} samples/epoch, "
          f"test accuracy {test_acc:.3f} ({res.seconds:.0f}s)")
     return meta
 
 
-def train_named(params: Params, run: runs.Run, *, progress: bool = True) -> dict:
+def train_named(params: Params, run: runs.Run, *, progress: bool = True, keep_state: bool = False) -> dict:
     """The training run `run` of the pipeline (paths from runs.py)."""
     from .methods import METHODS
 
     kind = METHODS.get(run.method).kind
+    where = dict(mode=run.mode, seed=run.seed, progress=progress, state=run.state_path(), keep_state=keep_state,
+                 name=run.key)
     if run.scores != runs.NONE:
-        return train_run(params, run.train_dir(), mode=run.mode, seed=run.seed,
-                         indices=run.selection_dir() / "indices.npy", progress=progress)
+        return train_run(params, run.train_dir(), indices=run.selection_dir() / "indices.npy", **where)
     if kind == "adaptive":
-        return train_run(params, run.train_dir(), mode=run.mode, seed=run.seed, adaptive=(run.method, run.fraction),
-                         progress=progress)
+        return train_run(params, run.train_dir(), adaptive=(run.method, run.fraction), **where)
     if kind == "reference":
-        return train_run(params, run.train_dir(), mode=run.mode, seed=run.seed, progress=progress)
+        return train_run(params, run.train_dir(), **where)
     raise ArtifactError(f"{run.key}: a static method needs the proxy run that scored it (scores main or a transfer "
                         f"model), not {runs.NONE!r}")
 
 
 # ----------------------------------------------------------------------------- evaluate
-def check_model_fits(model_path, mmeta: dict, te) -> None:
+def check_model_fits(model_path, mmeta: dict, info) -> None:
     """A model is evaluated only on the data it was built for: its metadata's dataset, classes and input channels
-    are the test set's. ArtifactError (one line) otherwise."""
-    info = te.info
+    are those of the test set's DataInfo `info`. ArtifactError (one line) otherwise."""
     for key, want in (("dataset", info.name), ("num_classes", info.num_classes), ("in_channels", info.in_channels)):
         got = mmeta.get(key)
         if key == "dataset" and got is None:           # models written before the key existed
@@ -422,32 +439,63 @@ def check_model_fits(model_path, mmeta: dict, te) -> None:
 
 
 def evaluate_run(params: Params, model_path: Path, out_dir: Path, *, prepared: Path = PREPARED,
-                 progress: bool = True) -> dict:
+                 progress: bool = True, name: Optional[str] = None) -> dict:
+    """Clean and attacked accuracy (eval params) of the model at `model_path` on the evaluated test images."""
+    test = load_test(params, prepared)
+    return _evaluate(params, test, model_path, out_dir, progress=progress, name=name)
+
+
+@dataclasses.dataclass
+class TestImages:
+    """The evaluated test images, decoded once (a group evaluates every model on the same tensors)."""
+    x: torch.Tensor
+    y: torch.Tensor
+    fingerprint: str
+    num_classes: int
+    device: torch.device
+    info: Optional[object] = None      # the test set's DataInfo (dataset, classes, channels: check_model_fits)
+
+
+def load_test(params: Params, prepared: Path = PREPARED) -> TestImages:
+    _, te = load_prepared(prepared, params)
+    device = resolve_device(params.runtime.device)
+    x, y = decode_first(params, te, min(params.eval.n_test, len(te)))
+    return TestImages(x.to(device), y.to(device), te.fingerprint, te.num_classes, device, te.info)
+
+
+def _evaluate(params: Params, test: TestImages, model_path: Path, out_dir: Path, *, progress: bool,
+              name: Optional[str]) -> dict:
     from .evaluate import evaluate_model, write_eval
     from .train import load_model
 
-    _, te = load_prepared(prepared, params)
-    device = resolve_device(params.runtime.device)
+    device = test.device
     net, mmeta = load_model(model_path, device)
-    check_model_fits(model_path, mmeta, te)
-    n = min(params.eval.n_test, len(te))
+    if test.info is not None:
+        check_model_fits(model_path, mmeta, test.info)
+    elif mmeta.get("num_classes") != test.num_classes:
+        raise ArtifactError(f"{model_path} has {mmeta.get('num_classes')} classes but the test set has "
+                            f"{test.num_classes}")
+    n = len(test.y)
+    out_dir = Path(out_dir)
+    name = name or f"{out_dir.parent.name}/{out_dir.name}"
     t0 = time.perf_counter()
-    x, y = decode_first(params, te, n)
-    metrics, outcomes = evaluate_model(net, x.to(device), y.to(device), params.eval, seed=0,
+    metrics, outcomes = evaluate_model(net, test.x, test.y, params.eval, seed=0,
                                        progress=progress, amp=params.runtime.amp and device.type == "cuda")
-    meta = {"fingerprint": te.fingerprint, "n": n, "checkpoint": str(model_path),
+    meta = {"fingerprint": test.fingerprint, "n": n, "checkpoint": str(model_path),
             "train": {k: mmeta.get(k) for k in ("model", "mode", "seed", "source", "n_train", "fingerprint", "counts")}}
     write_eval(out_dir, metrics, outcomes, meta)
-    out_dir = Path(out_dir)
-    write_timing("eval", out_dir.parent.name + "/" + out_dir.name, time.perf_counter() - t0)
+    write_timing("eval", name, time.perf_counter() - t0)
     log.info("evaluate: %s on %d test samples -> %s", model_path, n, out_dir)
     accs = ", ".join(f"{k} {v['accuracy']:.3f}" for k, v in metrics.items() if isinstance(v, dict) and "accuracy" in v)
-    _say(f"evaluate: {out_dir.name} on {n} test images: {accs}")
+    _say(f"evaluate: {name} on {n} test images: {accs}")
     return metrics
 
 
-def evaluate_named(params: Params, run: runs.Run, *, progress: bool = True) -> dict:
-    return evaluate_run(params, run.train_dir() / "model.safetensors", run.eval_dir(), progress=progress)
+def evaluate_named(params: Params, run: runs.Run, *, progress: bool = True, test: Optional[TestImages] = None) -> dict:
+    """The evaluation of pipeline run `run` (`test`: the decoded test images, when a group already holds them)."""
+    test = test or load_test(params)
+    return _evaluate(params, test, run.train_dir() / "model.safetensors", run.eval_dir(), progress=progress,
+                     name=run.key)
 
 
 # ----------------------------------------------------------------------------- AutoAttack on the verdict's models

@@ -2,14 +2,17 @@
 
     runs/proxy/<proxy>/                                     a proxy run: main, or a transfer model's name
     runs/coresets/<scores>/<method>-<fraction>/             a static selection made with proxy <scores>' records
-    runs/train/<scores>/<method>-<fraction>-<mode>-s<seed>/ a training run
-    runs/eval/<scores>/<method>-<fraction>-<mode>-s<seed>/  its evaluation
+    runs/train/<scores>/<method>-<fraction>-<mode>/s<seed>/ a training run, inside its group's folder
+    runs/eval/<scores>/<method>-<fraction>-<mode>/s<seed>/  its evaluation
+A group is every seed of one (scores, method, fraction, mode): one DVC stage and one process train it (and one
+more evaluates it), each run keeping its own folder, resume point and provenance (easycore/group.py). A run's key
+stays '<scores>/<method>-<fraction>-<mode>-s<seed>' (the name in reports and outcomes.npz).
 `scores` is the proxy run whose records chose the coreset, or `none` for runs that need no proxy: the full-data
 reference (method `full`, fraction 1.0) and the adaptive methods (ACS). Fractions are written by
 `config.fraction_name` (repr of the float), which is what DVC writes for `${item.fraction}`: dvc.yaml's path
 templates and these functions agree (tests/test_architecture.py renders dvc.yaml and compares).
-A run's resume checkpoint lies beside its folder as `.<name>.state.pt` (outside DVC's outs, so an interrupted
-`dvc repro` resumes it).
+A run's resume checkpoint lies beside its group's folder as `.<run name>.state.pt` (outside DVC's outs, so an
+interrupted `dvc repro` resumes it; DVC removes a stage's outputs before it runs).
 """
 from __future__ import annotations
 
@@ -23,6 +26,8 @@ from .config import Params, fraction_name
 ROOT = Path("runs")
 NONE = "none"          # the `scores` of runs chosen without a proxy
 FULL = "full"          # the full-data reference method
+_GROUP = re.compile(r"^(?P<method>[A-Za-z0-9_]+)-(?P<fraction>[0-9.]+(?:e-?[0-9]+)?)-(?P<mode>[A-Za-z0-9_]+)$")
+_SEED = re.compile(r"^s(?P<seed>[0-9]+)$")
 _NAME = re.compile(r"^(?P<method>[A-Za-z0-9_]+)-(?P<fraction>[0-9.]+(?:e-?[0-9]+)?)-(?P<mode>[A-Za-z0-9_]+)"
                    r"-s(?P<seed>[0-9]+)$")
 
@@ -44,15 +49,49 @@ class Run:
         """'<scores>/<name>': unique over a pipeline."""
         return f"{self.scores}/{self.name}"
 
+    @property
+    def group(self) -> "Group":
+        return Group(self.scores, self.method, self.fraction, self.mode)
+
+    def train_dir(self, root: Path = ROOT) -> Path:
+        return self.group.train_dir(root) / f"s{self.seed}"
+
+    def eval_dir(self, root: Path = ROOT) -> Path:
+        return self.group.eval_dir(root) / f"s{self.seed}"
+
+    def state_path(self, root: Path = ROOT) -> Path:
+        """The run's resume checkpoint: beside its group's folder (which DVC removes before the stage runs)."""
+        return self.group.train_dir(root).parent / f".{self.name}.state.pt"
+
+    def selection_dir(self, root: Path = ROOT) -> Optional[Path]:
+        """The static selection this run trains on (None for the full-data and adaptive runs)."""
+        return None if self.scores == NONE else selection_dir(self.scores, self.method, self.fraction, root)
+
+
+@dataclass(frozen=True, order=True)
+class Group:
+    """Every seed of one (scores, method, fraction, mode): the unit a stage trains (or evaluates) in one process."""
+    scores: str
+    method: str
+    fraction: float
+    mode: str
+
+    @property
+    def name(self) -> str:
+        return f"{self.method}-{fraction_name(self.fraction)}-{self.mode}"
+
+    @property
+    def key(self) -> str:
+        return f"{self.scores}/{self.name}"
+
     def train_dir(self, root: Path = ROOT) -> Path:
         return Path(root) / "train" / self.scores / self.name
 
     def eval_dir(self, root: Path = ROOT) -> Path:
         return Path(root) / "eval" / self.scores / self.name
 
-    def selection_dir(self, root: Path = ROOT) -> Optional[Path]:
-        """The static selection this run trains on (None for the full-data and adaptive runs)."""
-        return None if self.scores == NONE else selection_dir(self.scores, self.method, self.fraction, root)
+    def runs(self, seeds) -> list[Run]:
+        return [Run(self.scores, self.method, self.fraction, self.mode, int(s)) for s in seeds]
 
 
 def proxy_dir(name: str, root: Path = ROOT) -> Path:
@@ -69,8 +108,11 @@ def state_path_for(out_dir: Path) -> Path:
 
 
 def parse(key: str) -> Run:
-    """'<scores>/<method>-<fraction>-<mode>-s<seed>' (or a path ending in it) -> Run; ValueError otherwise."""
+    """'<scores>/<method>-<fraction>-<mode>-s<seed>', or a run folder '.../<scores>/<method>-<fraction>-<mode>/s<seed>'
+    -> Run; ValueError otherwise."""
     parts = Path(key).parts
+    if len(parts) >= 3 and (s := _SEED.match(parts[-1])) and (g := _GROUP.match(parts[-2])):
+        return Run(parts[-3], g["method"], float(g["fraction"]), g["mode"], int(s["seed"]))
     m = _NAME.match(parts[-1]) if len(parts) >= 2 else None
     if m is None:
         raise ValueError(f"{key!r} is not a run key <scores>/<method>-<fraction>-<mode>-s<seed>")
@@ -94,6 +136,27 @@ def expected_runs(params: Params) -> list[Run]:
     return runs
 
 
+def expected_groups(params: Params) -> dict[Group, list[Run]]:
+    """The training groups of `params` (in dvc.yaml's order) with their runs (one per seed, in train.seeds' order)."""
+    out: dict[Group, list[Run]] = {}
+    for r in expected_runs(params):
+        out.setdefault(r.group, []).append(r)
+    return out
+
+
+def selections(params: Params, scores: str) -> list[tuple[str, float]]:
+    """The (method, fraction) coresets the select stage of proxy run `scores` makes (dvc.yaml's select families):
+    main: methods x fractions, then survey_methods x survey_fractions; a transfer proxy: transfer_methods x
+    fractions."""
+    c = params.coreset
+    if scores == "main":
+        pairs = [(m, f) for m in c.methods for f in c.fractions]
+        pairs += [(m, f) for m in c.survey_methods for f in c.survey_fractions]
+    else:
+        pairs = [(m, f) for m in c.transfer_methods for f in c.fractions]
+    return list(dict.fromkeys(pairs))
+
+
 # ----------------------------------------------------------------------------- the run a DVC stage runs
 # dvc.yaml's stage commands interpolate nothing from params (`${item.*}` in a shell command line would run whatever
 # a params value holds: `dvc repro -s` skips the `check` stage). A matrix stage's command is `easycore <cmd> --dvc`;
@@ -108,7 +171,7 @@ def dvc_key(*values) -> str:
 
 
 def stage_key(stage: Optional[str]) -> str:
-    """The matrix key of $DVC_STAGE ('train@main-random-0.3-standard-0' -> 'main-random-0.3-standard-0')."""
+    """The matrix key of $DVC_STAGE ('train@main-random-0.3-standard' -> 'main-random-0.3-standard')."""
     from .config import ConfigError
 
     if not stage:
@@ -118,15 +181,6 @@ def stage_key(stage: Optional[str]) -> str:
     if not at or not key:
         raise ConfigError(f"--dvc: ${DVC_STAGE} {stage!r} is not a matrix stage '<family>@<key>'")
     return key
-
-
-def declared_selections(params: Params) -> list[tuple[str, str, float]]:
-    """(scores, method, fraction) of every static selection dvc.yaml's select stages make."""
-    c = params.coreset
-    out = [("main", m, f) for m in c.methods for f in c.fractions]
-    out += [("main", m, f) for m in c.survey_methods for f in c.survey_fractions]
-    out += [(p, m, f) for p in params.proxy.transfer_models for m in c.transfer_methods for f in c.fractions]
-    return out
 
 
 def _lookup(stage: Optional[str], declared: dict):
@@ -144,12 +198,11 @@ def proxy_for_stage(params: Params, stage: Optional[str]) -> str:
     return _lookup(stage, {n: n for n in ["main", *params.proxy.transfer_models]})
 
 
-def selection_for_stage(params: Params, stage: Optional[str]) -> tuple[str, str, float]:
-    """(scores, method, fraction) of a select stage."""
-    return _lookup(stage, {dvc_key(*sel): sel for sel in declared_selections(params)})
+def scores_for_stage(params: Params, stage: Optional[str]) -> str:
+    """The proxy run whose coresets a select / select_transfer stage makes: main or a declared transfer model."""
+    return _lookup(stage, {n: n for n in ["main", *params.proxy.transfer_models]})
 
 
-def run_for_stage(params: Params, stage: Optional[str]) -> Run:
-    """The training run of a train / evaluate stage (matrix scores, method, fraction, mode, seed)."""
-    return _lookup(stage, {dvc_key(r.scores, r.method, r.fraction, r.mode, r.seed): r for r in expected_runs(params)})
-
+def group_for_stage(params: Params, stage: Optional[str]) -> Group:
+    """The group of a train / evaluate stage (matrix scores, method, fraction, mode)."""
+    return _lookup(stage, {dvc_key(g.scores, g.method, g.fraction, g.mode): g for g in expected_groups(params)})

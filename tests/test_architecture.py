@@ -108,14 +108,21 @@ def test_dvc_paths_are_the_runs_module_paths():
         outs = {str(o.def_path) for st in repo.index.stages for o in st.outs}
     expected = runs.expected_runs(params)
     assert expected, "the repo's params declare no runs"
-    train = {p for p in outs if p.startswith("runs/train/") and p.endswith("model.safetensors")}
-    evals = {p for p in outs if p.startswith("runs/eval/") and p.endswith("metrics.json")}
-    assert train == {str(r.train_dir() / "model.safetensors") for r in expected}
-    assert evals == {str(r.eval_dir() / "metrics.json") for r in expected}
+    deps = {str(d.def_path) for st in repo.index.stages for d in st.deps}
+    train = {p for p in outs if p.startswith("runs/train/")}
+    evals = {p for p in outs if p.startswith("runs/eval/")}
+    groups = runs.expected_groups(params)
+    assert train == {str(g.train_dir()) for g in groups}      # one output folder per group
+    assert evals == {str(g.eval_dir()) for g in groups}
+    for g, members in groups.items():
+        assert [r.seed for r in members] == list(params.train.seeds)
     for r in expected:
-        assert runs.parse(r.key) == r
+        assert runs.parse(r.key) == r and runs.parse(str(r.train_dir())) == r
+        assert r.train_dir().parent == r.group.train_dir() and r.eval_dir().parent == r.group.eval_dir()
+        assert not r.state_path().is_relative_to(r.group.train_dir())  # DVC removes the group folder, not this
         if r.selection_dir() is not None:
-            assert str(r.selection_dir() / "indices.npy") in outs
+            assert str(r.selection_dir() / "indices.npy") in deps
+            assert str(r.selection_dir().parent) in outs           # made by the select stage of its proxy
 
 
 @pytest.mark.parametrize("f", [0.3, 0.1, 0.05, 0.3333333, 0.25])
@@ -227,7 +234,7 @@ def test_stage_commands_interpolate_no_params_value():
 
 def test_every_matrix_stage_names_the_run_of_its_outputs():
     """`easycore <cmd> --dvc` under each stage DVC renders for the repo's params resolves, from the stage's name
-    alone, to the run whose outputs the stage declares."""
+    alone, to the proxy run / coresets / group whose outputs the stage declares."""
     dvc_repo = pytest.importorskip("dvc.repo")
     params = load_params(ROOT / "params.yaml")
     seen = 0
@@ -239,10 +246,10 @@ def test_every_matrix_stage_names_the_run_of_its_outputs():
             if cmd == "proxy":
                 want = str(runs.proxy_dir(runs.proxy_for_stage(params, st.addressing)) / "dynamics.npz")
             elif cmd == "select":
-                want = str(runs.selection_dir(*runs.selection_for_stage(params, st.addressing)) / "indices.npy")
+                want = str(runs.ROOT / "coresets" / runs.scores_for_stage(params, st.addressing))
             else:
-                r = runs.run_for_stage(params, st.addressing)
-                want = str((r.train_dir() / "model.safetensors") if cmd == "train" else (r.eval_dir() / "metrics.json"))
+                g = runs.group_for_stage(params, st.addressing)
+                want = str(g.train_dir() if cmd == "train" else g.eval_dir())
             assert want in outs, (st.addressing, want, outs)
             seen += 1
-    assert seen >= len(runs.expected_runs(params)) * 2
+    assert seen >= len(runs.expected_groups(params)) * 2

@@ -818,9 +818,9 @@ def test_dvc_repro_single_stage_runs_no_params_value(repo, tmp_path):
 
 @pytest.mark.parametrize("cmd,stage,needle", [
     ("train", None, "--dvc takes the run from $DVC_STAGE, which DVC sets for a stage's command; it is not set"),
-    ("train", "train@main-random-0.5-standard-0;touch PWNED", "is not a run the params declare"),
-    ("eval", "evaluate@main-random-0.5-standard-7", "is not a run the params declare"),
-    ("select", "select@../..-random-0.5", "is not a run the params declare"),
+    ("train", "train@main-random-0.5-standard;touch PWNED", "is not a run the params declare"),
+    ("eval", "evaluate@main-random-0.5-trades", "is not a run the params declare"),
+    ("select", "select@../..", "is not a run the params declare"),
     ("proxy", "proxy_transfer@../../x", "is not a run the params declare"),
     ("proxy", "proxy", "is not a matrix stage '<family>@<key>'"),
 ])

@@ -104,9 +104,9 @@ def test_dvc_repro_tiny(repo):
               "hardness_vs_vulnerability/hardness_vs_vulnerability", "ablations/ablations", "aign_scores/aign_stability"):
         md = (work / "reports" / "tables" / f"{t}.md").read_text()
         assert "|" in md, f"{t}.md holds no table"
-    m = json.loads((work / "runs/eval/main/easycore-0.5-standard-s0/metrics.json").read_text())
+    m = json.loads((work / "runs/eval/main/easycore-0.5-standard/s0/metrics.json").read_text())
     assert 0 <= m["clean"]["accuracy"] <= 1 and "pgd2" in m and "eps4" in m and "robust" in m
-    acs = json.loads((work / "runs/eval/none/acs_craig-0.5-standard-s0/metrics.json").read_text())
+    acs = json.loads((work / "runs/eval/none/acs_craig-0.5-standard/s0/metrics.json").read_text())
     assert 0 <= acs["robust"]["accuracy"] <= acs["clean"]["accuracy"]
     summary = json.loads((work / "reports/summary.json").read_text())
     assert set(summary["standard"]) == {"random", "easycore", "acs_craig", "full"}
@@ -132,9 +132,9 @@ def test_dvc_repro_tiny(repo):
 def test_stages_rerun_give_byte_identical_outputs(repo):
     """prepare, proxy and one train stage forced to run again: the same bytes, dvc.lock unchanged, nothing stale."""
     work, env = repo
-    outs = ["data/prepared", "runs/proxy/main", "runs/train/main/easycore-0.5-standard-s0", "runs/coresets"]
+    outs = ["data/prepared", "runs/proxy/main", "runs/train/main/easycore-0.5-standard", "runs/coresets"]
     before, lock = _hashes(work, outs), (work / "dvc.lock").read_text()
-    for stage in ("prepare", "proxy@main", "train@main-easycore-0.5-standard-0"):
+    for stage in ("prepare", "proxy@main", "train@main-easycore-0.5-standard"):
         _run(["dvc", "repro", "-f", "-s", stage], work, env)
     after = _hashes(work, outs)
     assert {k for k in before if before[k] != after.get(k)} == set()
@@ -169,7 +169,7 @@ def test_report_shows_a_missing_run(repo, monkeypatch):
     from easycore.config import load_params
 
     work, env = repo
-    victim = work / "runs/eval/main/random-0.5-standard-s0/metrics.json"
+    victim = work / "runs/eval/main/random-0.5-standard/s0/metrics.json"
     saved = victim.read_bytes()
     monkeypatch.chdir(work)
     try:

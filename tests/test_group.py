@@ -1,0 +1,128 @@
+"""Runs in bulk (easycore/group.py): a group of runs trained in one process (or in several worker processes) gives
+each run exactly what it gets alone, keeps each run's own outputs and resume point, and a group killed mid-way
+resumes every run where it stopped."""
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from easycore import group, pipeline, runs
+from easycore.config import params_from_dict
+
+ROOT = Path(__file__).resolve().parent.parent
+TINY = {
+    "data": {"dataset": "synthetic", "n_per_class": 8, "test_n_per_class": 4, "seed": 0},
+    "runtime": {"device": "cpu"},
+    "proxy": {"model": "cnn_tiny", "transfer_models": [], "epochs": 1, "batch_size": 64, "deepfool_steps": 1},
+    "coreset": {"methods": ["random"], "fractions": [0.5], "transfer_methods": [], "adaptive": []},
+    "train": {"model": "cnn_tiny", "epochs": 3, "batch_size": 16, "modes": ["trades"], "seeds": [0, 1, 2],
+              "attack": {"steps": 1}},
+    "eval": {"n_test": 40, "pgd_steps": 2, "sanity": False, "attacks": ["pgd"], "eps_grid": [0.0]},
+}
+GROUP = runs.Group(runs.NONE, runs.FULL, 1.0, "trades")     # TRADES: random starts in every step
+STD = runs.Group(runs.NONE, runs.FULL, 1.0, "standard")
+
+
+def _digest(path: Path) -> dict[str, str]:
+    """{relative file: sha256} of every file under `path`."""
+    return {str(p.relative_to(path)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(Path(path).rglob("*")) if p.is_file()}
+
+
+@pytest.fixture
+def prepared(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    params = params_from_dict(TINY)
+    pipeline.prepare(params, Path("data/prepared"))
+    return params
+
+
+def test_a_run_inside_a_group_is_byte_identical_to_the_run_alone(prepared, tmp_path):
+    """Three seeds trained and evaluated as one group in one process; then seed 1 alone (a fresh group of one, in
+    another folder tree): the same weights, history and per-image outcomes, byte for byte. Every run has its own
+    folder, and no resume point is left once the group is written."""
+    params = prepared
+    members = GROUP.runs(params.train.seeds)
+    group.train_group(params, members, progress=False)
+    group.evaluate_group(params, members, progress=False)
+    assert sorted(p.name for p in GROUP.train_dir().iterdir()) == ["s0", "s1", "s2"]
+    assert not list(GROUP.train_dir().parent.glob(".*.state.pt"))
+    together = {r.seed: (_digest(r.train_dir()), _digest(r.eval_dir())) for r in members}
+    assert together[0] != together[1]                        # the seeds differ ...
+    os.rename("runs", "runs_group")
+    alone = GROUP.runs([1])
+    group.train_group(params, alone, progress=False)
+    group.evaluate_group(params, alone, progress=False)
+    assert (_digest(alone[0].train_dir()), _digest(alone[0].eval_dir())) == together[1]   # ... a run does not
+
+
+def test_concurrent_workers_match_one_process(prepared):
+    """runtime.concurrent 2: the group's runs shared by two spawned worker processes (one thread each) give the
+    bytes one process gives with one thread."""
+    params = prepared
+    members = STD.runs([0, 1])
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        group.train_group(params, members, progress=False)
+    finally:
+        torch.set_num_threads(threads)
+    one = {r.seed: _digest(r.train_dir()) for r in members}
+    os.rename("runs", "runs_one")
+    params.runtime.concurrent = 2
+    assert group.auto_concurrency(params, 2) == 2 and group.auto_concurrency(params, 1) == 1
+    group.train_group(params, members, progress=False)
+    assert {r.seed: _digest(r.train_dir()) for r in members} == one
+
+
+def test_auto_concurrency_is_one_on_the_cpu(prepared):
+    params = prepared
+    assert params.runtime.concurrent == 0
+    assert group.auto_concurrency(params, 8, peak_bytes=1 << 20) == 1
+
+
+_CHILD = """
+import sys
+from easycore import group, runs
+from easycore.config import params_from_dict
+sys.path.insert(0, {tests!r})
+from test_group import STD, TINY
+p = params_from_dict(TINY)
+group.train_group(p, STD.runs(p.train.seeds), progress=False)
+"""
+
+
+def test_a_killed_group_resumes_each_run_where_it_stopped(prepared, tmp_path):
+    """The group's process is SIGKILLed once its second run has checkpointed an epoch: the first run (finished) is
+    restored from its final checkpoint without training again, the second continues after its saved epoch, the
+    third starts; every run ends byte-identical to an uninterrupted group's."""
+    params = prepared
+    members = STD.runs(params.train.seeds)
+    child = subprocess.Popen([sys.executable, "-c", _CHILD.format(tests=str(ROOT / "tests"))], cwd=tmp_path,
+                             env=dict(os.environ, PYTHONPATH=str(ROOT)), stderr=subprocess.DEVNULL)
+    second = members[1].state_path()
+    t0 = time.time()
+    while not second.exists() and child.poll() is None and time.time() - t0 < 120:
+        time.sleep(0.02)
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+    assert second.exists(), "the group ended before its second run checkpointed"
+    first_state = members[0].state_path()
+    assert first_state.exists()                               # kept: the group was not finished
+    timing = Path("runs/timings/train") / f"{members[0].key}.json"
+    first_timing = timing.read_bytes()
+    out = group.train_group(params, members, progress=False)
+    assert timing.read_bytes() == first_timing                # not trained again
+    assert [m["seed"] for m in out] == [0, 1, 2]
+    resumed = {r.seed: _digest(r.train_dir()) for r in members}
+    os.rename("runs", "runs_killed")
+    group.train_group(params, members, progress=False)
+    assert {r.seed: _digest(r.train_dir()) for r in members} == resumed
