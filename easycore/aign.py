@@ -21,6 +21,7 @@ inline: its own training batches) and the per-sample values are merged by sample
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Optional
@@ -273,7 +274,9 @@ def aign_scores(matrix: np.ndarray, window: str = "all", *, squared: bool = Fals
     m = m[parse_window(window, m.shape[0])]
     if squared:
         m = m * m
-    return np.nanmean(m, axis=0).astype(np.float32)
+    with warnings.catch_warnings():    # a sample NaN in every epoch of the window stays NaN (refused by select)
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return np.nanmean(m, axis=0).astype(np.float32)
 
 
 def norm_key(p: float) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional
@@ -56,12 +57,13 @@ def resume(state_path, ident_hash: str, loop: Loop, opt, callbacks) -> tuple[lis
     Several processes: rank 0 reads it and broadcasts it (the others need no access to its files); the counts
     stay with rank 0 (the job's counts are the ranks' sum)."""
     if dist.active():
-        st = _read_checkpoint(state_path, ident_hash, "cpu", callbacks) if dist.is_main() else None
+        st = _read_checkpoint(state_path, ident_hash, "cpu", callbacks, loop=loop, opt=opt) if dist.is_main() \
+            else None
         st = dist.broadcast_object(st)
         if st is not None and not dist.is_main():
             _load_callbacks(st, callbacks)
     else:
-        st = _read_checkpoint(state_path, ident_hash, loop.device, callbacks)
+        st = _read_checkpoint(state_path, ident_hash, loop.device, callbacks, loop=loop, opt=opt)
     if st is None:
         return [], 0
     loop.model.load_state_dict(st["model"])
@@ -73,9 +75,11 @@ def resume(state_path, ident_hash: str, loop: Loop, opt, callbacks) -> tuple[lis
     return st["history"], st["epoch"]
 
 
-def _read_checkpoint(state_path, ident_hash: str, map_location, callbacks) -> Optional[dict]:
+def _read_checkpoint(state_path, ident_hash: str, map_location, callbacks, *, loop: Optional["Loop"] = None,
+                     opt=None) -> Optional[dict]:
     """The checkpoint at state_path with the callbacks' state loaded from it, or None (with a warning) when there
-    is none, it is unreadable, it was made with other settings, or a callback's files are missing."""
+    is none, it is unreadable, it was made with other settings, it is damaged (`validate_state`, with `loop`), or
+    a callback's files are missing."""
     if state_path is None or not Path(state_path).exists():
         return None
     try:
@@ -83,15 +87,65 @@ def _read_checkpoint(state_path, ident_hash: str, map_location, callbacks) -> Op
     except ArtifactError as e:
         log.warning("ignoring unreadable checkpoint (%s); starting fresh", e)
         return None
-    if st.get("identity_hash") != ident_hash:
+    if not isinstance(st, dict) or st.get("identity_hash") != ident_hash:
         log.warning("checkpoint %s was made with other settings, data or code; starting fresh", state_path)
         return None
+    if loop is not None:
+        why = validate_state(st, epochs=loop.cfg.epochs, model=loop.model, opt=opt)
+        if why:
+            log.warning("ignoring damaged checkpoint %s (%s); starting fresh", state_path, why)
+            return None
     try:
         _load_callbacks(st, callbacks)  # the AIGN callback (first) checks its record files before it changes
     except ArtifactError as e:
         log.warning("ignoring checkpoint %s (%s); starting fresh", state_path, e)
         return None
     return st
+
+
+def validate_state(st: dict, *, epochs: int, model: torch.nn.Module, opt=None) -> Optional[str]:
+    """Why the checkpoint `st` (identity already matched) cannot be resumed, or None: the completed epoch count
+    in [1, epochs], a history of exactly that many epoch records (1, 2, ...), the model's tensors (names, shapes,
+    finite floats), an optimizer state of the optimizer's layout, integer counts, the RNG states `set_rng_state`
+    needs, and a callbacks mapping. A checkpoint is a file anybody can edit: an `epoch` of 99 would otherwise
+    skip training and publish its weights as the model, and -5 would run 11 epochs of a 6-epoch run."""
+    ep = st.get("epoch")
+    if isinstance(ep, bool) or not isinstance(ep, int) or not 1 <= ep <= epochs:
+        return f"epoch {ep!r} is not a completed epoch of this {epochs}-epoch run"
+    hist = st.get("history")
+    if not isinstance(hist, list) or len(hist) != ep or not all(
+            isinstance(r, dict) and r.get("epoch") == i + 1 for i, r in enumerate(hist)):
+        return f"its history is not the records of epochs 1..{ep}"
+    sd, want = st.get("model"), model.state_dict()
+    if not isinstance(sd, dict) or set(sd) != set(want):
+        return "its model weights are not this model's"
+    for k, v in want.items():
+        got = sd[k]
+        if not isinstance(got, torch.Tensor) or tuple(got.shape) != tuple(v.shape) or got.dtype != v.dtype:
+            return f"model tensor {k!r} is not this model's ({tuple(v.shape)} {v.dtype})"
+        if got.is_floating_point() and not bool(torch.isfinite(got).all()):
+            return f"model tensor {k!r} holds NaN or inf"
+    osd = st.get("optimizer")
+    if not isinstance(osd, dict) or not isinstance(osd.get("state"), dict) \
+            or not isinstance(osd.get("param_groups"), list):
+        return "its optimizer state is malformed"
+    if opt is not None:
+        mine = opt.state_dict()["param_groups"]
+        if len(osd["param_groups"]) != len(mine) or any(
+                not isinstance(g, dict) or g.get("params") != m["params"] for g, m in zip(osd["param_groups"], mine)):
+            return "its optimizer state is not this optimizer's"
+    counts = st.get("counts")
+    if not isinstance(counts, dict) or not all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                                               for v in counts.values()):
+        return "its counts are malformed"
+    rng = st.get("rng")
+    if not isinstance(rng, dict) or not all(k in rng for k in ("torch", "numpy", "python")) \
+            or not isinstance(rng["torch"], torch.Tensor) or not isinstance(rng["numpy"], (dict, list, tuple)) \
+            or not isinstance(rng["python"], (dict, list, tuple)):
+        return "its random generator states are missing or malformed"
+    if not isinstance(st.get("callbacks"), dict):
+        return "its callbacks' state is malformed"
+    return None
 
 
 def _load_callbacks(st: dict, callbacks) -> None:
@@ -107,6 +161,32 @@ def save_model(path, model: torch.nn.Module, meta: dict) -> Path:
     return save_tensors(path, model.state_dict(), meta)
 
 
+def check_model_meta(path, meta: dict) -> None:
+    """The metadata load_model builds the model from, typed: model a string, num_classes >= 1 and in_channels >= 1
+    integers, mean / std in_channels finite numbers (std > 0). ArtifactError (one line) otherwise."""
+    def is_int(v):
+        return isinstance(v, int) and not isinstance(v, bool)
+
+    bad = None
+    if not isinstance(meta.get("model"), str):
+        bad = "model"
+    elif not (is_int(meta["num_classes"]) and meta["num_classes"] >= 1):
+        bad = "num_classes"
+    elif not (is_int(meta["in_channels"]) and meta["in_channels"] >= 1):
+        bad = "in_channels"
+    else:
+        for k in ("mean", "std"):
+            v = meta[k]
+            if not (isinstance(v, list) and len(v) == meta["in_channels"]
+                    and all(isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+                            and (k == "mean" or x > 0) for x in v)):
+                bad = k
+                break
+    if bad is not None:
+        raise ArtifactError(f"{path}: model metadata {bad} = {meta[bad]!r} is not valid; the file is not a model "
+                            f"written by easycore or is damaged; re-run the stage that makes it")
+
+
 def load_model(path, device="cpu"):
     """Rebuild a model saved by `save_model`. Returns (model in eval mode, meta). A file that is not such a model
     (missing keys, another architecture's weights) is an ArtifactError with one line."""
@@ -117,6 +197,7 @@ def load_model(path, device="cpu"):
     if missing:
         raise ArtifactError(f"{path} is not a model written by easycore (its metadata lacks {', '.join(missing)}); "
                             f"re-run the stage that makes it")
+    check_model_meta(path, meta)
     wrong = f"{path} does not hold the weights of the model its metadata names ({meta.get('model')!r})"
     try:
         model = build_model(meta["model"], meta["num_classes"], meta["in_channels"], meta["mean"], meta["std"])

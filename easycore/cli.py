@@ -14,6 +14,8 @@
     easycore notebook NAME [-p key value ...]        execute notebooks/NAME.py         -> reports/notebooks/...
     easycore methods                                 the coreset methods and their directions
 
+In dvc.yaml the run commands are `easycore proxy|select|train|eval --dvc`: the run (group, proxy) is the one the
+DVC stage being run names ($DVC_STAGE), so no params value is ever part of a shell command line.
 Every subcommand takes --params (default params.yaml) and --set key.sub=value overrides. Errors (bad params,
 missing or mismatched data/artifacts, non-finite loss) print one line and exit 2; Ctrl-C exits 130.
 """
@@ -21,6 +23,8 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+import re
 import sys
 from pathlib import Path
 
@@ -47,8 +51,11 @@ def _names(registry_kind: str, **where) -> list[str]:
     return registry(registry_kind).names(**where)
 
 
-def _common(p: argparse.ArgumentParser) -> None:
+def _common(p: argparse.ArgumentParser, *, dvc: bool = False) -> None:
     p.add_argument("--params", default="params.yaml", help="params file")
+    if dvc:
+        p.add_argument("--dvc", action="store_true", help="the run of the DVC stage being run ($DVC_STAGE, set by "
+                       "DVC): how dvc.yaml's commands name their run, interpolating no params value")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a param, e.g. --set train.epochs=3 (repeatable)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
@@ -60,7 +67,7 @@ def _run_args(p: argparse.ArgumentParser, *, required: bool) -> None:
     p.add_argument("--scores", default="main", help="the proxy run whose scores chose the coreset (main, a transfer "
                    "model, or none for full-data and adaptive runs)")
     if required:
-        p.add_argument("--mode", required=True, choices=_names("modes"), help="training mode")
+        p.add_argument("--mode", choices=_names("modes"), help="training mode (required)")
         p.add_argument("--seed", type=_seed, action="append", default=None,
                        help="training seed (>= 0; repeatable); default every seed of train.seeds (the group)")
 
@@ -88,13 +95,13 @@ def build_parser() -> argparse.ArgumentParser:
     for name, hlp in (("proxy", "full-data proxy run: AIGN + training dynamics + features + DeepFool"),
                       ("score", "alias of proxy")):
         p = sub.add_parser(name, formatter_class=_Fmt, help=hlp)
-        _common(p)
+        _common(p, dvc=True)
         p.add_argument("--name", default="main", help="proxy run: main, or one of proxy.transfer_models")
         p.add_argument("--out", default=None, help="output folder (default runs/proxy/<name>)")
         p.add_argument("--prepared", default="data/prepared", help="prepared data folder")
 
     p = sub.add_parser("select", formatter_class=_Fmt, help="select a static coreset from a proxy's scores")
-    _common(p)
+    _common(p, dvc=True)
     p.add_argument("--method", choices=_names("methods", kind="static"),
                    help="coreset method (default: every coreset the params make from --scores)")
     p.add_argument("--fraction", type=float, help="fraction of the training set to keep, in (0, 1)")
@@ -103,7 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prepared", default="data/prepared", help="prepared data folder")
 
     p = sub.add_parser("train", formatter_class=_Fmt, help="train a model on a coreset (or the full set)")
-    _common(p)
+    _common(p, dvc=True)
     _run_args(p, required=True)
     g = p.add_mutually_exclusive_group()
     g.add_argument("--indices", default=None, help="a coreset indices .npy (instead of --method/--fraction)")
@@ -113,7 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prepared", default="data/prepared", help="prepared data folder")
 
     p = sub.add_parser("eval", formatter_class=_Fmt, help="clean / attacked accuracy of a trained model")
-    _common(p)
+    _common(p, dvc=True)
     _run_args(p, required=False)
     p.add_argument("--mode", choices=_names("modes"), help="training mode of the run")
     p.add_argument("--seed", type=_seed, action="append", default=None,
@@ -137,15 +144,59 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
-def _group(args, params):
-    """The runs named by --method/--fraction/--scores/--mode and --seed (default: every seed of train.seeds)."""
+def safe_name(value: str, option: str) -> str:
+    """A name that becomes part of a path or a file name (a proxy run, --scores, a notebook and its -p values):
+    letters, digits, '_', '.', '-', not starting with '.' (no '/', no '..'). Checked here, where it is used, not
+    only by `easycore check` (`dvc repro -s` skips check)."""
+    from .config import ConfigError, SAFE_NAME
+
+    if not isinstance(value, str) or not re.fullmatch(SAFE_NAME, value):
+        raise ConfigError(f"{option} {value!r} is not allowed; use letters, digits, '_', '.', '-' (not starting with "
+                          f"'.', no '/')")
+    return value
+
+
+def _scores(value: str, params) -> str:
+    """--scores of a training / evaluation run: main, none, or a declared transfer proxy."""
     from . import runs
     from .config import ConfigError
 
+    safe_name(value, "--scores")
+    if value not in ("main", runs.NONE, *params.proxy.transfer_models):
+        raise ConfigError(f"--scores {value!r} is not allowed; use main, {runs.NONE} or one of proxy.transfer_models "
+                          f"{params.proxy.transfer_models}")
+    return value
+
+
+def _dvc_stage():
+    from . import runs
+
+    return os.environ.get(runs.DVC_STAGE)
+
+
+def _group(args, params):
+    """The runs named by --method/--fraction/--scores/--mode and --seed (default: every seed of train.seeds); with
+    --dvc, the group of the DVC stage being run (every seed)."""
+    from . import runs
+    from .config import ConfigError
+
+    if args.dvc:
+        if args.seed is not None:
+            raise ConfigError("--dvc runs the whole group of its stage: no --seed")
+        return runs.group_for_stage(params, _dvc_stage()).runs(dict.fromkeys(params.train.seeds))
     if args.method is None or args.fraction is None or args.mode is None:
         raise ConfigError("give --method, --fraction and --mode (or --model-path/--indices/--full with --out)")
     seeds = args.seed if args.seed is not None else params.train.seeds
-    return runs.Group(args.scores, args.method, args.fraction, args.mode).runs(dict.fromkeys(seeds))
+    return runs.Group(_scores(args.scores, params), args.method, args.fraction, args.mode).runs(dict.fromkeys(seeds))
+
+
+def _out_of_memory(e: BaseException) -> bool:
+    """An allocation failure (host MemoryError, torch's CPU allocator or CUDA out of memory), not another error."""
+    if isinstance(e, MemoryError):
+        return True
+    import torch
+
+    return isinstance(e, torch.OutOfMemoryError) or "can't allocate memory" in str(e) or "out of memory" in str(e)
 
 
 def _entry(cmd: str):
@@ -171,6 +222,14 @@ def main(argv=None) -> int:
             print(_entry("methods")())
             return 0
         overrides = list(args.overrides)
+        if cmd == "notebook":
+            if overrides:
+                raise ConfigError("notebook: --set is not supported (a report reads its params file as the pipeline "
+                                  "ran it); use --params with another file, or -p KEY VALUE for notebook parameters")
+            safe_name(args.name, "notebook")
+            for key, value in args.parameter:
+                safe_name(key, "-p key")
+                safe_name(value, f"-p {key}")     # the values name the executed copy
         if getattr(args, "download", False):
             overrides.append("data.download=true")
         params = load_params(args.params, overrides)
@@ -181,8 +240,17 @@ def main(argv=None) -> int:
         elif cmd == "prepare":
             fn(params, Path(args.out))
         elif cmd == "proxy":
-            fn(params, args.name, args.out and Path(args.out), prepared=Path(args.prepared), progress=progress)
+            if args.dvc:
+                from . import runs
+                args.name = runs.proxy_for_stage(params, _dvc_stage())
+            fn(params, safe_name(args.name, "--name"), args.out and Path(args.out), prepared=Path(args.prepared), progress=progress)
         elif cmd == "select":
+            if args.dvc:
+                from . import runs
+                if args.method is not None or args.fraction is not None or args.out:
+                    raise ConfigError("--dvc makes every coreset of its stage's proxy run: no --method/--fraction/--out")
+                args.scores = runs.scores_for_stage(params, _dvc_stage())
+            safe_name(args.scores, "--scores")
             if args.method is None:
                 if args.fraction is not None or args.out:
                     raise ConfigError("--fraction/--out go with --method (without it: every coreset of --scores)")
@@ -196,6 +264,8 @@ def main(argv=None) -> int:
             if args.indices or args.full:
                 if not args.out:
                     raise ConfigError("--indices/--full need --out")
+                if args.mode is None:
+                    raise ConfigError("give --mode")
                 if args.seed is not None and len(args.seed) > 1:
                     raise ConfigError("--indices/--full train one run: give one --seed")
                 _entry("train_files")(params, Path(args.out), mode=args.mode, seed=(args.seed or [0])[0],
@@ -220,6 +290,15 @@ def main(argv=None) -> int:
     except (ConfigError, DataError, ArtifactError, NonFiniteLoss) as e:
         msg = " ".join(str(e).split("\n"))  # one line, even when a wrapped library message has several
         print(f"easycore {args.cmd}: error: {msg}", file=sys.stderr)
+        return 2
+    except (MemoryError, RuntimeError) as e:
+        if not _out_of_memory(e):
+            raise
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        tried = re.search(r"tried to allocate [0-9.]+ ?[A-Za-z]*", first)
+        print(f"easycore {args.cmd}: error: out of memory ({tried.group(0) if tried else first[:200]}); lower the "
+              f"sizes in the params (data.n_per_class, batch sizes, eval.n_test) or use a larger machine",
+              file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"easycore {args.cmd}: interrupted; run the same command again to resume from the last saved epoch",

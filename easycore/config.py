@@ -122,6 +122,7 @@ def check(obj: Any, prefix: str = "") -> Any:
 
 
 NAME = r"[A-Za-z0-9_.]+"   # names that reach shell commands through dvc.yaml: nothing a shell interprets
+SAFE_NAME = r"[A-Za-z0-9_-][A-Za-z0-9_.-]*"   # names that become (part of) a file or folder name: no '/', no '..'
 
 
 # ----------------------------------------------------------------------------- sections
@@ -326,6 +327,10 @@ class EvalConfig:
 @dataclass
 class ReportConfig:
     dir: str = param("reports", pattern=r"[A-Za-z0-9_][A-Za-z0-9_./-]*", what="a relative folder (letters, digits, _ . / -)")
+
+    def extra_check(self, k: str) -> None:
+        if ".." in Path(self.dir).parts:
+            fail(f"{k}.dir", self.dir, "a folder inside the repository (no '..')")
     grid_per_class: int = param(8, within="[1, inf)")   # images per class in easiest/hardest grids
     formats: list[str] = param(factory=lambda: ["png", "svg"], choices=("png", "svg", "pdf"), each=True, nonempty=True)
 
@@ -433,13 +438,42 @@ def params_from_dict(data: dict) -> Params:
     return _from_dict(Params, data, "").check()
 
 
+_DECIMAL_INT = re.compile(r"[-+]?(0|[1-9][0-9]*)")
+
+
+class _Loader(yaml.SafeLoader):
+    """PyYAML's safe loader (YAML 1.1), refusing the integers YAML 1.2 (DVC's ruamel, which renders ${...} in
+    dvc.yaml) reads otherwise: 010 is 8 here but 10 there, 1_000 and 1:30 are numbers here but strings there, so
+    easycore and DVC would name different runs. Only plain decimal integers are accepted."""
+
+
+def _construct_int(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> int:
+    text = loader.construct_scalar(node)
+    if not _DECIMAL_INT.fullmatch(text.strip()):
+        raise ConfigError(f"params: {node.start_mark.name}, line {node.start_mark.line + 1}: the integer {text!r} is "
+                          f"read differently by YAML 1.1 (easycore) and YAML 1.2 (DVC); write it in plain decimal")
+    return int(text)
+
+
+_Loader.add_constructor("tag:yaml.org,2002:int", _construct_int)
+
+
+def _yaml(text: str, name: str = "an override"):
+    loader = _Loader(text)
+    loader.name = name          # named in the marks (error messages)
+    try:
+        return loader.get_single_data()
+    finally:
+        loader.dispose()
+
+
 def load_params(path: str | os.PathLike = "params.yaml", overrides: Optional[Sequence[str]] = None) -> Params:
     """Read, override (`key.sub=value`, YAML-parsed) and validate params. Raises ConfigError."""
     path = Path(path)
     if not path.exists():
         raise ConfigError(f"params: file {path} not found")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = _yaml(_read_text(path), str(path)) or {}
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
@@ -460,12 +494,27 @@ def load_params(path: str | os.PathLike = "params.yaml", overrides: Optional[Seq
             if not isinstance(node, dict):
                 raise ConfigError(f"params: override {ov!r}: {part} is not a section")
         try:
-            node[parts[-1]] = yaml.safe_load(raw)
+            node[parts[-1]] = _yaml(raw)
         except yaml.YAMLError as e:
             raise ConfigError(f"params: override {ov!r}: value is not valid YAML: {str(e).splitlines()[0]}") from None
     params = params_from_dict(data)
     _check_raw_fractions(data)
     return params
+
+
+def _read_text(path: Path) -> str:
+    """The params file's text; a folder, an unreadable or a binary (not UTF-8) file is a ConfigError."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except IsADirectoryError:
+        raise ConfigError(f"params: {path} is a folder, not a params file") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"params: {path} is not a text (UTF-8) file") from None
+    except OSError as e:
+        raise ConfigError(f"params: cannot read {path} ({e.strerror or type(e).__name__})") from None
+    if "\x00" in text:
+        raise ConfigError(f"params: {path} is not a text file (it holds NUL bytes)")
+    return text
 
 
 def _check_raw_fractions(data: dict) -> None:

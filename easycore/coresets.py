@@ -676,13 +676,19 @@ def run_select(method: str, fraction: float, artifacts_path: str | os.PathLike, 
     _spec(method)
     fraction = check_fraction(fraction)
     labels = np.asarray(labels)
+    if budget(fraction, len(labels)) < 1:
+        raise ArtifactError(f"coreset fraction {fraction!r} of {len(labels)} training samples keeps 0 samples; "
+                            f"use a fraction >= {0.5 / max(len(labels), 1):.3g}")
     arrays, meta = load_arrays(artifacts_path, fingerprint=fingerprint, length=len(labels))
     if "labels" in arrays and not np.array_equal(np.asarray(arrays["labels"]), labels):
         raise ArtifactError(f"{artifacts_path} holds other labels than the dataset it is used with; "
                             "re-run the proxy stage with the same data settings")
-    idx = select(method, arrays, labels, fraction, balanced=balanced, seed=seed, **opts)
     score_opts = {k: v for k, v in opts.items() if k in ("window", "p", "squared", "score_epochs", "ccs_score")}
-    scores = method_scores(method, arrays, labels=labels, balanced=balanced, **score_opts)
+    try:
+        idx = select(method, arrays, labels, fraction, balanced=balanced, seed=seed, **opts)
+        scores = method_scores(method, arrays, labels=labels, balanced=balanced, **score_opts)
+    except ValueError as e:      # non-finite records, shapes that do not fit: the artifact's fault, one line
+        raise ArtifactError(f"{artifacts_path}: {e}") from None
     summary = summarize(idx, labels, scores, {
         "method": method, "fraction": fraction, "balanced": bool(balanced), "seed": int(seed),
         "fingerprint": fingerprint, "budget": budget(fraction, len(labels)),

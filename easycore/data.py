@@ -160,9 +160,39 @@ class ArrayDataset:
 
         t, m = load_tensors(path)
         try:
-            return ArrayDataset(m["name"], m["split"], t["x"], t["y"], t["index"], list(m["classes"]), m["fingerprint"])
-        except KeyError as e:
+            ds = ArrayDataset(m["name"], m["split"], t["x"], t["y"], t["index"], list(m["classes"]), m["fingerprint"])
+        except (KeyError, TypeError) as e:
             raise ArtifactError(f"{path} is not a prepared dataset (no {e}); re-run `easycore prepare`") from None
+        ds.validate(path)
+        return ds
+
+    def validate(self, path) -> None:
+        """A prepared set is what `prepare` writes: uint8 pixels [N, C, H, W], int64 labels [N] in
+        [0, len(classes)) and positions [N], a known dataset name, and the fingerprint its metadata claims,
+        recomputed (never trusted). ArtifactError (one line) otherwise."""
+        from .store import ArtifactError
+
+        x, y, index = self.x, self.y, self.index
+        why = None
+        if self.name not in STATS:
+            why = f"unknown dataset name {self.name!r}"
+        elif x.dtype != torch.uint8 or x.dim() != 4:
+            why = f"pixels must be uint8 [N, C, H, W], got {str(x.dtype).replace('torch.', '')} {tuple(x.shape)}"
+        elif y.dtype != torch.int64 or y.dim() != 1 or index.dtype != torch.int64 or index.dim() != 1:
+            why = f"labels and positions must be int64 vectors, got {y.dtype} {tuple(y.shape)}, {index.dtype} " \
+                  f"{tuple(index.shape)}"
+        elif not len(x) == len(y) == len(index):
+            why = f"{len(x)} images but {len(y)} labels and {len(index)} positions"
+        elif len(y) == 0:
+            why = "no samples"
+        elif int(y.min()) < 0 or int(y.max()) >= len(self.classes):
+            why = f"labels must be in [0, {len(self.classes)}) (its classes), got [{int(y.min())}, {int(y.max())}]"
+        else:
+            got = fingerprint(self.name, self.split, x, y, index)
+            if got != self.fingerprint:
+                why = f"its content ({got}) is not what its metadata's fingerprint ({self.fingerprint}) says"
+        if why:
+            raise ArtifactError(f"{path} is not a valid prepared dataset: {why}; re-run `easycore prepare`")
 
     def describe(self) -> str:
         return (f"{self.name}/{self.split}: {len(self)} samples, {self.num_classes} classes, "
@@ -359,7 +389,13 @@ def _mnist_like(name, split, root, download):
         src = root / gz_folder
         if not all((src / f"{r}.gz").exists() for r in _RAW):
             raise _missing(name, root, f"{cls_name}/raw/ (torchvision layout) or {gz_folder}/*-ubyte.gz")
-        base = cache_dir() / f"{gz_folder}-raw"
+        # keyed by the archives' content: another EASYCORE_DATA (other files under the same names) never reads
+        # back the files decompressed from the previous one
+        digest = hashlib.sha256()
+        for r in _RAW:
+            with open(src / f"{r}.gz", "rb") as f:
+                digest.update(hashlib.file_digest(f, "sha256").digest())
+        base = cache_dir() / f"{gz_folder}-raw-{digest.hexdigest()[:16]}"
         raw = base / cls_name / "raw"
         raw.mkdir(parents=True, exist_ok=True)
         for r in _RAW:

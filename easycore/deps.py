@@ -5,7 +5,8 @@ construction.
 top-level imports, the imports inside the function and inside every function of the same module it refers to
 (transitively), and everything those modules import anywhere. The `check` stage writes one file per stage command,
 `runs/code/<command>.txt`, listing each module of the command's closure (and cli.main's) with the hash of its
-source; each stage of dvc.yaml depends on its command's file. Editing a module re-runs exactly the stages whose
+normalised AST (`code_digest`: comments, formatting and docstrings do not count); each stage of dvc.yaml depends
+on its command's file. Editing a module re-runs exactly the stages whose
 commands can execute it (the other files come out byte-identical), and dvc.lock stays small (one code entry per
 stage instead of one per module: DVC re-reads and rewrites dvc.lock after every stage, so its size is most of a
 stage's overhead).
@@ -85,12 +86,25 @@ def command_closure(command: str) -> set[str]:
     return closure(ENTRY[command]) | closure("easycore.cli:main") | {"easycore.__init__"}
 
 
+def code_digest(source: str) -> str:
+    """sha256 of a module's normalised AST: what the code does, not how it is written. Comments, blank lines,
+    formatting and docstrings do not change it (a comment-only edit re-runs no stage); any change to the code does."""
+    tree = ast.parse(source)
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and body \
+                and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant) \
+                and isinstance(body[0].value.value, str):
+            node.body = body[1:] or [ast.Pass()]
+    return hashlib.sha256(ast.dump(tree, annotate_fields=True, include_attributes=False).encode()).hexdigest()
+
+
 def manifest(command: str) -> str:
-    """'easycore/<module>.py <sha256 of its source>' per module of the command's closure, sorted."""
+    """'easycore/<module>.py <code_digest of its source>' per module of the command's closure, sorted."""
     lines = []
     for m in sorted(command_closure(command)):
         p = _path(m)
-        lines.append(f"easycore/{p.name} {hashlib.sha256(p.read_bytes()).hexdigest()}")
+        lines.append(f"easycore/{p.name} {code_digest(p.read_text())}")
     return "\n".join(lines) + "\n"
 
 

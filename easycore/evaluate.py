@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 from . import attacks
 from .config import EvalConfig
 from .registry import Registry
-from .store import save_arrays, write_json
+from .store import ArtifactError, save_arrays, write_json
 
 Attack = Callable[[torch.Tensor, torch.Tensor, Optional[torch.Generator]], torch.Tensor]
 
@@ -116,11 +116,30 @@ def _correct_under(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attack: O
     bar = tqdm(total=len(x), desc=desc, unit="img", disable=not progress or attack is None, leave=False)
     for i in starts:
         xb, yb = x[i:i + batch_size], y[i:i + batch_size]
-        xa = xb if attack is None else attack(xb, yb, gen)
-        out.append(attacks.predict(model, xa, batch_size=len(xa), amp=amp) == yb)
+        if attack is None:
+            out.append(_clean_predict(model, xb, amp) == yb)
+        else:
+            xa = attack(xb, yb, gen)
+            out.append(attacks.predict(model, xa, batch_size=len(xa), amp=amp) == yb)
         bar.update(len(xb))
     bar.close()
     return torch.cat(out) if out else torch.zeros(0, dtype=torch.bool, device=x.device)
+
+
+class NonFiniteOutput(ArtifactError):
+    """The model's logits on clean test images are NaN or inf: damaged or diverged weights, never an accuracy."""
+
+
+def _clean_predict(model: nn.Module, xb: torch.Tensor, amp: bool) -> torch.Tensor:
+    """attacks.predict on one batch, refusing non-finite logits (NaN weights would otherwise predict class 0 for
+    every image: a balanced test set reads as 1/C clean and, since no attack can change it, as just as robust)."""
+    with attacks.eval_mode(model):
+        logits = attacks._logits(model, xb, amp)
+    bad = ~torch.isfinite(logits).all(1)
+    if bool(bad.any()):
+        raise NonFiniteOutput(f"the model's logits are NaN or inf on {int(bad.sum())} of {len(xb)} clean test "
+                              f"images (non-finite weights?); it cannot be evaluated: re-train it")
+    return logits.argmax(1)
 
 
 def _entry(correct: torch.Tensor, settings: Mapping[str, Any]) -> dict:

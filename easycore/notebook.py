@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 from pathlib import Path
 from typing import Any, Mapping, Optional
 
 import yaml
 
+from .report import STAGING_ENV, publish
 from .store import ArtifactError, atomic_path
 
 NOTEBOOKS = Path("notebooks")
@@ -72,23 +74,40 @@ def run(name: str, parameters: Optional[Mapping[str, Any]] = None, *, out: Optio
 
     values = {k: (yaml.safe_load(v) if isinstance(v, str) else v) for k, v in (parameters or {}).items()}
     values["params_path"] = params_path
-    executed = Path(load_params(params_path).report.dir) / "notebooks"
+    root = Path(load_params(params_path).report.dir)
+    executed = root / "notebooks"
     out = Path(out or executed / f"{name}{''.join(f'_{v}' for v in (parameters or {}).values())}.ipynb")
     out.parent.mkdir(parents=True, exist_ok=True)
     failed = out.with_suffix(".failed.ipynb")
     logging.getLogger("papermill").setLevel(logging.WARNING)
     os.environ.setdefault("MPLBACKEND", "Agg")
-    with atomic_path(out, suffix=".ipynb") as tmp:
-        try:
-            papermill.execute_notebook(load(name, folder), str(tmp), parameters=values, kernel_name="python3",
-                                       progress_bar=False, log_output=False, cwd=str(cwd) if cwd else None,
-                                       extra_arguments=KERNEL_ARGS)
-        except PapermillExecutionError as e:
-            os.replace(tmp, failed)
-            first = (e.evalue or "").strip().splitlines()
-            raise NotebookError(f"notebook {name} failed in cell {e.exec_count}: {e.ename}: "
-                                f"{first[0] if first else ''} (executed copy: {failed})") from None
-        _strip_timestamps(tmp)
+    # the notebook's tables, figures, summary.json, outcomes.npz go to a staging folder (report.staged) and are
+    # published only when every cell ran (report.publish): a late failure or a kill leaves the published set whole
+    base = Path(cwd) if cwd else Path.cwd()
+    staging = base / root / f".staging-{name}"
+    shutil.rmtree(staging, ignore_errors=True)          # what a killed run left
+    old_env = os.environ.get(STAGING_ENV)
+    os.environ[STAGING_ENV] = f"{os.path.abspath(base / root)}{os.pathsep}{os.path.abspath(staging)}"
+    try:
+        with atomic_path(out, suffix=".ipynb") as tmp:
+            try:
+                papermill.execute_notebook(load(name, folder), str(tmp), parameters=values, kernel_name="python3",
+                                           progress_bar=False, log_output=False, cwd=str(cwd) if cwd else None,
+                                           extra_arguments=KERNEL_ARGS)
+            except PapermillExecutionError as e:
+                os.replace(tmp, failed)
+                first = (e.evalue or "").strip().splitlines()
+                raise NotebookError(f"notebook {name} failed in cell {e.exec_count}: {e.ename}: "
+                                    f"{first[0] if first else ''} (executed copy: {failed})") from None
+            _strip_timestamps(tmp)
+            if staging.exists():
+                publish(staging, base / root)
+    finally:
+        if old_env is None:
+            os.environ.pop(STAGING_ENV, None)
+        else:
+            os.environ[STAGING_ENV] = old_env
+        shutil.rmtree(staging, ignore_errors=True)
     failed.unlink(missing_ok=True)
     print(f"notebook: {name} -> {out}", flush=True)
     return out

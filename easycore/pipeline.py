@@ -101,17 +101,26 @@ def prepare(params: Params, out_dir: Path = PREPARED) -> dict:
             save_tensors(out_dir / f"{ds.split}.safetensors", {"y": torch.as_tensor(ds.labels),
                                                                "index": torch.as_tensor(ds.index)},
                          {"name": ds.name, "split": ds.split, "classes": list(ds.classes),
-                          "fingerprint": ds.fingerprint, "streaming": True})
+                          "fingerprint": ds.fingerprint, "streaming": True, **decode_recipe(params)})
         else:
             ds.save(out_dir / f"{ds.split}.safetensors")
     tr, te = sets
     info = {"dataset": d.dataset, "classes": list(tr.classes), "streaming": _streams(params),
             "train": {"n": len(tr), "fingerprint": tr.fingerprint, "per_class": np.bincount(tr.labels).tolist()},
             "test": {"n": len(te), "fingerprint": te.fingerprint, "per_class": np.bincount(te.labels).tolist()}}
+    if _streams(params):
+        info.update(decode_recipe(params))
     write_json(out_dir / "info.json", info)
     log.info("prepare: read %s from %s; wrote %s/{train,test}.safetensors, info.json", d.dataset, root, out_dir)
     _say(f"prepare: {d.dataset} train {len(tr)} / test {len(te)} samples ({tr.fingerprint})")
     return info
+
+
+def decode_recipe(params: Params) -> dict:
+    """How the later stages decode a streamed set's files (the side the images are resized to): part of the
+    prepared manifest, so the stages that depend on it re-run when it changes (`prepare` is the stage that depends
+    on data.*), and checked against the params when the manifest is re-opened."""
+    return {"image_size": params.data.image_size or 224}
 
 
 def load_prepared(prepared: Path = PREPARED, params: Optional[Params] = None):
@@ -133,6 +142,10 @@ def load_prepared(prepared: Path = PREPARED, params: Optional[Params] = None):
 
         if params is None:
             raise ArtifactError(f"{f} is a manifest of streamed data: the data root (params) is needed to open it")
+        for key, want in decode_recipe(params).items():
+            if meta.get(key) != want:
+                raise ArtifactError(f"{f} was prepared for data.{key} {meta.get(key)!r} but the params say {want!r}; "
+                                    f"re-run `easycore prepare` (dvc repro)")
         src = open_dataset(meta["name"], split, params.data.resolved_root(), positions=tensors["index"].numpy())
         if src.fingerprint != meta["fingerprint"]:
             raise ArtifactError(f"the {split} files under {params.data.resolved_root()} ({src.fingerprint}) are not the "
@@ -305,6 +318,8 @@ def read_indices(path: Path, train_set) -> np.ndarray:
         raise ArtifactError(f"{path}: indices must be integers, got dtype {idx.dtype}; re-run select")
     if idx.ndim != 1 or (len(idx) and (idx.min() < 0 or idx.max() >= len(train_set))) or len(np.unique(idx)) != len(idx):
         raise ArtifactError(f"{path}: indices must be unique positions in [0, {len(train_set)})")
+    if len(idx) == 0:
+        raise ArtifactError(f"{path}: the coreset is empty (0 samples); nothing to train on: use a larger fraction")
     return idx.astype(np.int64)
 
 
@@ -351,6 +366,11 @@ def _train_run(params: Params, out_dir: Path, *, mode: str, seed: int, indices: 
         source = str(indices)
     elif adaptive is not None:
         from .acs import schedule_callback
+        from .coresets import budget
+
+        if budget(adaptive[1], len(tr)) < 1:
+            raise ArtifactError(f"coreset fraction {adaptive[1]!r} of {len(tr)} training samples keeps 0 samples; "
+                                f"use a fraction >= {0.5 / max(len(tr), 1):.3g}")
 
         score = make_loader(params, tr, batch_size=256, shuffle=False, augment=False, seed=seed, device=device,
                             shard=False)
@@ -407,6 +427,18 @@ def train_named(params: Params, run: runs.Run, *, progress: bool = True, keep_st
 
 
 # ----------------------------------------------------------------------------- evaluate
+def check_model_fits(model_path, mmeta: dict, info) -> None:
+    """A model is evaluated only on the data it was built for: its metadata's dataset, classes and input channels
+    are those of the test set's DataInfo `info`. ArtifactError (one line) otherwise."""
+    for key, want in (("dataset", info.name), ("num_classes", info.num_classes), ("in_channels", info.in_channels)):
+        got = mmeta.get(key)
+        if key == "dataset" and got is None:           # models written before the key existed
+            continue
+        if got != want:
+            raise ArtifactError(f"{model_path} was built for {key} {got!r} but the test set has {want!r} "
+                                f"({info.name}); evaluate it on its own data or re-train it")
+
+
 def evaluate_run(params: Params, model_path: Path, out_dir: Path, *, prepared: Path = PREPARED,
                  progress: bool = True, name: Optional[str] = None) -> dict:
     """Clean and attacked accuracy (eval params) of the model at `model_path` on the evaluated test images."""
@@ -422,13 +454,14 @@ class TestImages:
     fingerprint: str
     num_classes: int
     device: torch.device
+    info: Optional[object] = None      # the test set's DataInfo (dataset, classes, channels: check_model_fits)
 
 
 def load_test(params: Params, prepared: Path = PREPARED) -> TestImages:
     _, te = load_prepared(prepared, params)
     device = resolve_device(params.runtime.device)
     x, y = decode_first(params, te, min(params.eval.n_test, len(te)))
-    return TestImages(x.to(device), y.to(device), te.fingerprint, te.num_classes, device)
+    return TestImages(x.to(device), y.to(device), te.fingerprint, te.num_classes, device, te.info)
 
 
 def _evaluate(params: Params, test: TestImages, model_path: Path, out_dir: Path, *, progress: bool,
@@ -438,7 +471,9 @@ def _evaluate(params: Params, test: TestImages, model_path: Path, out_dir: Path,
 
     device = test.device
     net, mmeta = load_model(model_path, device)
-    if mmeta.get("num_classes") != test.num_classes:
+    if test.info is not None:
+        check_model_fits(model_path, mmeta, test.info)
+    elif mmeta.get("num_classes") != test.num_classes:
         raise ArtifactError(f"{model_path} has {mmeta.get('num_classes')} classes but the test set has "
                             f"{test.num_classes}")
     n = len(test.y)

@@ -12,6 +12,7 @@ import json
 import math
 import os
 import platform
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Mapping, Optional, Sequence
@@ -27,13 +28,63 @@ TABLES = Path("reports/tables")
 FIGURES = Path("reports/figures")
 
 
+# ----------------------------------------------------------------------------- all-or-nothing report outputs
+# `easycore notebook` (notebook.run) sets STAGING_ENV to "<report.dir><os.pathsep><staging folder>" while the
+# notebook executes: every writer below then writes what lies under report.dir into the staging folder instead (and
+# returns the published path, so the notebook's own output is unchanged), and notebook.run publishes the staging
+# folder when the notebook succeeded (`publish`). A failing or killed notebook leaves the published set untouched.
+STAGING_ENV = "EASYCORE_REPORT_STAGING"
+
+
+def staged(path: str | os.PathLike) -> Path:
+    """Where a report output `path` is written: its place in the staging folder while a notebook runs under
+    `easycore notebook` (paths under report.dir), else `path` itself."""
+    spec = os.environ.get(STAGING_ENV)
+    if not spec:
+        return Path(path)
+    root, _, staging = spec.partition(os.pathsep)
+    rel = os.path.relpath(os.path.abspath(path), root)
+    if rel == os.curdir or rel.split(os.sep)[0] == os.pardir:
+        return Path(path)
+    return Path(staging) / rel
+
+
+def publish(staging: Path, root: Path) -> list[Path]:
+    """Move a notebook's staged outputs into report.dir `root`: a file directly under the staging folder (summary.json,
+    outcomes.npz) replaces its published copy (one rename); a folder one level down (figures/<name>, tables/<name>)
+    replaces its published folder as a whole (two renames), so files an earlier configuration wrote there do not
+    survive. Returns the published paths."""
+    staging, root = Path(staging), Path(root)
+    done = []
+    for entry in sorted(staging.iterdir()):
+        dest = root / entry.name
+        if entry.is_file():
+            os.replace(entry, dest)
+            done.append(dest)
+            continue
+        dest.mkdir(parents=True, exist_ok=True)
+        for sub in sorted(entry.iterdir()):
+            target = dest / sub.name
+            if sub.is_dir() and target.is_dir():
+                old = staging / f".old-{entry.name}-{sub.name}"
+                os.rename(target, old)
+                os.rename(sub, target)
+                shutil.rmtree(old)
+            else:
+                if target.is_dir():
+                    shutil.rmtree(target)
+                os.replace(sub, target)
+            done.append(target)
+    return done
+
+
 def out_dirs(params: Params, name: str) -> tuple[Path, Path]:
     """(figures, tables) folders of notebook `name` under report.dir, created (a notebook with nothing to draw still
-    has its declared output folders)."""
+    has its declared output folders); under `easycore notebook` they are created in the staging folder."""
     root = Path(params.report.dir)
     dirs = root / "figures" / name, root / "tables" / name
     for d in dirs:
-        d.mkdir(parents=True, exist_ok=True)
+        staged(d).mkdir(parents=True, exist_ok=True)
     return dirs
 BOLD = "**"
 PAPER_CLAIM = {"standard": 7.0, "trades": 5.0}   # "up to +7 / +5 points" of adversarial accuracy (abstract)
@@ -52,23 +103,48 @@ class RunResult:
         return self.status == "ok"
 
 
-def load_run(run: runs.Run, root: Path = runs.ROOT) -> RunResult:
-    """metrics.json + outcomes.npz of one run; a missing or unreadable file gives status 'missing (...)'."""
+def check_outcomes(path, arrays: Mapping[str, np.ndarray], n: Optional[int] = None) -> dict[str, np.ndarray]:
+    """Per-image outcomes as read from `path`, validated: every array 1-D bool (a float 0.3 is not "correct"), all
+    of one length, equal to `n` (the file's meta) when given. ArtifactError (one line) otherwise."""
+    lengths = set()
+    for k, v in arrays.items():
+        if v.dtype != np.bool_ or v.ndim != 1:
+            raise ArtifactError(f"{path}: outcomes {k!r} must be a 1-D bool array per test image, got dtype "
+                                f"{v.dtype} shape {v.shape}; re-run the stage that makes it")
+        lengths.add(len(v))
+    if len(lengths) > 1 or (n is not None and lengths and lengths != {int(n)}):
+        raise ArtifactError(f"{path}: outcomes have lengths {sorted(lengths)} but the file says n = {n}; re-run "
+                            f"the stage that makes it")
+    return dict(arrays)
+
+
+def load_run(run: runs.Run, root: Path = runs.ROOT, *, fingerprint: Optional[str] = None) -> RunResult:
+    """metrics.json + outcomes.npz of one run; a missing or unreadable file, outcomes that are not bool of the
+    file's length, or (with `fingerprint`) outcomes on another test set give status 'missing (...)'."""
     d = run.eval_dir(root)
     try:
         m = read_json(d / "metrics.json")
-        arrays, _ = load_arrays(d / "outcomes.npz")
+        arrays, meta = load_arrays(d / "outcomes.npz", fingerprint=fingerprint)
+        arrays = check_outcomes(d / "outcomes.npz", arrays, meta.get("n"))
     except ArtifactError as e:
         why = "not evaluated" if not (d / "metrics.json").exists() else str(e).split(";")[0]
         return RunResult(run, f"missing ({why})")
     if not isinstance(m, dict) or not any(isinstance(v, dict) and "accuracy" in v for v in m.values()):
         return RunResult(run, f"missing (no accuracies in {d / 'metrics.json'})")
-    return RunResult(run, "ok", m, {k: np.asarray(v, dtype=bool) for k, v in arrays.items()})
+    return RunResult(run, "ok", m, arrays)
 
 
-def load_results(params: Params, root: Path = runs.ROOT) -> list[RunResult]:
-    """Every training run the pipeline declares for `params` (runs.expected_runs), loaded."""
-    return [load_run(r, root) for r in runs.expected_runs(params)]
+PREPARED_INFO = Path("data/prepared/info.json")
+
+
+def load_results(params: Params, root: Path = runs.ROOT, *, fingerprint: Optional[str] = None,
+                 info: Optional[Path] = PREPARED_INFO) -> list[RunResult]:
+    """Every training run the pipeline declares for `params` (runs.expected_runs), loaded. Outcomes must come from
+    one test set: `fingerprint`, else the prepared test set's (`info`, when it exists); a run evaluated on another
+    is missing, never mixed into the paired statistics."""
+    if fingerprint is None and info is not None and Path(info).exists():
+        fingerprint = ((read_json(info) or {}).get("test") or {}).get("fingerprint")
+    return [load_run(r, root, fingerprint=fingerprint) for r in runs.expected_runs(params)]
 
 
 OUTCOMES_FORMAT = "easycore-outcomes-1"
@@ -98,9 +174,10 @@ def export_outcomes(results: Sequence[RunResult], path: str | os.PathLike,
                          f"AutoAttack {sorted(aa_n)}); the verdict needs paired outcomes")
     missing = [f"{r.run.key}: {r.status}" for r in results if not r.ok]
     aa_index = read_json(Path(autoattack_root) / "summary.json").get("index") if aa else None
-    return save_arrays(path, arrays, {"format": OUTCOMES_FORMAT, "n": next(iter(n), 0),
+    save_arrays(staged(path), arrays, {"format": OUTCOMES_FORMAT, "n": next(iter(n), 0),
                                       "n_autoattack": next(iter(aa_n), 0), "autoattack_index": aa_index,
                                       "missing": missing, **meta})
+    return Path(path)
 
 
 def read_outcomes(path: str | os.PathLike, params: Optional[Params] = None) -> tuple[list[RunResult], dict]:
@@ -114,10 +191,12 @@ def read_outcomes(path: str | os.PathLike, params: Optional[Params] = None) -> t
     aa: dict = {}
     for member, bits in arrays.items():
         key, _, name = member.rpartition("/")
+        n_key = "n_autoattack" if key.startswith("autoattack/") else "n"
+        unpacked = _unpack(path, member, bits, meta.get(n_key), n_key)
         if key.startswith("autoattack/"):
-            aa.setdefault(key[len("autoattack/"):], {})[name] = np.unpackbits(bits, count=meta["n_autoattack"]).astype(bool)
+            aa.setdefault(key[len("autoattack/"):], {})[name] = unpacked
         else:
-            per_run.setdefault(key, {})[name] = np.unpackbits(bits, count=meta["n"]).astype(bool)
+            per_run.setdefault(key, {})[name] = unpacked
     results = [RunResult(runs.parse(k), "ok", {}, v) for k, v in per_run.items()]
     if params is not None:
         have = {r.run for r in results}
@@ -126,9 +205,28 @@ def read_outcomes(path: str | os.PathLike, params: Optional[Params] = None) -> t
     return results, aa
 
 
-def runs_frame(results: Sequence[RunResult], timings: Optional[Path] = Path("runs/timings")) -> pd.DataFrame:
-    """One row per declared run: identity, status, n_test, every accuracy in its metrics, train minutes and
-    sample-forward/backward passes (from the run's model metadata via the metrics' meta)."""
+def _unpack(path, member: str, bits: np.ndarray, n, n_key: str) -> np.ndarray:
+    """np.unpackbits(bits, count=n), checked: uint8 bytes, exactly ceil(n / 8) of them, zero padding bits. A wrong
+    `n` in the meta would otherwise zero-pad or truncate every run silently."""
+    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+        raise ArtifactError(f"{path}: meta {n_key} = {n!r} is not a count of test images")
+    if bits.dtype != np.uint8 or bits.ndim != 1 or len(bits) != (n + 7) // 8:
+        raise ArtifactError(f"{path}: member {member!r} holds {bits.size} bytes of dtype {bits.dtype}, not the "
+                            f"{(n + 7) // 8} packed bytes of {n_key} = {n} outcomes; the file is damaged")
+    out = np.unpackbits(bits)
+    if out[n:].any():
+        raise ArtifactError(f"{path}: member {member!r} has outcomes beyond {n_key} = {n}; the file is damaged")
+    return out[:n].astype(bool)
+
+
+TIMINGS = Path("runs/timings")
+
+
+def runs_frame(results: Sequence[RunResult], timings: Optional[Path] = None) -> pd.DataFrame:
+    """One row per declared run: identity, status, n_test, every accuracy in its metrics and sample-forward/backward
+    passes (from the run's model metadata via the metrics' meta); with `timings` (runs/timings) also the train
+    minutes, which are wall-clock values: for `timing_table`, never for a report output (it would change on every
+    re-run)."""
     rows = []
     for r in results:
         row = {"scores": r.run.scores, "method": r.run.method, "fraction": r.run.fraction, "mode": r.run.mode,
@@ -140,9 +238,20 @@ def runs_frame(results: Sequence[RunResult], timings: Optional[Path] = Path("run
         counts = (r.metrics.get("meta", {}).get("train") or {}).get("counts") or {}
         row.update({f"passes_{k}": v for k, v in counts.items() if k in ("forward", "backward")})
         row["examples"] = counts.get("examples")
-        row["train_minutes"] = _minutes(timings, "train", r.run) if timings else None
+        if timings:
+            row["train_minutes"] = _minutes(timings, "train", r.run)
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def timing_table(results: Sequence[RunResult], timings: Path = TIMINGS) -> pd.DataFrame:
+    """Mean train minutes per run by (mode, method) from runs/timings (a log beside the runs, not a DVC output);
+    the coresets notebook writes it to runs/timings/report/, outside the report (its outputs hold no wall time)."""
+    df = runs_frame(results, timings)
+    if df.empty:
+        return df
+    out = df.groupby(["mode", "method"])["train_minutes"].agg(["mean", "count"]).round(3)
+    return out.rename(columns={"mean": "train min/run", "count": "runs"})
 
 
 def _minutes(timings: Path, stage: str, run: runs.Run) -> Optional[float]:
@@ -216,7 +325,7 @@ def accuracy_table(results: Sequence[RunResult], params: Params, mode: str, keys
                    n_boot: int = 4000, frame: Optional[pd.DataFrame] = None) -> pd.DataFrame:
     """The paper's table for one mode, for reading: rows = methods (full data last), columns '<key> @ f=<f>',
     cells 'mean [95 % CI]' in %. In each column the best coreset method is bold only when its paired CI against
-    the runner-up excludes 0 (stats.best_marks); missing runs say why. Adds the mean train minutes per run."""
+    the runner-up excludes 0 (stats.best_marks); missing runs say why. No wall times (see `timing_table`)."""
     frame = cell_frame(results, params, mode, keys, n_boot=n_boot) if frame is None else frame
     table: dict[str, dict[str, str]] = {}
     for (method, f, key), row in frame.set_index(["method", "fraction", "key"]).iterrows():
@@ -241,10 +350,6 @@ def accuracy_table(results: Sequence[RunResult], params: Params, mode: str, keys
                 table[method][col] = f"{BOLD}{table[method][col]}{BOLD}"
     cols = [f"{key} @ f={fraction_name(f)}" for f in fractions(params) for key in keys]
     out = pd.DataFrame.from_dict(table, orient="index").reindex(columns=cols).fillna("not run")
-    minutes = runs_frame(results)
-    minutes = minutes[minutes["mode"] == mode].groupby("method")["train_minutes"].mean()
-    out["train min/run"] = [f"{minutes[m]:.2f}" if m in minutes and pd.notna(minutes[m]) else "not measured"
-                            for m in (runs.FULL if i.startswith("full data") else i for i in out.index)]
     out.index.name = "method"
     return out
 
@@ -269,6 +374,25 @@ def comparisons(results: Sequence[RunResult], params: Params, mode: str, fractio
     return df.assign(mode=mode, fraction=fraction, key=key)
 
 
+def missing_in_cell(results: Sequence[RunResult], params: Params, mode: str, fraction: float, key: str) -> list[str]:
+    """The coreset methods of the verdict's cell (mode, fraction) whose outcomes `key` are incomplete: any declared
+    seed missing, unreadable or lacking the key, as '<method>: <why>'. The verdict compares EasyCore with the best of
+    *all* methods of the cell, so one missing seed of any of them makes the cell undecidable: dropping that method
+    would crown the next one instead (a different, silently wrong verdict)."""
+    out = []
+    for scores, method, f in cells(params, mode):
+        if f != fraction or method == runs.FULL:
+            continue
+        if outcome_matrix(results, scores=scores, method=method, fraction=f, mode=mode, key=key) is None:
+            cell = [r for r in results if (r.run.scores, r.run.method, r.run.fraction, r.run.mode)
+                    == (scores, method, f, mode)]
+            bad = [r for r in cell if not r.ok or key not in r.outcomes]
+            why = (f"{bad[0].run.name}: {bad[0].status if not bad[0].ok else f'no outcomes {key!r}'}" if bad
+                   else "no such run declared")
+            out.append(f"{method}: {why}")
+    return out
+
+
 def verdict(results: Sequence[RunResult], params: Params, *, n_boot: int = 10000) -> pd.DataFrame:
     """For every (mode, fraction, eps > 0): EasyCore's robust accuracy, the best other coreset method and random
     (mean in %), EasyCore minus each as a paired difference in points with its 95 % CI (bootstrap over test images
@@ -285,6 +409,10 @@ def verdict(results: Sequence[RunResult], params: Params, *, n_boot: int = 10000
                     continue
                 key = eps_name(eps)
                 row = {"mode": mode, "fraction": f, "eps_255": round(eps * 255, 3)}
+                absent = missing_in_cell(results, params, mode, f, key)
+                if absent:               # never decided on what is left: a missing seed of any method stops it
+                    rows.append(row | {"verdict_best": "missing runs", "missing": "; ".join(absent)})
+                    continue
                 comp = comparisons(results, params, mode, f, key, reference="easycore", n_boot=n_boot)
                 if comp.empty:
                     rows.append(row | {"verdict_best": "missing runs"})
@@ -318,8 +446,9 @@ def verdict_markdown(v: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for _, r in v.iterrows():
         if r.get("verdict_best") == "missing runs":
+            why = r.get("missing")
             rows.append({"mode": r["mode"], "fraction": r["fraction"], "eps": f"{r['eps_255']:g}/255",
-                         "verdict vs best other": "missing runs"})
+                         "verdict vs best other": "missing runs" + (f" ({why})" if isinstance(why, str) else "")})
             continue
         rows.append({"mode": r["mode"], "fraction": r["fraction"], "eps": f"{r['eps_255']:g}/255",
                      "EasyCore %": f"{r['easycore_pct']:.1f}",
@@ -342,7 +471,12 @@ def autoattack_outcomes(root: Path = runs.ROOT / "autoattack") -> dict:
     path = Path(root) / "summary.json"
     if not path.exists():
         return {}
-    return {key: load_arrays(Path(root) / key / "outcomes.npz")[0] for key in read_json(path)["runs"]}
+    out = {}
+    for key in read_json(path)["runs"]:
+        f = Path(root) / key / "outcomes.npz"
+        arrays, meta = load_arrays(f)
+        out[key] = check_outcomes(f, arrays, meta.get("n"))
+    return out
 
 
 def autoattack_table(params: Params, root: Path = runs.ROOT / "autoattack", *, outcomes: Optional[dict] = None,
@@ -424,13 +558,13 @@ def save_table(df: pd.DataFrame, stem: str, *, caption: Optional[str] = None, ou
     """Write out_dir/<stem>.md (caption, blank line, Markdown table) and out_dir/<stem>.csv, atomically. `csv`: a
     machine-readable (numeric, no Markdown) frame to write instead of `df` to the CSV."""
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    staged(out_dir).mkdir(parents=True, exist_ok=True)
     md, csv_path = out_dir / f"{stem}.md", out_dir / f"{stem}.csv"
-    with atomic_path(md) as tmp:
+    with atomic_path(staged(md)) as tmp:
         tmp.write_text(to_markdown(df, caption, index=index))
     buf = io.StringIO()
     (csv if csv is not None else df).to_csv(buf, index=index if csv is None else False, float_format="%.6g")
-    with atomic_path(csv_path) as tmp:
+    with atomic_path(staged(csv_path)) as tmp:
         tmp.write_text(buf.getvalue())
     return md, csv_path
 
@@ -438,7 +572,8 @@ def save_table(df: pd.DataFrame, stem: str, *, caption: Optional[str] = None, ou
 def save_json(obj, path: str | os.PathLike) -> Path:
     from .store import write_json
 
-    return write_json(path, obj)
+    write_json(staged(path), obj)
+    return Path(path)
 
 
 def save_figure(fig, stem: str, formats: Sequence[str] = ("png", "svg"), *,
@@ -448,13 +583,13 @@ def save_figure(fig, stem: str, formats: Sequence[str] = ("png", "svg"), *,
     import matplotlib
 
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    staged(out_dir).mkdir(parents=True, exist_ok=True)
     meta = {"png": {"Software": None}, "svg": {"Date": None}, "pdf": {"CreationDate": None, "ModDate": None}}
     paths = []
     for fmt in formats:
         p = out_dir / f"{stem}.{fmt}"
         # svg.hashsalt: the SVG's clip-path ids are hashes salted with a random value unless a salt is given
-        with atomic_path(p, suffix=f".{fmt}") as tmp, matplotlib.rc_context({"svg.hashsalt": "easycore"}):
+        with atomic_path(staged(p), suffix=f".{fmt}") as tmp, matplotlib.rc_context({"svg.hashsalt": "easycore"}):
             fig.savefig(tmp, format=fmt, dpi=dpi, bbox_inches="tight", metadata=meta.get(fmt))
         paths.append(p)
     return paths
@@ -482,20 +617,20 @@ def pipeline_minutes(timings: Path = Path("runs/timings")) -> Optional[float]:
 
 
 def scale_caption(params: Params, info: Optional[dict] = None, *, what: str = "") -> str:
-    """One caption line stating the scale: dataset, subset sizes, model, epochs, seeds, attacks, hardware, time."""
+    """One caption line stating the scale: dataset, subset sizes, model, epochs, seeds, attacks, hardware (no wall
+    time: a report output re-made from the same runs has the same bytes; see `timing_table`)."""
     d, t, e = params.data, params.train, params.eval
     n_tr = info["train"]["n"] if info else None
     n_te = info["test"]["n"] if info else None
     sub = "full training set" if d.n_per_class is None else f"{d.n_per_class}/class"
     strong = f" + {', '.join(e.strong)} on survivors" if e.strong else ""
     aa = ""
-    mins = pipeline_minutes()
     return (f"*{what}Scale: {d.dataset} {sub} ({n_tr} train samples), {min(e.n_test, n_te or e.n_test)} test images "
             f"attacked; model {t.model}, {t.epochs} epochs (batch {t.batch_size}); TRADES beta {t.attack.beta}, "
             f"{t.attack.steps} steps; robust = per-image worst case over {', '.join(e.attacks)} at Linf eps "
             f"{e.eps * 255:.0f}/255 (PGD-{e.pgd_steps}){strong}{aa}; proxy {params.proxy.model} "
-            f"{params.proxy.epochs} epochs; seeds {t.seeds}; hardware: {hardware()}"
-            f"{f'; stage wall time {mins} min' if mins else ''}. Cells: mean [95% CI] in %, bootstrap over test "
+            f"{params.proxy.epochs} epochs; seeds {t.seeds}; hardware: {hardware()}. Cells: mean [95% CI] in %, "
+            f"bootstrap over test "
             f"images and seeds; bold only where the paired CI against the runner-up excludes 0.*")
 
 

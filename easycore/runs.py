@@ -155,3 +155,54 @@ def selections(params: Params, scores: str) -> list[tuple[str, float]]:
     else:
         pairs = [(m, f) for m in c.transfer_methods for f in c.fractions]
     return list(dict.fromkeys(pairs))
+
+
+# ----------------------------------------------------------------------------- the run a DVC stage runs
+# dvc.yaml's stage commands interpolate nothing from params (`${item.*}` in a shell command line would run whatever
+# a params value holds: `dvc repro -s` skips the `check` stage). A matrix stage's command is `easycore <cmd> --dvc`;
+# DVC exports the stage's name to the command as $DVC_STAGE (`<family>@<values joined by '-'>`), and the command
+# finds the declared run whose DVC key that is: a key the params do not declare is an error, never a path.
+DVC_STAGE = "DVC_STAGE"
+
+
+def dvc_key(*values) -> str:
+    """DVC's name for a matrix member: its values as DVC writes them (str; booleans true/false), joined by '-'."""
+    return "-".join(("true" if v else "false") if isinstance(v, bool) else str(v) for v in values)
+
+
+def stage_key(stage: Optional[str]) -> str:
+    """The matrix key of $DVC_STAGE ('train@main-random-0.3-standard' -> 'main-random-0.3-standard')."""
+    from .config import ConfigError
+
+    if not stage:
+        raise ConfigError(f"--dvc takes the run from ${DVC_STAGE}, which DVC sets for a stage's command; it is not "
+                          f"set: outside DVC, name the run with the other options")
+    family, at, key = stage.partition("@")
+    if not at or not key:
+        raise ConfigError(f"--dvc: ${DVC_STAGE} {stage!r} is not a matrix stage '<family>@<key>'")
+    return key
+
+
+def _lookup(stage: Optional[str], declared: dict):
+    from .config import ConfigError
+
+    key = stage_key(stage)
+    if key not in declared:
+        raise ConfigError(f"--dvc: stage {stage!r} is not a run the params declare (a params value changed after "
+                          f"`easycore check`? run `dvc repro` without -s)")
+    return declared[key]
+
+
+def proxy_for_stage(params: Params, stage: Optional[str]) -> str:
+    """The proxy run of a proxy / proxy_transfer stage: main or a declared transfer model."""
+    return _lookup(stage, {n: n for n in ["main", *params.proxy.transfer_models]})
+
+
+def scores_for_stage(params: Params, stage: Optional[str]) -> str:
+    """The proxy run whose coresets a select / select_transfer stage makes: main or a declared transfer model."""
+    return _lookup(stage, {n: n for n in ["main", *params.proxy.transfer_models]})
+
+
+def group_for_stage(params: Params, stage: Optional[str]) -> Group:
+    """The group of a train / evaluate stage (matrix scores, method, fraction, mode)."""
+    return _lookup(stage, {dvc_key(g.scores, g.method, g.fraction, g.mode): g for g in expected_groups(params)})

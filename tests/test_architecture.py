@@ -80,8 +80,13 @@ def test_code_manifest_follows_the_import_closure(tmp_path, monkeypatch):
     assert {p.name: p.read_bytes() for p in deps.write_manifests(tmp_path)} == before      # byte-stable
     real = deps._path
     fake = tmp_path / "evaluate.py"
-    fake.write_text((deps.PKG / "evaluate.py").read_text() + "\n# an edit\n")
     monkeypatch.setattr(deps, "_path", lambda m: fake if m == "easycore.evaluate" else real(m))
+    src = (deps.PKG / "evaluate.py").read_text()
+    # issue 25 item 8: comments, blank lines and docstrings are not code: no stage goes stale for them
+    fake.write_text(src.replace('"""', '"""An edited docstring. ', 1).replace("\n\n", "\n\n# a comment\n", 3)
+                    + "\n# an edit\n")
+    assert {p.name: p.read_bytes() for p in deps.write_manifests(tmp_path)} == before
+    fake.write_text(src + "\n_EDIT = 1\n")
     after = {p.name: p.read_bytes() for p in deps.write_manifests(tmp_path)}
     changed = {n for n in before if before[n] != after[n]}
     assert changed == {f"{c}.txt" for c in deps.STAGE_COMMANDS if "easycore.evaluate" in deps.command_closure(c)}
@@ -184,3 +189,67 @@ def test_extending_doc_adds_a_toy_method(tmp_path):
     r = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, cwd=tmp_path, timeout=300)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
     assert "followed" in r.stdout
+
+
+def test_bytecode_cache_is_not_a_dependency():
+    """Issue 25 item 8: __pycache__ (written whenever PYTHONDONTWRITEBYTECODE is unset) does not make the stages that
+    depend on easycore/ (check, the reports) look modified."""
+    dvc_repo = pytest.importorskip("dvc.repo")
+    with dvc_repo.Repo(str(ROOT)) as repo:
+        ign = repo.dvcignore
+        assert ign.is_ignored_dir(str(ROOT / "easycore" / "__pycache__"))
+        assert ign.is_ignored_file(str(ROOT / "easycore" / "__pycache__" / "cli.cpython-311.pyc"))
+        assert not ign.is_ignored_file(str(ROOT / "easycore" / "cli.py"))
+
+
+def test_report_outputs_hold_no_wall_time(tmp_path):
+    """Issue 25 item 8: captions and tables of the report carry no wall-clock values (a forced re-run of a report
+    stage gives the same bytes); the train minutes go to runs/timings/report/ (report.timing_table)."""
+    from easycore import report
+
+    timings = tmp_path / "timings"
+    run = runs.Run("main", "easycore", 0.3, "standard", 0)
+    (timings / "train/main").mkdir(parents=True)
+    (timings / "train/main" / f"{run.name}.json").write_text('{"seconds": 61.0}')
+    res = [report.RunResult(run, "ok", {"clean": {"accuracy": 0.5, "n": 4}}, {"clean": np.ones(4, bool)})]
+    params = load_params(ROOT / "params.yaml")
+    cap = report.scale_caption(params, None)
+    assert "wall time" not in cap and " min" not in cap
+    assert "train_minutes" not in report.runs_frame(res).columns
+    assert "train min/run" not in report.accuracy_table(res, params, "standard", ["clean"], n_boot=50).columns
+    assert report.timing_table(res, timings).loc[("standard", "easycore"), "train min/run"] == round(61 / 60, 3)
+
+
+# ----------------------------------------------------------------------------- issue 25 item 1: no shell injection
+def test_stage_commands_interpolate_no_params_value():
+    """A stage command line is run by a shell: a `${...}` in it would run whatever the params value holds (and
+    `dvc repro -s` skips `check`). Matrix stages take their run from $DVC_STAGE instead (`--dvc`)."""
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    for name, st in stages.items():
+        cmds = st["cmd"] if isinstance(st["cmd"], list) else [st["cmd"]]
+        assert not any("${" in c or "$(" in c or "`" in c for c in cmds), (name, cmds)
+        if "matrix" in st or "foreach" in st:
+            assert all(c.strip().endswith("--dvc") for c in cmds), (name, cmds)
+
+
+def test_every_matrix_stage_names_the_run_of_its_outputs():
+    """`easycore <cmd> --dvc` under each stage DVC renders for the repo's params resolves, from the stage's name
+    alone, to the proxy run / coresets / group whose outputs the stage declares."""
+    dvc_repo = pytest.importorskip("dvc.repo")
+    params = load_params(ROOT / "params.yaml")
+    seen = 0
+    with dvc_repo.Repo(str(ROOT)) as repo:
+        for st in repo.index.stages:
+            if "--dvc" not in (st.cmd or ""):
+                continue
+            outs, cmd = {str(o.def_path) for o in st.outs}, st.cmd.split()[1]
+            if cmd == "proxy":
+                want = str(runs.proxy_dir(runs.proxy_for_stage(params, st.addressing)) / "dynamics.npz")
+            elif cmd == "select":
+                want = str(runs.ROOT / "coresets" / runs.scores_for_stage(params, st.addressing))
+            else:
+                g = runs.group_for_stage(params, st.addressing)
+                want = str(g.train_dir() if cmd == "train" else g.eval_dir())
+            assert want in outs, (st.addressing, want, outs)
+            seen += 1
+    assert seen >= len(runs.expected_groups(params)) * 2

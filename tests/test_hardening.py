@@ -138,6 +138,24 @@ def _model(kind: str) -> Callable[[Path, Path], None]:
             net = build_model("resnet_tiny", tr.num_classes, tr.in_channels, *tr.stats)
             from easycore.store import save_tensors
             save_tensors(m, net.state_dict(), pipeline._model_meta(tr, "cnn_tiny"))
+        elif kind in ("nan_weights", "other_dataset", "str_classes", "one_channel"):   # issue 25 items 6, 12
+            tr = pipeline.ArrayDataset.load(repo / "data/prepared/train.safetensors")
+            meta = pipeline._model_meta(tr, "cnn_tiny")
+            torch.manual_seed(0)
+            net = build_model("cnn_tiny", tr.num_classes, tr.in_channels, *tr.stats)
+            if kind == "nan_weights":
+                with torch.no_grad():
+                    for prm in net.parameters():
+                        prm.fill_(float("nan"))
+            elif kind == "other_dataset":
+                meta["dataset"] = "cifar10"
+            elif kind == "str_classes":
+                meta["num_classes"] = "10"
+            else:
+                net = build_model("cnn_tiny", tr.num_classes, 1, (0.5,), (0.25,))
+                meta.update(in_channels=1, mean=[0.5], std=[0.25])
+            from easycore.store import save_tensors
+            save_tensors(m, net.state_dict(), meta)
     return make
 
 
@@ -152,6 +170,8 @@ def _indices(kind: str) -> Callable[[Path, Path], None]:
             np.save(p, np.array([1, 2, Evil(s / "PWNED")], dtype=object), allow_pickle=True)
         elif kind == "float":
             np.save(p, np.arange(0, N_TRAIN, 2).astype(np.float64))
+        elif kind == "empty":
+            np.save(p, np.zeros(0, dtype=np.int64))
     return make
 
 
@@ -161,6 +181,31 @@ def _evil_prepared(s: Path, repo: Path) -> None:
     for f in ("test.safetensors", "info.json"):
         (prep / f).write_bytes((repo / "data/prepared" / f).read_bytes())
     evil_torch_zip(prep / "train.safetensors", s / "PWNED")
+
+
+def _prepared(kind: str) -> Callable[[Path, Path], None]:
+    """{S}/prep: the repo's prepared set with a damaged train split (issue 25 item 5)."""
+    def make(s: Path, repo: Path) -> None:
+        from easycore.store import load_tensors, save_tensors
+        prep = s / "prep"
+        prep.mkdir()
+        for f in ("test.safetensors", "info.json"):
+            (prep / f).write_bytes((repo / "data/prepared" / f).read_bytes())
+        t, m = load_tensors(repo / "data/prepared/train.safetensors")
+        if kind == "y_short":
+            t["y"] = t["y"][:-3]
+        elif kind == "float_pixels":
+            t["x"] = t["x"].float() / 255
+        elif kind == "int64_pixels":
+            t["x"] = t["x"].long()
+        elif kind == "label_range":
+            t["y"] = t["y"].clone()
+            t["y"][0] = 10
+        elif kind == "tampered":                   # other pixels under the old fingerprint
+            t["x"] = t["x"].clone()
+            t["x"][0] = 0
+        save_tensors(prep / "train.safetensors", t, m)
+    return make
 
 
 TRAIN = ["train", "--mode", "standard", "--out", "{S}/out"]
@@ -175,6 +220,14 @@ CASES = [
     Case("eval_other_architecture", EVAL, ("{S}/model.safetensors does not hold the weights of the model its "
                                            "metadata names ('cnn_tiny'): ", "tensors missing (e.g. "),
          _model("other_arch")),
+    # issue 25: a NaN model is not "perfectly robust"; a model is evaluated only on its own kind of data
+    Case("eval_nan_weights", EVAL, ("logits are NaN or inf on 8 of 8 clean test images",), _model("nan_weights")),
+    Case("eval_other_dataset", EVAL, ("{S}/model.safetensors was built for dataset 'cifar10' but the test set has "
+                                      "'synthetic'",), _model("other_dataset")),
+    Case("eval_string_num_classes", EVAL, ("{S}/model.safetensors: model metadata num_classes = '10' is not valid",),
+         _model("str_classes")),
+    Case("eval_one_channel_model", EVAL, ("{S}/model.safetensors was built for in_channels 1 but the test set has 3",),
+         _model("one_channel")),
     Case("train_evil_prepared", TRAIN + ["--full", "--prepared", "{S}/prep"],
          ("{S}/prep/train.safetensors is corrupt or truncated",), _evil_prepared),
     Case("train_truncated_indices", TRAIN + ["--indices", "{S}/indices.npy"],
@@ -183,6 +236,46 @@ CASES = [
          ("refusing to load {S}/indices.npy: an object array",), _indices("object")),
     Case("train_float_indices", TRAIN + ["--indices", "{S}/indices.npy"],
          ("{S}/indices.npy: indices must be integers, got dtype float64",), _indices("float")),
+    # issue 25 item 5: empty or mismatched inputs
+    Case("select_empty_coreset", ["select", "--method", "random", "--fraction", "0.0001", "--out", "{S}/out"],
+         ("coreset fraction 0.0001 of 40 training samples keeps 0 samples",)),
+    Case("train_empty_indices", TRAIN + ["--indices", "{S}/indices.npy"],
+         ("{S}/indices.npy: the coreset is empty (0 samples)",), _indices("empty")),
+    Case("train_labels_shorter", TRAIN + ["--full", "--prepared", "{S}/prep"],
+         ("{S}/prep/train.safetensors is not a valid prepared dataset: 40 images but 37 labels",), _prepared("y_short")),
+    Case("train_float_pixels", TRAIN + ["--full", "--prepared", "{S}/prep"],
+         ("pixels must be uint8 [N, C, H, W], got float32",), _prepared("float_pixels")),
+    Case("train_int64_pixels", TRAIN + ["--full", "--prepared", "{S}/prep"],
+         ("pixels must be uint8 [N, C, H, W], got int64",), _prepared("int64_pixels")),
+    Case("train_label_out_of_range", TRAIN + ["--full", "--prepared", "{S}/prep"],
+         ("labels must be in [0, 10) (its classes), got [0, 10]",), _prepared("label_range")),
+    Case("train_tampered_pixels", TRAIN + ["--full", "--prepared", "{S}/prep"],
+         ("is not what its metadata's fingerprint (synthetic-train-n40-",), _prepared("tampered")),
+    # issue 25 items 11, 12: params read alike by easycore and DVC; one line for unreadable files, allocation failures
+    Case("yaml11_octal_seed", ["check", "--params", "{S}/p.yaml"],
+         ("{S}/p.yaml, line 2: the integer '010' is read differently by YAML 1.1 (easycore) and YAML 1.2 (DVC)",),
+         _text_params("train:\n  seeds: [0, 010]\n")),
+    Case("binary_params", ["check", "--params", "{S}/p.yaml"], ("params: {S}/p.yaml is not a text (UTF-8) file",),
+         lambda s, repo: (s / "p.yaml").write_bytes(b"\x89PNG\r\n\x1a\n\x00\xff\xfe")),
+    Case("folder_params", ["check", "--params", "{S}/pdir"], ("params: {S}/pdir is a folder, not a params file",),
+         lambda s, repo: (s / "pdir").mkdir()),
+    Case("absurd_n_per_class", ["prepare", "--set", "data.n_per_class=1000000000000000", "--out", "{S}/out"],
+         ("out of memory (tried to allocate",)),
+    # issue 25 item 9: nothing given on the command line or in params becomes a path outside its folder
+    Case("report_dir_traversal", ["check", "--params", "{S}/p.yaml"],
+         ("report.dir = 'x/../../outside' is not allowed; a folder inside the repository",),
+         _params(report={"dir": "x/../../outside"})),
+    Case("notebook_p_traversal", ["notebook", "aign_scores", "-p", "k", "../../../../outside_p2"],
+         ("-p k '../../../../outside_p2' is not allowed",)),
+    Case("notebook_name_traversal", ["notebook", "../../outside"], ("notebook '../../outside' is not allowed",)),
+    Case("notebook_set_refused", ["notebook", "aign_scores", "--set", "train.epochs=2"],
+         ("notebook: --set is not supported",)),
+    Case("train_scores_traversal", ["train", "--method", "random", "--fraction", "0.5", "--scores", "../..",
+                                    "--mode", "standard"], ("--scores '../..' is not allowed",)),
+    Case("eval_scores_undeclared", ["eval", "--method", "random", "--fraction", "0.5", "--scores", "resnet_tiny",
+                                    "--mode", "standard"], ("--scores 'resnet_tiny' is not allowed; use main, none",)),
+    Case("proxy_name_shell", ["proxy", "--name", "x;touch PWNED;echo", "--out", "{S}/out"],
+         ("--name 'x;touch PWNED;echo' is not allowed",)),
     # params (each through a different stage: all of them validate before touching anything)
     Case("unknown_key", ["prepare", "--params", "{S}/p.yaml", "--out", "{S}/out"],
          ("unknown key 'train.foo'",), _params(train={"foo": 1})),
@@ -354,6 +447,34 @@ def test_checkpoint_of_other_code_starts_fresh(repo, tmp_path, caplog, monkeypat
     assert train_mod.code_hash() != "0123456789abcdef"
     log = _train_full(repo, out, caplog)
     assert "was made with other settings, data or code; starting fresh" in log
+    assert "resumed from" not in log and FRESH in log
+    assert not state.exists() and (out / "model.safetensors").exists()
+
+
+def _zero(sd):
+    return {k: torch.zeros_like(v) for k, v in sd.items()}
+
+
+DAMAGE = {   # issue 25 item 11: well-formed checkpoints of the right identity whose content cannot be resumed
+    "epoch_99_zero_weights": (lambda st: st | {"epoch": 99, "model": _zero(st["model"])}, "epoch 99 is not a completed"),
+    "epoch_negative": (lambda st: st | {"epoch": -5}, "epoch -5 is not a completed epoch of this 1-epoch run"),
+    "no_rng": (lambda st: {k: v for k, v in st.items() if k != "rng"}, "random generator states are missing"),
+    "bad_history": (lambda st: st | {"history": "x"}, "its history is not the records of epochs 1..1"),
+    "nan_weights": (lambda st: st | {"model": {k: v.float() * float("nan") if v.is_floating_point() else v
+                                               for k, v in st["model"].items()}}, "holds NaN or inf"),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(DAMAGE))
+def test_damaged_checkpoint_of_the_right_identity_starts_fresh(repo, tmp_path, caplog, kind):
+    from easycore.store import load_state, save_state
+
+    out = tmp_path / "run"
+    state = _checkpoint(repo, out)
+    damage, why = DAMAGE[kind]
+    save_state(state, damage(load_state(state)))
+    log = _train_full(repo, out, caplog)
+    assert f"ignoring damaged checkpoint {state} (" in log and why in log, log
     assert "resumed from" not in log and FRESH in log
     assert not state.exists() and (out / "model.safetensors").exists()
 
@@ -579,3 +700,138 @@ def test_report_load_run_says_why_a_run_is_missing(tmp_path, kind, status):
     assert res.ok == (kind == "ok")
     if kind == "ok":
         assert res.metrics["clean"]["accuracy"] == 0.5 and res.outcomes["clean"].tolist() == [True, False, True, False]
+
+
+@pytest.mark.parametrize("value", ["nan", "inf"])
+def test_non_finite_proxy_records_are_one_line(repo, tmp_path, value):
+    """Issue 25 item 12: NaN / inf in a proxy's dynamics.npz: `select` says so in one line (exit 2), writes nothing."""
+    import shutil
+
+    work = tmp_path / "w"
+    shutil.copytree(repo / "data", work / "data")
+    shutil.copy(repo / "params.yaml", work / "params.yaml")
+    tr = pipeline.ArrayDataset.load(repo / "data/prepared/train.safetensors")
+    rng = np.random.default_rng(0)
+    m = lambda: rng.random((1, N_TRAIN)).astype(np.float32)  # noqa: E731
+    arrays = {k: m() for k in ("aign_l1", "aign_l2", "aign_linf", "loss", "margin", "el2n", "grand", "entropy")}
+    arrays.update(correct=np.ones((1, N_TRAIN), bool), features=rng.random((N_TRAIN, 8)).astype(np.float32),
+                  deepfool=rng.random(N_TRAIN).astype(np.float32), labels=tr.labels,
+                  tracked_epochs=np.array([1], np.int64))
+    arrays["aign_l2"][0, 3] = arrays["features"][3, 0] = float(value)
+    save_arrays(work / "runs/proxy/main/dynamics.npz", arrays, {"fingerprint": tr.fingerprint, "n": N_TRAIN})
+    for method in ("easycore", "moderate"):
+        r = run_cli(["select", "-q", "--method", method, "--fraction", "0.5"], cwd=work)
+        lines = error_lines(r.stderr)
+        assert r.returncode in (0, 2) and len(lines) <= 1, r.stderr[-2000:]
+        if r.returncode == 2:
+            assert lines[0].startswith("easycore select: error: runs/proxy/main/dynamics.npz: "), lines
+            assert "non-finite" in lines[0] or "NaN" in lines[0], lines
+            assert not (work / "runs/coresets/main" / f"{method}-0.5").exists()
+    assert not (value == "nan" and r.returncode == 0)
+
+
+REPORT_NB = '''# %% tags=["parameters"]
+params_path = "params.yaml"
+tables = "a"
+fail = 0
+
+# %%
+import pandas as pd
+from easycore import report
+from easycore.config import load_params
+P = load_params(params_path)
+FIG, TAB = report.out_dirs(P, "tiny")
+for t in str(tables).split(","):
+    report.save_table(pd.DataFrame({"x": [t]}), t, out_dir=TAB)
+report.save_json({"tables": tables}, f"{P.report.dir}/summary.json")
+
+# %%
+assert not fail, "late failure"
+'''
+
+
+def test_report_outputs_are_all_or_nothing(tmp_path):
+    """Issue 25 item 4: a notebook that fails in a late cell has replaced nothing (tables, summary.json); a
+    successful run publishes exactly its own outputs (an earlier configuration's tables do not survive)."""
+    (tmp_path / "notebooks").mkdir()
+    (tmp_path / "notebooks/tiny.py").write_text(REPORT_NB)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(TINY))
+    rep = tmp_path / "reports"
+    tables = lambda: sorted(p.name for p in (rep / "tables/tiny").iterdir())  # noqa: E731
+
+    assert _cli(["notebook", "-q", "tiny", "-p", "tables", "a"], tmp_path).returncode == 0
+    first = {p: (rep / p).read_bytes() for p in ("tables/tiny/a.md", "summary.json", "notebooks/tiny_a.ipynb")}
+    assert tables() == ["a.csv", "a.md"] and (rep / "figures/tiny").is_dir()
+
+    r = _cli(["notebook", "-q", "tiny", "-p", "tables", "b", "-p", "fail", "1"], tmp_path)
+    assert r.returncode == 2 and "late failure" in r.stderr
+    assert tables() == ["a.csv", "a.md"] and {p: (rep / p).read_bytes() for p in first} == first
+    assert not any(p.name.startswith(".staging") for p in rep.iterdir())
+
+    (rep / ".staging-tiny/tables/tiny").mkdir(parents=True)           # what a SIGKILLed run leaves
+    (rep / ".staging-tiny/tables/tiny/killed.md").write_text("half")
+    assert _cli(["notebook", "-q", "tiny", "-p", "tables", "b"], tmp_path).returncode == 0
+    assert tables() == ["b.csv", "b.md"]                              # a.* were the earlier configuration's
+    assert json.loads((rep / "summary.json").read_text()) == {"tables": "b"}
+    assert not any(p.name.startswith(".staging") for p in rep.iterdir())
+
+
+# ----------------------------------------------------------------------------- issue 25 item 1: `dvc repro -s`
+def test_dvc_repro_single_stage_runs_no_params_value(repo, tmp_path):
+    """`dvc repro -s` skips `check`: after a passing check, a transfer model named 'x;touch PWNED;echo' reaches
+    the proxy_transfer stage, whose command must not hand it to the shell: the stage fails with easycore's one
+    line and no PWNED appears (also for `-f -s 'proxy_transfer@x;touch PWNED;echo'`)."""
+    import dataclasses
+    import shutil
+
+    from conftest import REPO
+
+    dvc = Path(sys.executable).with_name("dvc")
+    if not dvc.exists():
+        pytest.skip("dvc is not installed beside this Python")
+    work = tmp_path / "w"
+    work.mkdir()
+    shutil.copy(REPO / "dvc.yaml", work / "dvc.yaml")
+    shutil.copytree(repo / "data", work / "data")
+    full = dataclasses.asdict(params_from_dict(TINY))          # every key dvc.yaml's templates read
+    full["proxy"]["transfer_models"] = ["cnn_tiny"]
+    (work / "params.yaml").write_text(yaml.safe_dump(full))
+    env = sub_env(PATH=f"{dvc.parent}{os.pathsep}{os.environ.get('PATH', '')}", DVC_NO_ANALYTICS="1")
+    run = lambda *a: subprocess.run(list(a), cwd=work, env=env, capture_output=True, text=True,  # noqa: E731
+                                    timeout=300)
+    assert run(str(dvc), "init", "--no-scm", "-q").returncode == 0
+    r = run(sys.executable, "-m", "easycore", "check", "-q")
+    assert r.returncode == 0, r.stderr[-2000:]                  # a passing check: runs/code/proxy.txt exists
+    evil = "x;touch PWNED;echo"
+    full["proxy"]["transfer_models"] = [evil]
+    (work / "params.yaml").write_text(yaml.safe_dump(full))
+    for argv in (["repro", "-s", "proxy_transfer"], ["repro", "-f", "-s", f"proxy_transfer@{evil}"]):
+        r = run(str(dvc), *argv)
+        out = r.stdout + r.stderr
+        assert r.returncode != 0, out[-3000:]
+        assert not list(work.rglob("PWNED")) and not (tmp_path / "PWNED").exists(), "the shell ran a params value"
+        assert "> easycore proxy -q --dvc\n" in out, out[-3000:]                  # the command line DVC ran
+        errors = [ln for ln in out.splitlines() if ln.startswith("easycore proxy: error: ")]
+        assert len(errors) == 1 and evil in errors[0] and "is not allowed" in errors[0], out[-3000:]
+        assert not (work / "runs/proxy").exists()
+
+
+@pytest.mark.parametrize("cmd,stage,needle", [
+    ("train", None, "--dvc takes the run from $DVC_STAGE, which DVC sets for a stage's command; it is not set"),
+    ("train", "train@main-random-0.5-standard;touch PWNED", "is not a run the params declare"),
+    ("eval", "evaluate@main-random-0.5-trades", "is not a run the params declare"),
+    ("select", "select@../..", "is not a run the params declare"),
+    ("proxy", "proxy_transfer@../../x", "is not a run the params declare"),
+    ("proxy", "proxy", "is not a matrix stage '<family>@<key>'"),
+])
+def test_dvc_stage_names_only_declared_runs(repo, monkeypatch, capsys, cmd, stage, needle):
+    """`easycore <cmd> --dvc` (dvc.yaml's command lines) accepts only a $DVC_STAGE naming a declared run."""
+    if stage is None:
+        monkeypatch.delenv("DVC_STAGE", raising=False)
+    else:
+        monkeypatch.setenv("DVC_STAGE", stage)
+    with chdir(repo):
+        assert cli.main([cmd, "-q", "--dvc"]) == 2
+    out = capsys.readouterr()
+    assert out.out == "" and len(error_lines(out.err)) == 1 and needle in out.err, out.err
+    assert not (repo / "runs").exists()

@@ -70,3 +70,22 @@ def test_changed_imagenet_files_are_refused(imagenet):
         save_jpeg(victim, 30, 90, seed=99 + k)                          # other files: another manifest
     with pytest.raises(ArtifactError, match="not the ones .* was prepared from"):
         pipeline.load_prepared(pipeline.PREPARED, params)
+
+
+def test_image_size_is_part_of_the_prepared_manifest(imagenet):
+    """Issue 25 item 2: data.image_size changes what every later stage decodes: it is in the prepared manifest (so
+    DVC re-runs the stages that depend on it), and a manifest prepared for another size is refused."""
+    import dataclasses
+
+    params = _params(imagenet)
+    pipeline.prepare(params)
+    before = {f: (imagenet / "data/prepared" / f).read_bytes() for f in ("train.safetensors", "test.safetensors",
+                                                                          "info.json")}
+    assert load_tensors("data/prepared/train.safetensors")[1]["image_size"] == 32
+    bigger = dataclasses.replace(params, data=dataclasses.replace(params.data, image_size=48))
+    with pytest.raises(ArtifactError, match="prepared for data.image_size 32 but the params say 48"):
+        pipeline.load_prepared(pipeline.PREPARED, bigger)
+    pipeline.prepare(bigger)
+    after = {f: (imagenet / "data/prepared" / f).read_bytes() for f in before}
+    assert all(after[f] != before[f] for f in before)
+    assert len(pipeline.load_prepared(pipeline.PREPARED, bigger)) == 2

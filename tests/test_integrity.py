@@ -322,3 +322,93 @@ def test_training_and_selection_are_reproducible(tmp_path):
                        fingerprint=ds.fingerprint, labels=ds.y.numpy(), seed=0, score_epochs=1)
             picks.append(np.load(tmp_path / f"{method}{i}.npy"))
         assert np.array_equal(picks[0], picks[1]) and len(picks[0]) == 20, method
+
+
+# ----------------------------------------------------------------------------- issue 25: nothing silently wrong
+def _verdict_results(drop=None, n=200):
+    """easycore 40 %, hard 60 %, random 10 % robust at eps 8/255 (2 seeds each); `drop`: a (method, seed) missing."""
+    from easycore import report, runs
+
+    out = []
+    for method, p in (("easycore", 0.4), ("hard", 0.6), ("random", 0.1)):
+        for seed in (0, 1):
+            run = runs.Run("main", method, 0.3, "standard", seed)
+            if (method, seed) == drop:
+                out.append(report.RunResult(run, "missing (not evaluated)"))
+                continue
+            rob = np.random.default_rng(seed + 10 * len(out)).random(n) < p
+            out.append(report.RunResult(run, "ok", {}, {"clean": np.ones(n, bool), "robust": rob, "eps8": rob}))
+    return out
+
+
+def test_verdict_with_a_missing_seed_says_so_and_decides_nothing():
+    """Issue 25 item 3: one missing seed of the best competitor must not switch "best other" to the next method."""
+    from easycore import report
+
+    params = params_from_dict({"coreset": {"methods": ["easycore", "hard", "random"], "fractions": [0.3]},
+                               "train": {"modes": ["standard"], "seeds": [0, 1]}, "eval": {"eps_grid": [0.0]}})
+    full = report.verdict(_verdict_results(), params, n_boot=200).iloc[0]
+    assert (full["best_other"], full["verdict_best"]) == ("hard", "EasyCore worse")
+    v = report.verdict(_verdict_results(drop=("hard", 1)), params, n_boot=200).iloc[0]
+    assert v["verdict_best"] == "missing runs" and pd_isna(v.get("best_other"))
+    assert "hard: hard-0.3-standard-s1: missing (not evaluated)" in v["missing"]
+    md = report.verdict_markdown(report.verdict(_verdict_results(drop=("hard", 1)), params, n_boot=200))
+    assert md.iloc[0]["verdict vs best other"].startswith("missing runs (hard: ")
+
+
+def pd_isna(v) -> bool:
+    return v is None or (isinstance(v, float) and np.isnan(v))
+
+
+def test_outcome_files_are_validated_on_read(tmp_path):
+    """Issue 25 item 7: float outcomes are not coerced to bool, outcomes from another test set are not mixed in, and
+    a wrong `n` in an exported outcomes file neither zero-pads nor truncates."""
+    from easycore import report, runs
+    from easycore.evaluate import write_eval
+
+    params = params_from_dict({"coreset": {"methods": ["easycore", "random"], "fractions": [0.3]},
+                               "proxy": {"transfer_models": []}, "train": {"modes": ["standard"], "seeds": [0]}})
+    ok = np.arange(20) % 2 == 0
+    for method, outcomes, fp in (("easycore", {"clean": ok, "robust": ok}, "fpA"),
+                                 ("random", {"clean": np.full(20, 0.3), "robust": np.full(20, 0.3)}, "fpA")):
+        d = runs.Run("main", method, 0.3, "standard", 0).eval_dir(tmp_path)
+        d.mkdir(parents=True)
+        write_json(d / "metrics.json", {"clean": {"accuracy": 0.5, "n": 20}})
+        save_arrays(d / "outcomes.npz", outcomes, {"fingerprint": fp, "n": 20})
+    by = {r.run.key: r for r in report.load_results(params, tmp_path, fingerprint="fpA")}
+    by = {k.split("/")[1].split("-")[0]: r for k, r in by.items() if k.startswith("main/")}
+    assert by["easycore"].ok and by["easycore"].outcomes["robust"].dtype == bool
+    assert not by["random"].ok and "must be a 1-D bool array" in by["random"].status and "float64" in by["random"].status
+    other = {r.run.method: r for r in report.load_results(params, tmp_path, fingerprint="fpB") if r.run.scores == "main"}
+    assert not other["easycore"].ok and "other data (fingerprint 'fpA')" in other["easycore"].status
+    # the prepared test set's fingerprint is the default
+    write_json(tmp_path / "info.json", {"test": {"fingerprint": "fpB"}})
+    assert not report.load_results(params, tmp_path, info=tmp_path / "info.json")[0].ok
+
+    res = [report.RunResult(runs.Run("main", "easycore", 0.3, "standard", 0), "ok", {}, {"robust": ok[:19]})]
+    path = report.export_outcomes(res, tmp_path / "o.npz", autoattack_root=None)
+    arrays, meta = load_arrays(path)
+    for n in (40, 16, 18):   # zero-padded, truncated by whole bytes, truncated inside the last byte
+        save_arrays(tmp_path / "bad.npz", arrays, {**meta, "n": n})
+        with pytest.raises(ArtifactError, match=r"bad.npz: member 'main/easycore-0.3-standard-s0/robust' (holds|has "
+                                                r"outcomes beyond)"):
+            report.read_outcomes(tmp_path / "bad.npz")
+    back, _ = report.read_outcomes(path)
+    np.testing.assert_array_equal(back[0].outcomes["robust"], ok[:19])
+
+
+def test_mnist_cache_is_keyed_by_the_source_files(tmp_path, monkeypatch):
+    """Issue 25 item 10: the decompressed-MNIST cache never answers for other files: a data root whose mnist/*.gz
+    are Fashion-MNIST's reads Fashion-MNIST's images (another fingerprint), not the cached MNIST."""
+    from conftest import DATA_ROOT, need_data
+
+    need_data("mnist", "fashion-mnist")
+    monkeypatch.setenv("EASYCORE_CACHE", str(tmp_path / "cache"))
+    for root, folder in (("a", "mnist"), ("b", "fashion-mnist")):
+        (tmp_path / root / "mnist").mkdir(parents=True)
+        for f in (DATA_ROOT / folder).glob("*.gz"):
+            os.symlink(f, tmp_path / root / "mnist" / f.name)
+    a = load_dataset("mnist", "test", tmp_path / "a", n_per_class=2, seed=0)
+    b = load_dataset("mnist", "test", tmp_path / "b", n_per_class=2, seed=0)
+    fashion = load_dataset("fashion_mnist", "test", DATA_ROOT, n_per_class=2, seed=0)
+    assert torch.equal(b.x, fashion.x) and not torch.equal(a.x, b.x) and a.fingerprint != b.fingerprint
