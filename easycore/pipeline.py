@@ -390,7 +390,7 @@ def train_named(params: Params, run: runs.Run, *, progress: bool = True) -> dict
 # ----------------------------------------------------------------------------- evaluate
 def evaluate_run(params: Params, model_path: Path, out_dir: Path, *, prepared: Path = PREPARED,
                  progress: bool = True) -> dict:
-    from .evaluate import evaluate_model, write_eval
+    from .evaluate import evaluate_model, test_positions, write_eval
     from .train import load_model
 
     _, te = load_prepared(prepared, params)
@@ -398,9 +398,10 @@ def evaluate_run(params: Params, model_path: Path, out_dir: Path, *, prepared: P
     net, mmeta = load_model(model_path, device)
     if mmeta.get("num_classes") != te.num_classes:
         raise ArtifactError(f"{model_path} has {mmeta.get('num_classes')} classes but the test set has {te.num_classes}")
-    n = min(params.eval.n_test, len(te))
+    positions = test_positions(te.labels, params.eval.n_test)     # spread over the classes (one rule: evaluate.py)
+    n = len(positions)
     t0 = time.perf_counter()
-    x, y = decode_first(params, te, n)
+    x, y = decode_at(params, te, positions)
     metrics, outcomes = evaluate_model(net, x.to(device), y.to(device), params.eval, seed=0,
                                        progress=progress, amp=params.runtime.amp and device.type == "cuda")
     meta = {"fingerprint": te.fingerprint, "n": n, "checkpoint": str(model_path),
@@ -447,16 +448,16 @@ def autoattack_stage(params: Params, out_root: Path = runs.ROOT / "autoattack", 
     the images it still classifies correctly after the evaluation's attacks (what AutoAttack could change). Writes
     <out_root>/<scores>/<run>/outcomes.npz (robust: before, robust_aa: after; per image of the subset) and
     summary.json (with `index`: the subset's positions among the evaluated images)."""
-    from .evaluate import autoattack, class_interleaved
+    from .evaluate import autoattack, class_interleaved, test_positions
     from .train import load_model
 
     e = params.eval
     _, te = load_prepared(prepared, params)
     device = resolve_device(params.runtime.device)
-    n_eval = min(e.n_test, len(te))
-    index = class_interleaved(te.labels[:n_eval], e.autoattack_n)
+    evaluated = test_positions(te.labels, e.n_test)                 # the images the evaluation took, in its order
+    index = class_interleaved(te.labels[evaluated], e.autoattack_n)  # positions among them
     n = len(index)
-    x_all, y_all = decode_at(params, te, index)
+    x_all, y_all = decode_at(params, te, evaluated[index])
     targets = autoattack_targets(params)
     summary = {"n": n, "eps": e.eps, "index": index.tolist(), "runs": {}}
     t0 = time.perf_counter()
