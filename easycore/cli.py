@@ -80,6 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     p.add_argument("--out", default="data/prepared", help="output folder")
     p.add_argument("--download", action="store_true", help="let torchvision download the official files")
+    p.add_argument("--verify", action="store_true",
+                   help="decode every selected image file before writing (file-per-image sets such as ImageNet; "
+                        "by default each file gets a cheap header check)")
 
     for name, hlp in (("proxy", "full-data proxy run: AIGN + training dynamics + features + DeepFool"),
                       ("score", "alias of proxy")):
@@ -172,7 +175,7 @@ def main(argv=None) -> int:
         if cmd in ("check", "autoattack"):
             fn(params) if cmd == "check" else fn(params, progress=progress)
         elif cmd == "prepare":
-            fn(params, Path(args.out))
+            fn(params, Path(args.out), verify=args.verify)
         elif cmd == "proxy":
             fn(params, args.name, args.out and Path(args.out), prepared=Path(args.prepared), progress=progress)
         elif cmd == "select":

@@ -75,9 +75,12 @@ def _streams(params: Params) -> bool:
     return params.data.loader == "streaming" or bool(DATASETS.get(params.data.dataset).meta.get("streaming"))
 
 
-def prepare(params: Params, out_dir: Path = PREPARED) -> dict:
+def prepare(params: Params, out_dir: Path = PREPARED, *, verify: bool = False) -> dict:
     """The (subset of the) train and test splits: uint8 pixels for in-memory data, or for streamed data (ImageNet)
-    a manifest (labels, official positions, the file-manifest fingerprint) that the later stages re-open."""
+    a manifest (labels, official positions, the file-manifest fingerprint) that the later stages re-open.
+    Before writing anything: the test split's class list must be the train split's (`datasets.check_classes`), and
+    every selected file of a file-per-image set passes a header check (`datasets.check_files`; verify: a full
+    decode of each in data.workers workers, `easycore prepare --verify`). DataError naming the folder / file."""
     from .data import balanced_subset
     from .store import save_tensors
 
@@ -95,7 +98,14 @@ def prepare(params: Params, out_dir: Path = PREPARED) -> dict:
         else:
             sets.append(load_dataset(d.dataset, split, root, download=d.download, n_per_class=n_pc, seed=d.seed,
                                      key=key))
-    for ds in sets:  # both splits read before anything is written
+    from .datasets import check_classes, check_files
+
+    check_classes(d.dataset, sets[0].classes, sets[1].classes, getattr(sets[1], "folder", None))
+    for ds in sets:
+        if _streams(params) and check_files(ds, decode=verify, num_workers=d.workers,
+                                            image_size=min(d.image_size or 224, 64)):
+            log.info("prepare: %s: %d files %s", ds.split, len(ds), "decoded" if verify else "header-checked")
+    for ds in sets:  # both splits read and checked before anything is written
         if _streams(params):
             save_tensors(out_dir / f"{ds.split}.safetensors", {"y": torch.as_tensor(ds.labels),
                                                                "index": torch.as_tensor(ds.index)},
