@@ -18,6 +18,7 @@ missing or mismatched data/artifacts, non-finite loss) print one line and exit 2
 from __future__ import annotations
 
 import argparse
+import os
 import logging
 import sys
 from pathlib import Path
@@ -166,6 +167,10 @@ def main(argv=None) -> int:
         if cmd == "methods":
             print(_entry("methods")())
             return 0
+        if cmd not in ("proxy", "train") and int(os.environ.get("WORLD_SIZE") or 1) > 1:
+            # only training is sharded: eval (and every other command) would do all of its work on every rank
+            raise ConfigError(f"easycore {args.cmd} runs in one process: run it without torchrun "
+                              f"(WORLD_SIZE={os.environ['WORLD_SIZE']}); only proxy and train use several processes")
         overrides = list(args.overrides)
         if getattr(args, "download", False):
             overrides.append("data.download=true")

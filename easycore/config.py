@@ -152,7 +152,7 @@ class RuntimeConfig:
     channels_last: bool = True       # NHWC memory format (faster on CUDA, and on CPU for the demo nets)
     compile: bool = False            # torch.compile the model (CUDA only)
     deterministic: bool = False      # torch.use_deterministic_algorithms on CUDA (slower)
-    sync_bn: bool = False            # several processes (torchrun): BatchNorm statistics over the global batch (CUDA)
+    sync_bn: bool = False            # several processes (torchrun): BatchNorm statistics over the global batch (syncbn.py)
 
 
 @dataclass
