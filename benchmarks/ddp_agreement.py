@@ -5,7 +5,8 @@ times through the CLI a user runs: `easycore proxy` (one process), `torchrun --n
 with runtime.sync_bn true (BatchNorm over the global batch: easycore/syncbn.py) and with sync_bn false (each rank
 normalises by its own half batch). Reports per tracked epoch the median and max relative difference of the exact
 AIGN (L2) to the one-process run, and how many images the EasyCore coresets (fractions 0.1, 0.3) share with the
-one-process coresets.
+one-process coresets. A baseline row: the same one-process run on 2 threads (other float summation orders, no
+other change), the drift that rounding alone produces in this training.
 
     python -m benchmarks.ddp_agreement [--n-per-class 10] [--epochs 10] [--out reports/benchmarks.md]
 """
@@ -25,9 +26,9 @@ import yaml
 from benchmarks._common import DEFAULT_OUT, REPO, data_root
 
 
-def _run(cmd, cwd, env) -> float:
+def _run(cmd, cwd, env, threads: int = 1) -> float:
     t0 = time.perf_counter()
-    r = subprocess.run(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    r = subprocess.run(cmd, cwd=cwd, env=dict(env, OMP_NUM_THREADS=str(threads)), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     if r.returncode:
         raise SystemExit(f"{' '.join(cmd)} failed (exit {r.returncode}):\n{r.stdout[-3000:]}")
     return time.perf_counter() - t0
@@ -38,6 +39,7 @@ def main(argv=None) -> str:
     ap.add_argument("--n-per-class", type=int, default=10)
     ap.add_argument("--epochs", type=int, default=10)
     ap.add_argument("--dataset", default="cifar10")
+    ap.add_argument("--no-augment", action="store_true", help="proxy.augment false")
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT, help="Markdown report appended to ('-': print only)")
     a = ap.parse_args(argv)
     from easycore.coresets import select
@@ -45,7 +47,7 @@ def main(argv=None) -> str:
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     params["data"].update(dataset=a.dataset, root=str(data_root()), n_per_class=a.n_per_class, test_n_per_class=2)
     params["runtime"].update(device="cpu")
-    params["proxy"].update(epochs=a.epochs, transfer_models=[], aign={"mode": "exact", "every": 1, "batch_size": 128})
+    params["proxy"].update(epochs=a.epochs, transfer_models=[], augment=not a.no_augment, aign={"mode": "exact", "every": 1, "batch_size": 128})
     bin_dir = Path(sys.executable).parent
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO), PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
     env.pop("EASYCORE_DATA", None)
@@ -54,12 +56,13 @@ def main(argv=None) -> str:
         (Path(tmp) / "params.yaml").write_text(yaml.safe_dump(params))
         _run(["easycore", "prepare", "-q"], tmp, env)
         runs = {"one process": ["easycore", "proxy", "-q"],
+                "one process, 2 threads": ["easycore", "proxy", "-q"],
                 "2 ranks, sync_bn": ["torchrun", "--nproc_per_node=2", "-m", "easycore", "proxy", "-q", "--set",
                                      "runtime.sync_bn=true"],
                 "2 ranks, per-rank BN": ["torchrun", "--nproc_per_node=2", "-m", "easycore", "proxy", "-q", "--set",
                                          "runtime.sync_bn=false"]}
         for k, (name, cmd) in enumerate(runs.items()):
-            secs[name] = _run(cmd + ["--out", f"out{k}"], tmp, env)
+            secs[name] = _run(cmd + ["--out", f"out{k}"], tmp, env, threads=2 if "2 threads" in name else 1)
             dyn[name] = dict(np.load(Path(tmp) / f"out{k}" / "dynamics.npz"))
     ref = dyn["one process"]
     n = len(ref["labels"])
