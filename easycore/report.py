@@ -79,7 +79,8 @@ def export_outcomes(results: Sequence[RunResult], path: str | os.PathLike,
     """Every evaluated run's per-image outcomes as one small .npz (numbers and booleans only, byte-stable), so the
     verdict and every accuracy / CI can be recomputed without retraining (`read_outcomes`). Member
     '<scores>/<run name>/<outcome key>' holds np.packbits of the bool vector over the attacked test images (the
-    same images, in the same order, for every run); 'autoattack/<run key>/<robust|robust_aa>' the AutoAttack
+    same images, in the same order, for every run: the prepared test set's positions
+    `evaluate.test_positions(labels, eval.n_test)`, 0..n-1 when n_test covers the set); 'autoattack/<run key>/<robust|robust_aa>' the AutoAttack
     stage's, over the images at positions meta['autoattack_index'] of those. `meta` (e.g. the scale) is stored
     beside."""
     arrays, n = {}, set()
