@@ -17,7 +17,7 @@ more are mapped and unmapped directly, so RSS follows the live large buffers (wi
 threshold, allocator caching adds several MiB of run-to-run noise). Largest N first: one-time costs the
 warm-up missed land on the largest N, so the growth between sizes is if anything overstated.
 The uint8 set DeviceLoader holds is N * 3 * out_size^2 bytes; a streaming pass should grow with N only by the
-file list (~ 200 B/sample). Linux only (/proc). The default --out is print only (this benchmark is not in
+file list (~ 200 B/sample expected; ~1,240 B/sample measured in the issue-24 review, docs/scale.md section 5). Linux only (/proc). The default --out is print only (this benchmark is not in
 `python -m benchmarks`' list).
 """
 from __future__ import annotations

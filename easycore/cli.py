@@ -91,6 +91,9 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     p.add_argument("--out", default="data/prepared", help="output folder")
     p.add_argument("--download", action="store_true", help="let torchvision download the official files")
+    p.add_argument("--verify", action="store_true",
+                   help="decode every selected image file before writing (file-per-image sets such as ImageNet; "
+                        "by default each file gets a cheap header check)")
 
     for name, hlp in (("proxy", "full-data proxy run: AIGN + training dynamics + features + DeepFool"),
                       ("score", "alias of proxy")):
@@ -221,6 +224,10 @@ def main(argv=None) -> int:
         if cmd == "methods":
             print(_entry("methods")())
             return 0
+        if cmd not in ("proxy", "train") and int(os.environ.get("WORLD_SIZE") or 1) > 1:
+            # only training is sharded: eval (and every other command) would do all of its work on every rank
+            raise ConfigError(f"easycore {args.cmd} runs in one process: run it without torchrun "
+                              f"(WORLD_SIZE={os.environ['WORLD_SIZE']}); only proxy and train use several processes")
         overrides = list(args.overrides)
         if cmd == "notebook":
             if overrides:
@@ -238,7 +245,7 @@ def main(argv=None) -> int:
         if cmd in ("check", "autoattack"):
             fn(params) if cmd == "check" else fn(params, progress=progress)
         elif cmd == "prepare":
-            fn(params, Path(args.out))
+            fn(params, Path(args.out), verify=args.verify)
         elif cmd == "proxy":
             if args.dvc:
                 from . import runs

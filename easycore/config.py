@@ -155,7 +155,7 @@ class RuntimeConfig:
     channels_last: bool = True       # NHWC memory format (faster on CUDA, and on CPU for the demo nets)
     compile: bool = False            # torch.compile the model (CUDA only)
     deterministic: bool = False      # torch.use_deterministic_algorithms on CUDA (slower)
-    sync_bn: bool = False            # several processes (torchrun): BatchNorm statistics over the global batch (CUDA)
+    sync_bn: bool = False            # several processes (torchrun): BatchNorm statistics over the global batch (syncbn.py)
     concurrent: int = param(0, within="[0, 64]")  # runs of a group trained at once (worker processes on one
     #                                  device): 0 = auto (1 on CPU; on CUDA from free memory and the first run's peak)
 

@@ -260,12 +260,18 @@ def _hwc_to_chw(a: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(a).permute(0, 3, 1, 2).contiguous()
 
 
-def _tv_guard(name: str, root: Path, fn):
+def _tv_guard(name: str, root: Path, fn, present: Optional[Path] = None):
+    """fn() (a torchvision dataset constructor); its "Dataset not found or corrupted. You can use download=True"
+    as a DataError that says which: when `present` exists the files are there but not the official ones."""
     try:
         return fn()
-    except RuntimeError as e:  # torchvision: "Dataset not found or corrupted. You can use download=True ..."
+    except RuntimeError as e:
         if "not found" in str(e).lower() or "corrupt" in str(e).lower():
-            raise DataError(f"{name}: torchvision says: {e} ") from None
+            if present is not None and present.exists():
+                raise DataError(f"{name}: the files under {present} are present but torchvision refuses them (their "
+                                f"md5 is not the official one: a partial download or another copy); replace them "
+                                f"with the official files (remove them and set data.download: true)") from None
+            raise DataError(f"{name}: torchvision says: {str(e).replace('download=True', 'data.download: true')}") from None
         raise
 
 
@@ -274,7 +280,8 @@ def _cifar10(name, split, root, download):
     import torchvision
 
     if (root / "cifar-10-batches-py").is_dir() or download:
-        ds = _tv_guard(name, root, lambda: torchvision.datasets.CIFAR10(str(root), train=split == "train", download=download))
+        ds = _tv_guard(name, root, lambda: torchvision.datasets.CIFAR10(str(root), train=split == "train", download=download),
+                       root / "cifar-10-batches-py")
         return np.asarray(ds.targets), lambda pos: _hwc_to_chw(ds.data[pos]), list(ds.classes)
     folder = _cifar10_folder(root)
     if folder is None:
@@ -355,22 +362,23 @@ def _image_folder(folder: Path):
 
 @DATASETS.register("cifar100")
 def _tv_cifar100(name, split, root, download):
-    import torchvision
+    from .datasets import read_cifar_pickles
 
     if not (root / "cifar-100-python").is_dir() and not download:
         raise _missing(name, root, "cifar-100-python/ (official torchvision layout)")
-    ds = _tv_guard(name, root, lambda: torchvision.datasets.CIFAR100(str(root), train=split == "train", download=download))
-    return np.asarray(ds.targets), lambda pos: _hwc_to_chw(ds.data[pos]), list(ds.classes)
+    # parsed here as torchvision parses it, each file's md5 checked with a message naming the file
+    x, labels, classes = read_cifar_pickles(name, split, root, download=download)
+    return labels, lambda pos: x[torch.as_tensor(np.asarray(pos))], list(classes)
 
 
 @DATASETS.register("svhn")
 def _tv_svhn(name, split, root, download):
-    import torchvision
+    from .datasets import read_svhn
 
     if not (root / f"{split}_32x32.mat").exists() and not download:
         raise _missing(name, root, f"{split}_32x32.mat (official torchvision layout)")
-    ds = _tv_guard(name, root, lambda: torchvision.datasets.SVHN(str(root), split=split, download=download))
-    return np.asarray(ds.labels), lambda pos: torch.from_numpy(np.ascontiguousarray(ds.data[pos])), [str(i) for i in range(10)]
+    x, labels, classes = read_svhn(split, root, download=download)   # md5 checked, naming the file
+    return labels, lambda pos: x[torch.as_tensor(np.asarray(pos))], list(classes)
 
 
 _MNIST = {"mnist": ("MNIST", "mnist"), "fashion_mnist": ("FashionMNIST", "fashion-mnist")}
@@ -407,7 +415,7 @@ def _mnist_like(name, split, root, download):
                     (raw / f".{r}.tmp").unlink(missing_ok=True)
                     raise DataError(f"cannot decompress {src / (r + '.gz')}: {type(e).__name__}: {e}") from None
                 os.replace(raw / f".{r}.tmp", raw / r)
-    ds = _tv_guard(name, root, lambda: cls(str(base), train=split == "train", download=download))
+    ds = _tv_guard(name, root, lambda: cls(str(base), train=split == "train", download=download), base / cls_name / "raw")
     return ds.targets.numpy(), lambda pos: ds.data[torch.as_tensor(pos)].unsqueeze(1).contiguous(), list(ds.classes)
 
 

@@ -208,9 +208,11 @@ def check_md5(path: Path, official: str, verify: bool) -> None:
     if verify:
         got = _md5(path)
         if got != official:
-            raise DataError(f"{path}: md5 {got} is not the official {official} (torchvision would refuse the file); "
-                            f"replace it with the official download, or set verify_md5 false to read a copy in the "
-                            f"official format")
+            raise DataError(f"{path}: md5 {got} is not the official {official} (the file is present but differs "
+                            f"from the official download: a partial download or another copy); replace it with the "
+                            f"official file (remove it and set data.download: true to fetch it); a copy in the "
+                            f"official format is read only from Python, easycore.datasets.open_dataset(..., "
+                            f"verify_md5=False)")
 
 
 def _unpickle(path: Path) -> dict:
@@ -345,6 +347,74 @@ def _imagenet_source(split: str, root: Path, download: bool, verify_md5: bool) -
     else:
         ds, labels, classes = read_image_folder(base / folder_name)
     return _file_source("imagenet", split, ds, labels, classes, "imagenet", None, base / folder_name, names)
+
+
+# ----------------------------------------------------------------------------- checks at prepare
+def check_classes(name: str, train_classes, test_classes, test_folder=None) -> None:
+    """Train and test share one class list, the train set's (labels are indices into it: an ImageFolder split
+    numbers its own sorted folders, so a renamed or missing test class folder shifts every later label).
+    DataError, one line naming the folder (or class) that differs."""
+    tr, te = list(train_classes), list(test_classes)
+    if tr == te:
+        return
+    where = (lambda c: f"{Path(test_folder).as_posix()}/{c}") if test_folder is not None else (lambda c: f"class {c!r}")
+    extra = [c for c in te if c not in tr]
+    missing = [c for c in tr if c not in te]
+    what = []
+    if extra:
+        what.append(f"{where(extra[0])} is not a train class" + (f" (and {len(extra) - 1} more)" if len(extra) > 1 else ""))
+    if missing:
+        what.append(f"{where(missing[0])} is missing (a train class)" + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))
+    if not what:
+        what.append("the same classes in another order")
+    raise DataError(f"{name}: the test split's classes differ from the train split's ({len(tr)} train / {len(te)} "
+                    f"test classes): {'; '.join(what)}; labels would not line up: make the test class folders the "
+                    f"train ones")
+
+
+JPEG_SOI, JPEG_EOI = b"\xff\xd8", b"\xff\xd9"
+PNG_MAGIC, PNG_IEND = b"\x89PNG", b"IEND\xaeB`\x82"
+
+
+def header_problem(path) -> Optional[str]:
+    """A cheap check of one image file (two small reads, no decode): empty, or a JPEG / PNG without its end
+    marker (a truncated copy). None when the file looks whole; other formats are left to the decoder."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(8)
+            if not head:
+                return "empty file"
+            f.seek(0, os.SEEK_END)
+            size = f.tell()
+            f.seek(max(0, size - 64))
+            tail = f.read()
+    except OSError as e:
+        return f"cannot read: {e.strerror}"
+    if head.startswith(JPEG_SOI) and JPEG_EOI not in tail:
+        return "truncated JPEG (no end-of-image marker)"
+    if head.startswith(PNG_MAGIC) and PNG_IEND not in tail:
+        return "truncated PNG (no IEND chunk)"
+    return None
+
+
+def check_files(source: "Source", *, decode: bool = False, num_workers: int = 0, image_size: int = 64) -> int:
+    """Check every file of a file-per-image (sub)set before any training: the header check (`header_problem`) of
+    each file, and with decode=True a full decode of each through the eval recipe in DataLoader workers (the
+    check `prepare --verify` runs). DataError naming the first bad file ('cannot decode image <file>: ...').
+    Returns the number of files checked (0 for array-backed sets)."""
+    if source.samples is None:
+        return 0
+    for a in range(0, len(source), CHUNK):
+        for f in source.files(a, a + CHUNK):
+            why = header_problem(Path(source.folder) / f)
+            if why:
+                raise DataError(f"cannot decode image {Path(source.folder) / f}: {why}; replace or remove the file "
+                                f"and run prepare again")
+    if decode:
+        from .streaming import decode_all
+
+        decode_all(source, image_size=image_size, num_workers=num_workers, keep=False)
+    return len(source)
 
 
 READERS: dict[str, Callable[[str, Path, bool, bool], Source]] = {

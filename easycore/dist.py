@@ -13,7 +13,8 @@ The rules (easycore/train.py applies them):
     DeviceLoader's one-process order padded the way DistributedSampler pads it (`shard`): global batch k =
     order[k*B:(k+1)*B] and rank r takes its samples r, r+W, r+2W, ...; the union of the ranks' batches is the
     one-process batch (same samples, same augmentation), and DDP averages the ranks' mean-loss gradients, so
-    without BatchNorm (or with runtime.sync_bn on CUDA) W processes follow the one-process run. When W does not
+    without BatchNorm, or with runtime.sync_bn (easycore/syncbn.py: SyncBatchNorm on CUDA, an all-reduce of batch
+    sums on the CPU), W processes follow the one-process run up to float rounding (docs/scale.md gives how far). When W does not
     divide the set size the last batch repeats a few head samples (as DistributedSampler does).
     Where W processes differ from one: BatchNorm batch statistics are per rank (unless sync_bn); attack random
     starts are drawn per rank; a weighted loss (adaptive coresets) is normalised by each rank's weight sum.

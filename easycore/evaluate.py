@@ -13,7 +13,9 @@ so the curve over the eps grid is monotone by construction. Attacks registered i
   still robust at the previous grid point (with eval.grid_steps PGD steps).
 `outcomes[name]` is the per-image bool array of "still correct"; the accuracy is its mean. AutoAttack runs in its own
 stage (`autoattack_stage`) on the models the verdict compares, on eval.autoattack_n images spread over the classes
-(`class_interleaved`).
+(`class_interleaved`). Which test images: `test_positions` (eval.n_test of them, spread over the classes, in position
+order; the whole set when n_test covers it); the sanity and AutoAttack subsets are the first of the same
+class-interleaved order.
 """
 from __future__ import annotations
 
@@ -239,6 +241,21 @@ def evaluate_model(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: Eval
         metrics["sanity"] = sanity_checks(model, x[idx], y[idx], dataclasses.replace(cfg, n_test=ns), sub,
                                           seed=seed, progress=progress, amp=amp)
     return metrics, {k: v.cpu().numpy() for k, v in outcomes.items()}
+
+
+def test_positions(labels, n: int) -> np.ndarray:
+    """The test images an evaluation takes: positions (in the prepared test set) of the first n of
+    `class_interleaved(labels)`, in position order. The one rule for every subset of the test set: the subset of
+    k images is the first k of the class-interleaved order (the first image of each class, then the second, ...),
+    so every subset is as class-balanced as the data allows, even on a class-sorted split (an ImageFolder copy,
+    ImageNet's val/). The evaluation takes its n in position order; the sanity checks and AutoAttack take
+    `class_interleaved` over the evaluated images, which is the first k of the same order (a prefix of a prefix:
+    tests/test_subsets.py). With n >= len(labels) this is 0..len-1 in order (the whole set, as before).
+    int64 [min(n, len(labels))]."""
+    labels = np.asarray(labels).reshape(-1)
+    if int(n) >= len(labels):
+        return np.arange(len(labels), dtype=np.int64)
+    return np.sort(class_interleaved(labels, n))
 
 
 def class_interleaved(labels, n: int) -> np.ndarray:

@@ -76,9 +76,12 @@ def _streams(params: Params) -> bool:
     return params.data.loader == "streaming" or bool(DATASETS.get(params.data.dataset).meta.get("streaming"))
 
 
-def prepare(params: Params, out_dir: Path = PREPARED) -> dict:
+def prepare(params: Params, out_dir: Path = PREPARED, *, verify: bool = False) -> dict:
     """The (subset of the) train and test splits: uint8 pixels for in-memory data, or for streamed data (ImageNet)
-    a manifest (labels, official positions, the file-manifest fingerprint) that the later stages re-open."""
+    a manifest (labels, official positions, the file-manifest fingerprint) that the later stages re-open.
+    Before writing anything: the test split's class list must be the train split's (`datasets.check_classes`), and
+    every selected file of a file-per-image set passes a header check (`datasets.check_files`; verify: a full
+    decode of each in data.workers workers, `easycore prepare --verify`). DataError naming the folder / file."""
     from .data import balanced_subset
     from .store import save_tensors
 
@@ -96,7 +99,14 @@ def prepare(params: Params, out_dir: Path = PREPARED) -> dict:
         else:
             sets.append(load_dataset(d.dataset, split, root, download=d.download, n_per_class=n_pc, seed=d.seed,
                                      key=key))
-    for ds in sets:  # both splits read before anything is written
+    from .datasets import check_classes, check_files
+
+    check_classes(d.dataset, sets[0].classes, sets[1].classes, getattr(sets[1], "folder", None))
+    for ds in sets:
+        if _streams(params) and check_files(ds, decode=verify, num_workers=d.workers,
+                                            image_size=min(d.image_size or 224, 64)):
+            log.info("prepare: %s: %d files %s", ds.split, len(ds), "decoded" if verify else "header-checked")
+    for ds in sets:  # both splits read and checked before anything is written
         if _streams(params):
             save_tensors(out_dir / f"{ds.split}.safetensors", {"y": torch.as_tensor(ds.labels),
                                                                "index": torch.as_tensor(ds.index)},
@@ -458,9 +468,12 @@ class TestImages:
 
 
 def load_test(params: Params, prepared: Path = PREPARED) -> TestImages:
+    from .evaluate import test_positions
+
     _, te = load_prepared(prepared, params)
     device = resolve_device(params.runtime.device)
-    x, y = decode_first(params, te, min(params.eval.n_test, len(te)))
+    positions = test_positions(te.labels, params.eval.n_test)     # spread over the classes (one rule: evaluate.py)
+    x, y = decode_at(params, te, positions)
     return TestImages(x.to(device), y.to(device), te.fingerprint, te.num_classes, device, te.info)
 
 
@@ -528,16 +541,16 @@ def autoattack_stage(params: Params, out_root: Path = runs.ROOT / "autoattack", 
     the images it still classifies correctly after the evaluation's attacks (what AutoAttack could change). Writes
     <out_root>/<scores>/<run>/outcomes.npz (robust: before, robust_aa: after; per image of the subset) and
     summary.json (with `index`: the subset's positions among the evaluated images)."""
-    from .evaluate import autoattack, class_interleaved
+    from .evaluate import autoattack, class_interleaved, test_positions
     from .train import load_model
 
     e = params.eval
     _, te = load_prepared(prepared, params)
     device = resolve_device(params.runtime.device)
-    n_eval = min(e.n_test, len(te))
-    index = class_interleaved(te.labels[:n_eval], e.autoattack_n)
+    evaluated = test_positions(te.labels, e.n_test)                 # the images the evaluation took, in its order
+    index = class_interleaved(te.labels[evaluated], e.autoattack_n)  # positions among them
     n = len(index)
-    x_all, y_all = decode_at(params, te, index)
+    x_all, y_all = decode_at(params, te, evaluated[index])
     targets = autoattack_targets(params)
     summary = {"n": n, "eps": e.eps, "index": index.tolist(), "runs": {}}
     t0 = time.perf_counter()

@@ -155,7 +155,8 @@ def export_outcomes(results: Sequence[RunResult], path: str | os.PathLike,
     """Every evaluated run's per-image outcomes as one small .npz (numbers and booleans only, byte-stable), so the
     verdict and every accuracy / CI can be recomputed without retraining (`read_outcomes`). Member
     '<scores>/<run name>/<outcome key>' holds np.packbits of the bool vector over the attacked test images (the
-    same images, in the same order, for every run); 'autoattack/<run key>/<robust|robust_aa>' the AutoAttack
+    same images, in the same order, for every run: the prepared test set's positions
+    `evaluate.test_positions(labels, eval.n_test)`, 0..n-1 when n_test covers the set); 'autoattack/<run key>/<robust|robust_aa>' the AutoAttack
     stage's, over the images at positions meta['autoattack_index'] of those. `meta` (e.g. the scale) is stored
     beside."""
     arrays, n = {}, set()
@@ -707,7 +708,8 @@ def method_score_table(arrays: Mapping[str, np.ndarray], labels: np.ndarray, opt
 
 def ablation_table(arrays: Mapping[str, np.ndarray], labels: np.ndarray, coreset) -> tuple[pd.DataFrame, dict]:
     """EasyCore's selection under AIGN variants (window first/last K, norm, squared, balanced vs global) against the
-    configured default, per fraction: Jaccard and Spearman vs the default, smallest class share. Returns (table,
+    configured default, per fraction: Jaccard and Spearman vs the default, smallest class share (only the norms the
+    proxy recorded: inline AIGN has L2 alone). Returns (table,
     {(fraction, variant): indices})."""
     from .aign import spearman
     from .coresets import aign, select
@@ -719,6 +721,10 @@ def ablation_table(arrays: Mapping[str, np.ndarray], labels: np.ndarray, coreset
                 "window all": {"window": "all"}, "norm L1": {"p": 1.0}, "norm L2": {"p": 2.0},
                 "norm Linf": {"p": math.inf}, "squared L2": {"squared": True, "p": 2.0}, "balanced": {"balanced": True},
                 "global": {"balanced": False}}
+    from .aign import norm_key
+
+    # a proxy with inline AIGN only records the L2 norm: the variants of the other norms are left out
+    variants = {k: v for k, v in variants.items() if norm_key(float(v.get("p", base["p"]))) in arrays}
     rows, sels = [], {}
     for f in coreset.fractions:
         ref_score = aign(arrays, window=base["window"], p=base["p"], squared=base["squared"])

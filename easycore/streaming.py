@@ -150,6 +150,29 @@ class Recipe:
 
 
 # ----------------------------------------------------------------------------- dataset wrapper + sampler
+def sample_path(base, pos: int) -> str:
+    """The file behind sample `pos` of a map-style dataset (ImageFolder, datasets.Positions over one), else
+    'sample <pos>'."""
+    try:
+        while hasattr(base, "positions") and hasattr(base, "base"):
+            base, pos = base.base, int(base.positions[pos])
+        return str(base.samples[pos][0])
+    except (AttributeError, IndexError, TypeError):
+        return f"sample {pos}"
+
+
+def worker_error(e: Exception) -> Exception:
+    """A DataError raised in a DataLoader worker comes back wrapped (its message prefixed with 'Caught DataError
+    in DataLoader worker process k' and the worker's traceback): the original one-line message, as a DataError."""
+    msg = str(e)
+    if "Original Traceback" in msg:
+        for line in reversed(msg.strip().splitlines()):
+            if "DataError: " in line:
+                return DataError(line.split("DataError: ", 1)[1])
+    return e
+
+
+
 class IndexedDataset(torch.utils.data.Dataset):
     """ds[(position, epoch)] -> (uint8 [C, H, W], label, position): `base[position]` through the recipe, with
     augmentation drawn from hash_seed(seed, epoch, position). The epoch travels with the key (from the
@@ -165,9 +188,12 @@ class IndexedDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, key):
         pos, epoch = key if isinstance(key, tuple) else (key, 0)
-        img, label = self.base[pos]
-        gen = torch.Generator().manual_seed(hash_seed(self.seed, epoch, pos)) if self.augment else None
-        x = self.recipe(img, gen)
+        try:
+            img, label = self.base[pos]
+            gen = torch.Generator().manual_seed(hash_seed(self.seed, epoch, pos)) if self.augment else None
+            x = self.recipe(img, gen)            # a PIL image decodes here (lazily)
+        except (OSError, SyntaxError, ValueError) as e:   # PIL: UnidentifiedImageError, "image file is truncated"
+            raise DataError(f"cannot decode image {sample_path(self.base, pos)}: {type(e).__name__}: {e}") from None
         if self.shape is not None and tuple(x.shape) != self.shape:
             raise DataError(f"sample {pos} has shape {tuple(x.shape)} after the {self.recipe.kind} recipe, expected "
                             f"{self.shape} (recipe 'cifar' needs images of one size; use 'imagenet' to resize)")
@@ -280,7 +306,7 @@ class StreamingLoader:
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
         nb = self.pin
-        for xb, yb, ib in self.loader:
+        for xb, yb, ib in _unwrapped(self.loader):
             xb = xb.to(self.device, non_blocking=nb).float().div_(255)
             if self.channels_last:
                 xb = xb.contiguous(memory_format=torch.channels_last)
@@ -288,10 +314,24 @@ class StreamingLoader:
 
 
 # ----------------------------------------------------------------------------- device-or-streaming
+def _unwrapped(loader):
+    """Iterate a DataLoader; a worker's DataError comes out as the worker's one-line DataError (`worker_error`)."""
+    it = iter(loader)
+    while True:
+        try:
+            batch = next(it)
+        except StopIteration:
+            return
+        except DataError as e:
+            raise worker_error(e) from None
+        yield batch
+
+
 def decode_all(source: Source, *, recipe: Optional[Recipe] = None, image_size: int = 224, num_workers: int = 0,
-               batch_size: int = 256) -> torch.Tensor:
+               batch_size: int = 256, keep: bool = True) -> torch.Tensor:
     """The whole source through the eval recipe as one uint8 tensor [n, C, H, W] (in order): what DeviceLoader
-    holds. Array-backed sources return their tensor as is."""
+    holds. Array-backed sources return their tensor as is. keep=False: decode every image and keep nothing (a
+    check; returns an empty tensor). A file that cannot be decoded: DataError naming it."""
     if source.x is not None:
         return source.x
     recipe = recipe or Recipe(source.recipe, size=image_size)
@@ -300,7 +340,9 @@ def decode_all(source: Source, *, recipe: Optional[Recipe] = None, image_size: i
     dl = torch.utils.data.DataLoader(ds, batch_size=batch_size, num_workers=num_workers,
                                      generator=torch.Generator().manual_seed(0))
     out = None
-    for xb, _, ib in dl:
+    for xb, _, ib in _unwrapped(dl):
+        if not keep:
+            continue
         if out is None:
             out = torch.empty((len(source),) + tuple(xb.shape[1:]), dtype=torch.uint8)
         out[ib] = xb

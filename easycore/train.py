@@ -37,7 +37,7 @@ from typing import Optional, Sequence, Union
 
 import torch
 
-from . import dist
+from . import dist, syncbn
 from .aign import AIGNTracker
 from .callbacks import AIGNCallback, Callback, EvalCallback, Loop  # noqa: F401  (re-exported: train.Callback)
 from .checkpoint import (code_hash, config_hash, load_model, records_dir, remove_state, resume,  # noqa: F401
@@ -118,10 +118,6 @@ def train(cfg: TrainConfig, data: Union[Loader, ArrayDataset], *, mode: str = "s
                     os.environ["WORLD_SIZE"])
     dist.check_batch_size(cfg.batch_size)
     device = dist.local_device(resolve_device(runtime.device))
-    sync_bn = runtime.sync_bn and world > 1
-    if sync_bn and device.type != "cuda":
-        raise ConfigError("params: runtime.sync_bn = True is not allowed on the CPU (torch's SyncBatchNorm needs "
-                          "CUDA); use false, or a BatchNorm-free model")
     setup_backend(runtime, device)
     amp = use_amp(runtime, device)
     chl = runtime.channels_last  # NHWC: faster on CUDA and (measured, cnn_tiny) ~1.5x on CPU too
@@ -140,8 +136,7 @@ def train(cfg: TrainConfig, data: Union[Loader, ArrayDataset], *, mode: str = "s
     seed_everything(hash_seed(seed, -1))
     info = loader.info
     model = build_model(cfg.model, info.num_classes, info.in_channels, info.mean, info.std).to(device)
-    if sync_bn:
-        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    model = syncbn.for_world(model, device, runtime.sync_bn, world)  # BatchNorm over the global batch (sync_bn)
     if chl:
         model = model.to(memory_format=torch.channels_last)
     opt = make_optimizer(model, cfg.optim)

@@ -19,7 +19,7 @@ from IPython.display import Markdown, display
 from easycore import coresets, report
 from easycore.aign import spearman
 from easycore.config import load_params
-from easycore.data import ArrayDataset
+from easycore.pipeline import decode_at, load_prepared
 from easycore.store import load_arrays
 
 sns.set_theme(style="whitegrid", context="notebook")
@@ -27,7 +27,7 @@ P = load_params(params_path)
 c = P.coreset
 FIG, TAB = report.out_dirs(P, "aign_scores")
 arrays, meta = load_arrays(f"{proxy_dir}/dynamics.npz")
-tr = ArrayDataset.load("data/prepared/train.safetensors")
+tr, _ = load_prepared(params=P)   # pixels, or for streamed data (ImageNet) a manifest: decode_at reads the images
 labels, classes = arrays["labels"], tr.classes
 aign = coresets.aign(arrays, window=c.window, p=c.p, squared=c.squared)
 print(f"proxy {meta['model']}, {meta['epochs']} epochs, N={len(labels)}, test accuracy {meta['test_acc']:.3f}")
@@ -42,12 +42,18 @@ display(df.groupby("class")["AIGN"].describe()[["mean", "50%", "min", "max"]].ro
 
 # %%
 k = P.report.grid_per_class
-fig, axes = plt.subplots(len(classes), 2 * k, figsize=(2 * k * 0.9, len(classes) * 0.95))
-for ci in range(len(classes)):
+shown = [ci for ci in range(len(classes)) if (labels == ci).any()][:20]   # at most 20 class rows (ImageNet: 1000)
+picks = {}
+for ci in shown:
     order = np.flatnonzero(labels == ci)[np.argsort(aign[labels == ci], kind="stable")]
-    for j, i in enumerate(list(order[:k]) + list(order[-k:])):
-        ax = axes[ci, j]
-        ax.imshow(tr.x[i].permute(1, 2, 0).squeeze().numpy(), cmap="gray"); ax.set_xticks([]); ax.set_yticks([])
+    picks[ci] = list(order[:k]) + list(order[-k:])
+wanted = np.unique(np.concatenate([np.asarray(v, dtype=np.int64) for v in picks.values()]))
+pixels = dict(zip(wanted.tolist(), decode_at(P, tr, wanted)[0]))        # only the images shown are decoded
+fig, axes = plt.subplots(len(shown), 2 * k, figsize=(2 * k * 0.9, len(shown) * 0.95), squeeze=False)
+for row, ci in enumerate(shown):
+    for j, i in enumerate(picks[ci]):
+        ax = axes[row, j]
+        ax.imshow(pixels[int(i)].permute(1, 2, 0).squeeze().numpy(), cmap="gray"); ax.set_xticks([]); ax.set_yticks([])
         if j == 0:
             ax.set_ylabel(classes[ci], rotation=0, ha="right", va="center", fontsize=8)
         for s in ax.spines.values():

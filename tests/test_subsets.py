@@ -109,3 +109,69 @@ def test_autoattack_stage_attacks_the_class_interleaved_subset(tmp_path, monkeyp
     if out["robust"].any():                                    # AutoAttack saw exactly the still-robust ones
         assert attacked["y"].tolist() == labels[want][out["robust"]].tolist()
     assert read_json(Path("runs/autoattack/summary.json"))["index"] == want.tolist()
+
+
+# ----------------------------------------------------------------------------- one rule for every test subset
+@pytest.mark.parametrize("seed", range(4))
+def test_every_subset_is_a_prefix_of_one_class_interleaved_order(seed):
+    """test_positions(labels, n) = the first n of class_interleaved(labels), in position order; the subsets taken
+    over the evaluated images (sanity, AutoAttack: class_interleaved of their labels) are the first k of the same
+    global order, whatever n."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 3 + seed, size=int(rng.integers(1, 80)))
+    if seed % 2:
+        labels = np.sort(labels)
+    order = brute_force(labels.tolist(), len(labels))                  # the independent reference
+    for n in (1, 5, len(labels) // 2, len(labels) - 1):
+        pos = evaluate.test_positions(labels, n)
+        assert pos.tolist() == sorted(order[:n])
+        for k in (0, 1, n // 2, n):
+            assert pos[class_interleaved(labels[pos], k)].tolist() == order[:min(k, n)]
+    for n in (len(labels), len(labels) + 7):                           # the whole set: 0..N-1 in order
+        assert evaluate.test_positions(labels, n).tolist() == list(range(len(labels)))
+
+
+def test_imagenet_like_class_sorted_split_is_evaluated_over_every_class():
+    labels = np.repeat(np.arange(1000), 10)                             # params-imagenet: 10,000 val images
+    pos = evaluate.test_positions(labels, 5000)
+    assert np.bincount(labels[pos], minlength=1000).tolist() == [5] * 1000
+    assert (np.diff(pos) > 0).all()
+
+
+def test_evaluation_and_autoattack_take_the_same_rule_on_a_partial_test_set(tmp_path, monkeypatch):
+    """The tiny pipeline's class-sorted test set (10 classes x 4), n_test 20 < 40: the evaluation sees 2 images of
+    every class (not classes 0-4), in position order; AutoAttack (autoattack_n 10) attacks the first image of
+    every class, the first 10 of the same order."""
+    params = params_from_dict(merge(TINY, {"eval": {"n_test": 20, "autoattack_n": 10}}))
+    monkeypatch.chdir(tmp_path)
+    prepared = Path("data/prepared")
+    pipeline.prepare(params, prepared)
+    _, te = pipeline.load_prepared(prepared, params)
+    assert (np.diff(te.labels) >= 0).all()                               # class-sorted
+    run = runs.Run(runs.NONE, runs.FULL, 1.0, "standard", 0)
+    pipeline.train_run(params, run.train_dir(), mode="standard", seed=0, prepared=prepared, progress=False)
+    seen = {}
+    real = evaluate.evaluate_model
+
+    def spy(model, x, y, cfg, **kw):
+        seen["x"], seen["y"] = x.cpu(), y.cpu()
+        return real(model, x, y, cfg, **kw)
+
+    monkeypatch.setattr(evaluate, "evaluate_model", spy)
+    m = pipeline.evaluate_run(params, run.train_dir() / "model.safetensors", run.eval_dir(), prepared=prepared,
+                              progress=False)
+    want = brute_force(te.labels.tolist(), 40)
+    evaluated = sorted(want[:20])
+    assert m["clean"]["n"] == 20 and seen["y"].tolist() == te.labels[evaluated].tolist()
+    assert torch.equal(seen["x"].to(torch.uint8), te.x[evaluated])
+    assert np.bincount(seen["y"].numpy(), minlength=10).tolist() == [2] * 10
+
+    attacked = {}
+    monkeypatch.setattr(evaluate, "autoattack", lambda net, x, y, **kw: attacked.setdefault("y", y) is None
+                        or torch.ones(len(x), dtype=torch.bool))
+    monkeypatch.setattr(pipeline, "autoattack_targets", lambda p: [run])
+    summary = pipeline.autoattack_stage(params, prepared=prepared, progress=False)
+    assert [evaluated[i] for i in summary["index"]] == want[:10]       # positions among the evaluated images
+    before, _ = load_arrays(run.eval_dir() / "outcomes.npz", fingerprint=te.fingerprint)
+    out, _ = load_arrays(Path("runs/autoattack") / run.key / "outcomes.npz")
+    assert np.array_equal(out["robust"], before["robust"][summary["index"]])
