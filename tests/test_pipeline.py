@@ -53,6 +53,7 @@ def repo(tmp_path_factory):
     work.mkdir()
     shutil.copy(ROOT / "dvc.yaml", work / "dvc.yaml")
     shutil.copytree(ROOT / "notebooks", work / "notebooks")
+    shutil.copytree(ROOT / "dvc_plots", work / "dvc_plots")
     shutil.copytree(ROOT / "easycore", work / "easycore", ignore=shutil.ignore_patterns("__pycache__"))
     (work / "params.yaml").write_text(yaml.safe_dump(tiny_params()))
     env = dict(os.environ, PYTHONPATH=str(work), OMP_NUM_THREADS="2", MPLBACKEND="Agg",
@@ -108,9 +109,18 @@ def test_dvc_repro_tiny(repo):
     assert 0 <= m["clean"]["accuracy"] <= 1 and "pgd2" in m and "eps4" in m and "robust" in m
     acs = json.loads((work / "runs/eval/none/acs_craig-0.5-standard-s0/metrics.json").read_text())
     assert 0 <= acs["robust"]["accuracy"] <= acs["clean"]["accuracy"]
-    summary = json.loads((work / "reports/summary.json").read_text())
+    summary = json.loads((work / "reports/tables/coresets/summary_full.json").read_text())   # every cell
     assert set(summary["standard"]) == {"random", "easycore", "acs_craig", "full"}
     assert summary["standard"]["easycore"]["0.5"]["n_seeds"] == 1
+    headline = json.loads((work / "reports/summary.json").read_text())                     # the one DVC metric
+    assert set(headline) == {"standard_f0.5", "n_test", "n_seeds"}, headline
+    assert set(headline["standard_f0.5"]) == {"diff", "lo", "hi", "verdict"}
+    # the executed notebooks carry their figures inline (papermill's kernel runs the inline backend)
+    from test_reports import check_notebook_images
+    for nb in sorted((work / "reports/notebooks").glob("*.ipynb")):
+        check_notebook_images(nb)
+    assert sorted(p.name for p in (work / "reports/plots").iterdir()) == [
+        "robust_vs_eps_standard.csv", "robust_vs_fraction_standard.csv", "verdict.csv"]
     # the exported per-image outcomes alone give the same verdict as the run folders
     from easycore import report
     from easycore.config import load_params
