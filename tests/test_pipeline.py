@@ -195,3 +195,21 @@ def test_report_shows_a_missing_run(repo, monkeypatch):
         assert ver.get("diff_random", ver["verdict_best"].map(lambda _: float("nan"))).isna().all()
     finally:
         victim.write_bytes(saved)
+
+
+@pytest.mark.slow
+def test_exp_show_only_changed_fits_160_columns(repo):
+    """After `dvc exp run -S coreset.p=inf` (the README's ablation), `dvc exp show --only-changed` fits in 160
+    columns: the metric is the headline only (easycore/headline.py). Runs last: it changes the workspace."""
+    work, env = repo
+    _run(["git", "add", "-A"], work, env)
+    _run(["git", "commit", "-qm", "tiny pipeline"], work, env)
+    _run(["dvc", "exp", "run", "-S", "coreset.p=inf"], work, env)
+    wide = dict(env, COLUMNS="1000")                       # no squeezing by the terminal: the table's own width
+    out = _run(["dvc", "exp", "show", "--only-changed", "--no-pager"], work, wide).stdout
+    lines = [ln for ln in out.splitlines() if ln.strip()]
+    width = max(map(len, lines))
+    assert "coreset.p" in out and "inf" in out, out
+    assert width <= 160, f"dvc exp show --only-changed is {width} columns wide:\n{out}"
+    metrics = _run(["dvc", "metrics", "show", "--json"], work, env).stdout
+    assert len(json.loads(metrics)) >= 1
