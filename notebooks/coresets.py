@@ -9,6 +9,7 @@
 # %% tags=["parameters"]
 params_path = "params.yaml"
 n_boot = 10000
+outcomes_path = None   # an export_outcomes file (e.g. reports/outcomes.npz): re-render without runs/ (no pass counts)
 
 # %%
 import matplotlib.pyplot as plt
@@ -26,7 +27,12 @@ sns.set_theme(style="whitegrid", context="notebook")
 P = load_params(params_path)
 FIG, TAB = report.out_dirs(P, "coresets")
 info = read_json("data/prepared/info.json")
-results = report.load_results(P)
+if outcomes_path:
+    results, aa_outcomes = report.read_outcomes(outcomes_path, P)
+    display(Markdown(f"Rendered from `{outcomes_path}` (every run's per-image outcomes), not from `runs/`: the "
+                     "training pass counts and per-run metrics are not in that file."))
+else:
+    results, aa_outcomes = report.load_results(P), None
 missing = [f"{r.run.key}: {r.status}" for r in results if not r.ok]
 display(Markdown(f"{len(results)} runs declared, {len(results) - len(missing)} evaluated." +
                  ("" if not missing else " **Missing:** " + "; ".join(missing))))
@@ -75,7 +81,8 @@ display(Markdown(report.to_markdown(report.verdict_markdown(ver), cap, index=Fal
 # the one DVC metric holds the headline only (easycore/headline.py); every cell goes to a plain output
 report.save_json(headline.headline(ver, P, n_test=min(P.eval.n_test, info["test"]["n"])), f"{P.report.dir}/summary.json")
 report.save_json(report.summary(results, P), TAB / "summary_full.json")
-report.export_outcomes(results, f"{P.report.dir}/outcomes.npz", scale=cap)
+if not outcomes_path:
+    report.export_outcomes(results, f"{P.report.dir}/outcomes.npz", scale=cap)
 print(f"wrote {P.report.dir}/summary.json and {P.report.dir}/outcomes.npz (every run's per-image outcomes: "
       "report.read_outcomes recomputes the verdict without retraining)")
 
@@ -96,7 +103,7 @@ if len(decided):
 # (the evaluation's attacks) and after adding AutoAttack, pooled over seeds.
 
 # %%
-aa = report.autoattack_table(P)
+aa = report.autoattack_table(P, outcomes=aa_outcomes)
 if aa.empty:
     display(Markdown("AutoAttack was not run (`eval.autoattack_modes` is empty)."))
 else:
