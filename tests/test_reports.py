@@ -57,8 +57,12 @@ def check_notebook_images(path: Path) -> None:
     assert images, f"{path}: no image output at all"
 
 
-# demo notebooks not yet re-rendered since issue 22: they need the demo's evaluation runs (`make demo`)
-NOT_RERENDERED = {"reports/notebooks/transfer.ipynb"}
+# Demo notebooks not yet re-rendered since issue 22 (a full `make demo` re-renders them). coresets.ipynb was
+# re-rendered from the committed reports/outcomes.npz (its `outcomes_path` parameter); transfer needs the demo's
+# evaluation runs; the four proxy notebooks need the demo's proxy run, and the machine of issue 22's session (another
+# CPU type) reproduces a different proxy, which would have mixed two proxies in the demo's reports.
+NOT_RERENDERED = {f"reports/notebooks/{n}.ipynb" for n in
+                  ("transfer", "aign_scores", "hardness_vs_vulnerability", "score_correlations", "ablations")}
 
 
 def _notebooks(folder: Path, marks=()):
@@ -114,10 +118,12 @@ def test_dvc_plots_show_on_a_fresh_clone_without_runs(tmp_path):
                        timeout=120)
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
-    assert "errors" not in json.dumps(out).lower() or not any(v.get("errors") for v in out.get("errors", []) or [])
-    names = [k for k in out if not k.startswith("errors")]
-    assert len(names) == 5, names
-    text = json.dumps(out)
+    assert not out.get("errors"), out.get("errors")
+    plots = out["data"]
+    assert len(plots) == 5, list(plots)
+    for name, views in plots.items():
+        assert views and all(v["content"]["data"]["values"] for v in views), f"{name}: no data"
+    text = json.dumps(plots)
     for needle in ('"series": "EasyCore f=', '"series": "random f=', '"comparator": "best other: ',
                    '"comparator": "random"'):
         assert needle in text, needle
