@@ -12,16 +12,19 @@
     easycore eval --model-path P --out D
     easycore autoattack                              AutoAttack on the verdict's models -> runs/autoattack/
     easycore notebook NAME [-p key value ...]        execute notebooks/NAME.py         -> reports/notebooks/...
-    easycore methods                                 the coreset methods and their directions
+    easycore methods [--markdown]                    the coreset methods and their directions
 
 In dvc.yaml the run commands are `easycore proxy|select|train|eval --dvc`: the run (group, proxy) is the one the
 DVC stage being run names ($DVC_STAGE), so no params value is ever part of a shell command line.
 Every subcommand takes --params (default params.yaml) and --set key.sub=value overrides. Errors (bad params,
-missing or mismatched data/artifacts, non-finite loss) print one line and exit 2; Ctrl-C exits 130.
+missing or mismatched data/artifacts, non-finite loss, and argparse mistakes: an unknown command, option or choice,
+with a "did you mean" for near misses) print one line and exit 2; Ctrl-C exits 130. Building the parser and
+`--help` import no torch: the registry choices (--method, --mode) are checked after parsing.
 """
 from __future__ import annotations
 
 import argparse
+import difflib
 import logging
 import os
 import re
@@ -41,6 +44,28 @@ ENTRY = {"check": "easycore.pipeline:check", "prepare": "easycore.pipeline:prepa
          "eval_files": "easycore.pipeline:evaluate_run"}
 
 
+class UsageError(Exception):
+    """An argparse mistake, as one line: 'easycore <command>: error: <message>'."""
+
+    def __init__(self, prog: str, message: str):
+        super().__init__(message)
+        self.prog = prog
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors: `error` raises UsageError (main prints it, exit 2) instead of printing the
+    usage block; subparsers are of this class too (add_subparsers uses the parent's class)."""
+
+    def error(self, message):
+        raise UsageError(self.prog, message)
+
+
+def did_you_mean(word: str, choices) -> str:
+    """'; did you mean X?' for the closest of `choices` (difflib ratio >= 0.6), else ''."""
+    close = difflib.get_close_matches(word, [str(c) for c in choices], n=1, cutoff=0.6)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
 class _Fmt(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
     pass
 
@@ -49,6 +74,12 @@ def _names(registry_kind: str, **where) -> list[str]:
     from .registry import registry
 
     return registry(registry_kind).names(**where)
+
+
+# registry-valued options, checked after parsing so that building the parser (and --help) imports no torch:
+# dest -> (registry, filter) per command
+_REGISTRY_OPTS = {"method": ("methods", {}), "mode": ("modes", {})}
+_SELECT_METHODS = ("methods", {"kind": "static"})
 
 
 def _common(p: argparse.ArgumentParser, *, dvc: bool = False) -> None:
@@ -62,12 +93,12 @@ def _common(p: argparse.ArgumentParser, *, dvc: bool = False) -> None:
 
 
 def _run_args(p: argparse.ArgumentParser, *, required: bool) -> None:
-    p.add_argument("--method", required=False, choices=_names("methods"), help="coreset method")
+    p.add_argument("--method", required=False, help="coreset method (`easycore methods` lists them)")
     p.add_argument("--fraction", type=float, help="coreset fraction (1.0 for the full-data run)")
     p.add_argument("--scores", default="main", help="the proxy run whose scores chose the coreset (main, a transfer "
                    "model, or none for full-data and adaptive runs)")
     if required:
-        p.add_argument("--mode", choices=_names("modes"), help="training mode (required)")
+        p.add_argument("--mode", help="training mode (required; standard, trades, pgd_at, ...)")
         p.add_argument("--seed", type=_seed, action="append", default=None,
                        help="training seed (>= 0; repeatable); default every seed of train.seeds (the group)")
 
@@ -80,7 +111,7 @@ def _seed(v: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="easycore", formatter_class=_Fmt, description=__doc__.split("\n\n")[0])
+    ap = _Parser(prog="easycore", formatter_class=_Fmt, description=__doc__.split("\n\n")[0])
     ap.add_argument("--version", action="version", version=f"easycore {__version__}")
     sub = ap.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
 
@@ -105,7 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("select", formatter_class=_Fmt, help="select a static coreset from a proxy's scores")
     _common(p, dvc=True)
-    p.add_argument("--method", choices=_names("methods", kind="static"),
+    p.add_argument("--method",
                    help="coreset method (default: every coreset the params make from --scores)")
     p.add_argument("--fraction", type=float, help="fraction of the training set to keep, in (0, 1)")
     p.add_argument("--scores", default="main", help="proxy run whose records are used")
@@ -125,7 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("eval", formatter_class=_Fmt, help="clean / attacked accuracy of a trained model")
     _common(p, dvc=True)
     _run_args(p, required=False)
-    p.add_argument("--mode", choices=_names("modes"), help="training mode of the run")
+    p.add_argument("--mode", help="training mode of the run")
     p.add_argument("--seed", type=_seed, action="append", default=None,
                    help="training seed of the run (repeatable); default every seed of train.seeds (the group)")
     p.add_argument("--model-path", default=None, help="a model.safetensors (instead of the run options)")
@@ -143,7 +174,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="notebook parameter (YAML value), repeatable")
     p.add_argument("--out", default=None, help="executed notebook (default reports/notebooks/<name>.ipynb)")
 
-    sub.add_parser("methods", formatter_class=_Fmt, help="list coreset methods with score and direction")
+    p = sub.add_parser("methods", formatter_class=_Fmt, help="list coreset methods with score and direction")
+    p.add_argument("--markdown", action="store_true", help="print the Markdown table (as in the README) instead of "
+                   "the terminal table")
     return ap
 
 
@@ -202,6 +235,67 @@ def _out_of_memory(e: BaseException) -> bool:
     return isinstance(e, torch.OutOfMemoryError) or "can't allocate memory" in str(e) or "out of memory" in str(e)
 
 
+def _subparser(ap: argparse.ArgumentParser, cmd: str) -> argparse.ArgumentParser:
+    (sub,) = [a for a in ap._actions if isinstance(a, argparse._SubParsersAction)]
+    return sub.choices[cmd]
+
+
+def parse(argv=None) -> argparse.Namespace:
+    """Parse argv; every mistake raises UsageError with one line (and a "did you mean" for near misses)."""
+    ap = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    try:
+        args, extra = ap.parse_known_args(argv)
+    except UsageError as e:
+        m = re.match(r"argument (COMMAND|[-\w/ ]+): invalid choice: '([^']*)' \(choose from (.*)\)$", str(e))
+        if m:
+            choices = [c.strip(" '") for c in m.group(3).split(",")]
+            raise UsageError(e.prog, f"argument {m.group(1)}: invalid choice: {m.group(2)!r}"
+                                     f"{did_you_mean(m.group(2), choices)}") from None
+        raise
+    sp = _subparser(ap, args.cmd)
+    if extra:
+        opts = [o for a in sp._actions for o in a.option_strings]
+        bad = next((x for x in extra if x.startswith("-")), extra[0])
+        hint = did_you_mean(bad.split("=")[0], opts) if bad.startswith("-") else ""
+        raise UsageError(sp.prog, f"unrecognized arguments: {' '.join(extra)}{hint}")
+    for dest, (kind, where) in _REGISTRY_OPTS.items():
+        value = getattr(args, dest, None)
+        if value is None:
+            continue
+        if args.cmd == "select" and dest == "method":
+            kind, where = _SELECT_METHODS
+        names = _names(kind, **where)
+        if value not in names:
+            raise UsageError(sp.prog, f"argument --{dest}: invalid choice: {value!r}{did_you_mean(value, names)} "
+                                      f"(choose from {', '.join(names)})")
+    return args
+
+
+def methods_table(width: int | None = None) -> str:
+    """The coreset methods as a plain terminal table (name, kind, ranks by, keeps, rule), wrapped to `width`
+    (default: the terminal's, at least 80)."""
+    import shutil
+    import textwrap
+
+    from .registry import registry
+
+    keep_txt = {"low": "lowest", "high": "highest", "custom": "custom", "adaptive": "in training", "all": "all"}
+    rows = [(n, e.kind, e.score or "-", keep_txt[e.keep], e.doc) for n, e in registry("methods").items()]
+    head = ("method", "kind", "ranks by", "keeps", "rule")
+    w = [max(len(r[i]) for r in rows + [head]) for i in range(4)]
+    width = width or max(80, shutil.get_terminal_size((100, 24)).columns)
+    rest = max(20, width - sum(w) - 2 * 4)
+    lines = []
+    for r in [head] + rows:
+        doc = textwrap.wrap(r[4], rest) or [""]
+        lines.append("  ".join(c.ljust(w[i]) for i, c in enumerate(r[:4])) + "  " + doc[0])
+        lines += [" " * (sum(w) + 2 * 4) + d for d in doc[1:]]
+        if r is head:
+            lines.append("  ".join("-" * x for x in w) + "  " + "-" * min(rest, 40))
+    return "\n".join(ln.rstrip() for ln in lines) + "\n"
+
+
 def _entry(cmd: str):
     """The function a stage command runs (ENTRY), imported only for that command."""
     import importlib
@@ -211,7 +305,11 @@ def _entry(cmd: str):
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        args = parse(argv)
+    except UsageError as e:
+        print(f"{e.prog}: error: {e}", file=sys.stderr)
+        return 2
     logging.basicConfig(level=logging.WARNING if getattr(args, "quiet", False) else logging.INFO,
                         format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     from .config import ConfigError, load_params
@@ -222,7 +320,7 @@ def main(argv=None) -> int:
     cmd = {"score": "proxy"}.get(args.cmd, args.cmd)
     try:
         if cmd == "methods":
-            print(_entry("methods")())
+            print(_entry("methods")() if args.markdown else methods_table(), end="")
             return 0
         if cmd not in ("proxy", "train") and int(os.environ.get("WORLD_SIZE") or 1) > 1:
             # only training is sharded: eval (and every other command) would do all of its work on every rank

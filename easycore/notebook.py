@@ -4,6 +4,7 @@ atomically to reports/notebooks/ (a failed run leaves the published copy untouch
 `<out>.failed.ipynb` beside it for inspection)."""
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
@@ -39,6 +40,36 @@ def _strip_timestamps(path: Path) -> None:
 # the shutdown's SIGINT lands inside a handler, "KeyboardInterrupt caught in kernel" (both harmless). Cell output
 # and cell errors travel over the kernel protocol, not this log, so they are unaffected.
 KERNEL_ARGS = ["--IPKernelApp.log_level=CRITICAL"]
+
+
+# The kernel inherits this process's environment: with MPLBACKEND=Agg (a non-interactive backend) plt.show() draws
+# nothing and the executed notebook has no figures. The inline backend puts each figure into the cell's outputs as
+# a PNG (byte-stable: no timestamps), and `report.save_figure` still writes the files.
+INLINE_BACKEND = "module://matplotlib_inline.backend_inline"
+
+
+@contextlib.contextmanager
+def _kernel_backend(backend: str):
+    """MPLBACKEND=backend for the kernel started inside the block; the previous value restored after."""
+    old = os.environ.get("MPLBACKEND")
+    os.environ["MPLBACKEND"] = backend
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop("MPLBACKEND", None)
+        else:
+            os.environ["MPLBACKEND"] = old
+
+
+def image_outputs(nb) -> dict[int, int]:
+    """{cell index: number of image outputs (image/png or image/svg+xml)} of an executed notebook node."""
+    out = {}
+    for i, cell in enumerate(nb.cells):
+        n = sum(1 for o in cell.get("outputs", []) for k in o.get("data", {}) if k.startswith("image/"))
+        if n:
+            out[i] = n
+    return out
 
 
 class NotebookError(ArtifactError):
@@ -80,7 +111,6 @@ def run(name: str, parameters: Optional[Mapping[str, Any]] = None, *, out: Optio
     out.parent.mkdir(parents=True, exist_ok=True)
     failed = out.with_suffix(".failed.ipynb")
     logging.getLogger("papermill").setLevel(logging.WARNING)
-    os.environ.setdefault("MPLBACKEND", "Agg")
     # the notebook's tables, figures, summary.json, outcomes.npz go to a staging folder (report.staged) and are
     # published only when every cell ran (report.publish): a late failure or a kill leaves the published set whole
     base = Path(cwd) if cwd else Path.cwd()
@@ -89,7 +119,7 @@ def run(name: str, parameters: Optional[Mapping[str, Any]] = None, *, out: Optio
     old_env = os.environ.get(STAGING_ENV)
     os.environ[STAGING_ENV] = f"{os.path.abspath(base / root)}{os.pathsep}{os.path.abspath(staging)}"
     try:
-        with atomic_path(out, suffix=".ipynb") as tmp:
+        with atomic_path(out, suffix=".ipynb") as tmp, _kernel_backend(INLINE_BACKEND):
             try:
                 papermill.execute_notebook(load(name, folder), str(tmp), parameters=values, kernel_name="python3",
                                            progress_bar=False, log_output=False, cwd=str(cwd) if cwd else None,

@@ -326,7 +326,8 @@ def accuracy_table(results: Sequence[RunResult], params: Params, mode: str, keys
                    n_boot: int = 4000, frame: Optional[pd.DataFrame] = None) -> pd.DataFrame:
     """The paper's table for one mode, for reading: rows = methods (full data last), columns '<key> @ f=<f>',
     cells 'mean [95 % CI]' in %. In each column the best coreset method is bold only when its paired CI against
-    the runner-up excludes 0 (stats.best_marks); missing runs say why. No wall times (see `timing_table`)."""
+    the runner-up excludes 0 (stats.best_marks); missing runs say why. No wall times (see `timing_table`); the
+    training cost per fraction as sample passes relative to full-data training (easycore/cost.py)."""
     frame = cell_frame(results, params, mode, keys, n_boot=n_boot) if frame is None else frame
     table: dict[str, dict[str, str]] = {}
     for (method, f, key), row in frame.set_index(["method", "fraction", "key"]).iterrows():
@@ -351,6 +352,9 @@ def accuracy_table(results: Sequence[RunResult], params: Params, mode: str, keys
                 table[method][col] = f"{BOLD}{table[method][col]}{BOLD}"
     cols = [f"{key} @ f={fraction_name(f)}" for f in fractions(params) for key in keys]
     out = pd.DataFrame.from_dict(table, orient="index").reindex(columns=cols).fillna("not run")
+    from .cost import cost_columns  # training cost as sample passes relative to full-data training (not wall time)
+
+    out = cost_columns(out, runs_frame(results, timings=None), mode, fractions(params))
     out.index.name = "method"
     return out
 

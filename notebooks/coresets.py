@@ -9,6 +9,7 @@
 # %% tags=["parameters"]
 params_path = "params.yaml"
 n_boot = 10000
+outcomes_path = None   # an export_outcomes file (e.g. reports/outcomes.npz): re-render without runs/ (no pass counts)
 
 # %%
 import matplotlib.pyplot as plt
@@ -17,7 +18,7 @@ import pandas as pd
 import seaborn as sns
 from IPython.display import Markdown, display
 
-from easycore import report
+from easycore import headline, plots, report
 from easycore.config import load_params
 from easycore.evaluate import ATTACKS, eps_name
 from easycore.store import read_json
@@ -26,7 +27,12 @@ sns.set_theme(style="whitegrid", context="notebook")
 P = load_params(params_path)
 FIG, TAB = report.out_dirs(P, "coresets")
 info = read_json("data/prepared/info.json")
-results = report.load_results(P)
+if outcomes_path:
+    results, aa_outcomes = report.read_outcomes(outcomes_path, P)
+    display(Markdown(f"Rendered from `{outcomes_path}` (every run's per-image outcomes), not from `runs/`: the "
+                     "training pass counts and per-run metrics are not in that file."))
+else:
+    results, aa_outcomes = report.load_results(P), None
 missing = [f"{r.run.key}: {r.status}" for r in results if not r.ok]
 display(Markdown(f"{len(results)} runs declared, {len(results) - len(missing)} evaluated." +
                  ("" if not missing else " **Missing:** " + "; ".join(missing))))
@@ -75,32 +81,21 @@ ver = report.verdict(results, P, n_boot=n_boot)
 cap = report.scale_caption(P, info, what="Verdict. ")
 report.save_table(report.verdict_markdown(ver), "verdict", caption=cap, out_dir=TAB, index=False, csv=ver.round(4))
 display(Markdown(report.to_markdown(report.verdict_markdown(ver), cap, index=False)))
-report.save_json(report.summary(results, P), f"{P.report.dir}/summary.json")
-report.export_outcomes(results, f"{P.report.dir}/outcomes.npz", scale=cap)
+# the one DVC metric holds the headline only (easycore/headline.py); every cell goes to a plain output
+report.save_json(headline.headline(ver, P, n_test=min(P.eval.n_test, info["test"]["n"])), f"{P.report.dir}/summary.json")
+report.save_json(report.summary(results, P), TAB / "summary_full.json")
+if not outcomes_path:
+    report.export_outcomes(results, f"{P.report.dir}/outcomes.npz", scale=cap)
 print(f"wrote {P.report.dir}/summary.json and {P.report.dir}/outcomes.npz (every run's per-image outcomes: "
       "report.read_outcomes recomputes the verdict without retraining)")
 
 # %%
 decided = ver[ver.verdict_best != "missing runs"] if "verdict_best" in ver else ver.iloc[0:0]
+n_img = min(P.eval.n_test, info["test"]["n"])
+seeds = f"{len(P.train.seeds)} seed{'s' if len(P.train.seeds) > 1 else ''}"
 if len(decided):
-    fig, axes = plt.subplots(1, len(P.train.modes), squeeze=False,
-                             figsize=(6.5 * len(P.train.modes), 1.2 + 0.45 * len(decided) / len(P.train.modes)))
-    for ax, mode in zip(axes[0], P.train.modes):
-        d = decided[decided["mode"] == mode].reset_index(drop=True)
-        lab = [f"f={r.fraction:g}, eps {r.eps_255:g}/255" for r in d.itertuples()]
-        for k, (col, color, off) in enumerate((("best", "tab:red", -0.15), ("random", "tab:blue", 0.15))):
-            if f"diff_{col}" in d:
-                ax.errorbar(d[f"diff_{col}"], np.arange(len(d)) + off, xerr=[d[f"diff_{col}"] - d[f"lo_{col}"],
-                            d[f"hi_{col}"] - d[f"diff_{col}"]], fmt="o", color=color,
-                            label="EasyCore - best other" if col == "best" else "EasyCore - random")
-        ax.axvline(0, color="gray", lw=1)
-        if mode in report.PAPER_CLAIM:
-            ax.axvline(report.PAPER_CLAIM[mode], color="black", ls=":", lw=1, label=f"paper: up to +{report.PAPER_CLAIM[mode]:g}")
-        ax.set_yticks(range(len(d))); ax.set_yticklabels(lab, fontsize=8); ax.invert_yaxis()
-        ax.set_xlabel("paired difference in robust accuracy (points), 95% CI"); ax.set_title(mode)
-        ax.legend(fontsize=7, loc="lower right")
-    fig.suptitle(f"The verdict: n = {min(P.eval.n_test, info['test']['n'])} test images x seeds {P.train.seeds}; "
-                 "robust = worst case over every attack run", y=1.02)
+    fig = plots.verdict_figure(decided, f"The verdict: EasyCore minus its comparator, paired over {n_img} test images "
+                               f"x {seeds}; robust = worst case over every attack run", paper_claim=report.PAPER_CLAIM)
     report.save_figure(fig, "verdict", P.report.formats, out_dir=FIG); plt.show()
 
 # %% [markdown]
@@ -111,7 +106,7 @@ if len(decided):
 # (the evaluation's attacks) and after adding AutoAttack, pooled over seeds.
 
 # %%
-aa = report.autoattack_table(P)
+aa = report.autoattack_table(P, outcomes=aa_outcomes)
 if aa.empty:
     display(Markdown("AutoAttack was not run (`eval.autoattack_modes` is empty)."))
 else:
@@ -120,41 +115,41 @@ else:
                               f"{P.eval.autoattack_n} test images spread over the classes: robust accuracy before / after, mean [95% CI] in %.*")
     display(aa)
 
+# %% [markdown]
+# ## Robust accuracy vs eps and vs the coreset fraction
+# Small multiples: each panel is EasyCore (red) against one other method (its colour, the same in every figure),
+# with random (grey) and the full-data reference (black, dashed) behind; bands are 95 % CIs. The curves and the
+# fraction figure's numbers are also written as CSVs under `<report.dir>/plots/`, which dvc.yaml declares as plots
+# (`dvc plots show`, `dvc plots diff`).
+
 # %%
+attacks = ", ".join(keys[1:-1] + [f"{a} (on survivors)" for a in P.eval.strong])
+curve_rows = []
 for mode in P.train.modes:
-    fr = report.fractions(P)
-    fig, axes = plt.subplots(1, len(fr), figsize=(6 * len(fr), 4.2), squeeze=False)
-    for ax, f in zip(axes[0], fr):
-        cur = report.curves(results, P, mode, f, n_boot=2000)
-        for method, d in cur.groupby("method", sort=False):
-            full = method == "full"
-            ax.plot(d.eps * 255, 100 * d["mean"], marker="o", lw=2.5 if method == "easycore" else 1.2,
-                    ls="--" if full else "-", color="black" if full else None, label="full data" if full else method)
-            ax.fill_between(d.eps * 255, 100 * d.lo, 100 * d.hi, alpha=0.12, color="black" if full else None)
-        ax.set_xlabel("Linf eps (x255)"); ax.set_ylabel("robust accuracy (%)")
-        ax.set_title(f"{mode}, fraction {f:g}: worst case over attacks, 95% CI")
-    axes[0][-1].legend(fontsize=8, bbox_to_anchor=(1.02, 1), loc="upper left")
-    fig.suptitle(f"n = {min(P.eval.n_test, info['test']['n'])} test images, seeds {P.train.seeds}", y=1.02)
+    cur = {f: report.curves(results, P, mode, f, n_boot=2000) for f in report.fractions(P)}
+    curve_rows += [c.assign(mode=mode, fraction=f) for f, c in cur.items() if not c.empty]
+    fig = plots.curves_figure(cur, f"{mode}: robust accuracy vs Linf eps (worst case over {attacks}), "
+                                   f"{n_img} test images x {seeds}")
     report.save_figure(fig, f"curves_{mode}", P.report.formats, out_dir=FIG); plt.show()
+cv = pd.concat(curve_rows, ignore_index=True) if curve_rows else pd.DataFrame(columns=["mode", "method", "fraction", "eps", "mean", "lo", "hi"])
+cv = cv.assign(eps_255=(cv.eps * 255).round(3), robust_pct=100 * cv["mean"], lo_pct=100 * cv.lo, hi_pct=100 * cv.hi)
+
+# %%
+frames = {mode: report.cell_frame(results, P, mode, ["robust", "clean"], n_boot=2000) for mode in P.train.modes}
+fig = plots.fraction_figure(frames, "robust", f"Robust accuracy at eps {P.eval.eps * 255:.0f}/255 vs coreset "
+                                              f"fraction ({n_img} test images x {seeds})")
+report.save_figure(fig, "robust_vs_fraction", P.report.formats, out_dir=FIG); plt.show()
+rf = pd.concat([f.assign(mode=m) for m, f in frames.items()], ignore_index=True)
+rf = rf[(rf.key == "robust") & (rf.status == "ok")]
+rf = rf.assign(robust_pct=100 * rf["mean"], lo_pct=100 * rf.lo, hi_pct=100 * rf.hi)
+# the CSVs dvc.yaml declares as plots (`dvc plots show` needs no runs; `dvc plots diff` compares experiments)
+for p in plots.write_dvc_plots(cv, rf, ver, f"{P.report.dir}/plots"):
+    print("wrote", p)
 
 # %%
 for mode in P.train.modes:
-    frame = report.cell_frame(results, P, mode, ["robust", "clean"], n_boot=2000)
-    ok = frame[frame.status == "ok"]
-    fig, axes = plt.subplots(1, 2, figsize=(13, 1.0 + 0.3 * len(ok) / 2))
-    for ax, key in zip(axes, ["robust", "clean"]):
-        d = ok[(ok.key == key) & (ok.method != "full")].reset_index(drop=True)
-        lab = [f"{m} f={f:g}" for m, f in zip(d.method, d.fraction)]
-        ax.errorbar(100 * d["mean"], range(len(d)), xerr=[100 * (d["mean"] - d.lo), 100 * (d.hi - d["mean"])],
-                    fmt="o", color="tab:blue")
-        ax.set_yticks(range(len(d))); ax.set_yticklabels(lab, fontsize=8); ax.invert_yaxis()
-        full = ok[(ok.key == key) & (ok.method == "full")]
-        if len(full):
-            ax.axvline(100 * full["mean"].iloc[0], color="black", ls="--", lw=1, label="full data")
-            ax.legend(fontsize=8)
-        ax.set_xlabel(f"{key} accuracy (%)")
-    axes[0].set_title(f"{mode}: robust = worst case at eps {P.eval.eps * 255:.0f}/255 over {', '.join(keys[1:-1])}")
-    fig.suptitle(f"n = {min(P.eval.n_test, info['test']['n'])} test images, seeds {P.train.seeds}; bars: 95% CI", y=1.0)
+    fig = plots.accuracy_figure(frames[mode], title=f"{mode}: robust (worst case at {P.eval.eps * 255:.0f}/255 over "
+                                                    f"{attacks}) and clean accuracy, {n_img} test images x {seeds}")
     report.save_figure(fig, f"accuracy_{mode}", P.report.formats, out_dir=FIG); plt.show()
 
 # %%

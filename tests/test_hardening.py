@@ -295,12 +295,12 @@ CASES = [
     Case("yaml_syntax", ["check", "--params", "{S}/p.yaml"],
          ("{S}/p.yaml is not valid YAML at line 3, column 1",),
          _text_params("data:\n  dataset: synthetic\n\tn_per_class: 4\n")),
-    # argparse: exit 2 with a usage line; the error line names the value
-    Case("negative_seed", TRAIN + ["--full", "--seed", "-1"], ("argument --seed: must be >= 0, got -1",), usage=True),
+    # argparse mistakes: one line too (no usage block), exit 2; the error line names the value
+    Case("negative_seed", TRAIN + ["--full", "--seed", "-1"], ("argument --seed: must be >= 0, got -1",)),
     Case("unknown_mode", ["train", "--mode", "bogus_mode", "--full", "--out", "{S}/out"],
-         ("argument --mode: invalid choice: 'bogus_mode'",), usage=True),
+         ("argument --mode: invalid choice: 'bogus_mode'",)),
     Case("unknown_method", ["select", "--method", "bogus_method", "--fraction", "0.5", "--out", "{S}/out"],
-         ("argument --method: invalid choice: 'bogus_method'",), usage=True),
+         ("argument --method: invalid choice: 'bogus_method'",)),
 ]
 
 

@@ -53,6 +53,7 @@ def repo(tmp_path_factory):
     work.mkdir()
     shutil.copy(ROOT / "dvc.yaml", work / "dvc.yaml")
     shutil.copytree(ROOT / "notebooks", work / "notebooks")
+    shutil.copytree(ROOT / "dvc_plots", work / "dvc_plots")
     shutil.copytree(ROOT / "easycore", work / "easycore", ignore=shutil.ignore_patterns("__pycache__"))
     (work / "params.yaml").write_text(yaml.safe_dump(tiny_params()))
     env = dict(os.environ, PYTHONPATH=str(work), OMP_NUM_THREADS="2", MPLBACKEND="Agg",
@@ -108,9 +109,18 @@ def test_dvc_repro_tiny(repo):
     assert 0 <= m["clean"]["accuracy"] <= 1 and "pgd2" in m and "eps4" in m and "robust" in m
     acs = json.loads((work / "runs/eval/none/acs_craig-0.5-standard/s0/metrics.json").read_text())
     assert 0 <= acs["robust"]["accuracy"] <= acs["clean"]["accuracy"]
-    summary = json.loads((work / "reports/summary.json").read_text())
+    summary = json.loads((work / "reports/tables/coresets/summary_full.json").read_text())   # every cell
     assert set(summary["standard"]) == {"random", "easycore", "acs_craig", "full"}
     assert summary["standard"]["easycore"]["0.5"]["n_seeds"] == 1
+    headline = json.loads((work / "reports/summary.json").read_text())                     # the one DVC metric
+    assert set(headline) == {"standard_f0.5", "n_test", "n_seeds"}, headline
+    assert set(headline["standard_f0.5"]) == {"diff", "lo", "hi", "verdict"}
+    # the executed notebooks carry their figures inline (papermill's kernel runs the inline backend)
+    from test_reports import check_notebook_images
+    for nb in sorted((work / "reports/notebooks").glob("*.ipynb")):
+        check_notebook_images(nb)
+    assert sorted(p.name for p in (work / "reports/plots").iterdir()) == [
+        "robust_vs_eps_standard.csv", "robust_vs_fraction_standard.csv", "verdict.csv"]
     # the exported per-image outcomes alone give the same verdict as the run folders
     from easycore import report
     from easycore.config import load_params
@@ -191,8 +201,8 @@ def test_report_shows_a_missing_run(repo, monkeypatch):
 def test_a_new_method_runs_its_groups_not_the_study(repo):
     """A method added to coreset.methods: `dvc repro` re-runs check and the select stage (whose list of coresets
     changed; the existing coresets come out byte-identical), trains and evaluates the new method's group, and
-    re-runs no other training or evaluation stage; `dvc status` is clean afterwards. (Last in this module: it
-    leaves the repo with the extra method.)"""
+    re-runs no other training or evaluation stage; `dvc status` is clean afterwards. (Near the end of this module:
+    it leaves the repo with the extra method.)"""
     import re
 
     work, env = repo
@@ -207,3 +217,21 @@ def test_a_new_method_runs_its_groups_not_the_study(repo):
     assert "select@main" in ran and not ran & {"prepare", "proxy@main"}
     assert _hashes(work, ["runs/coresets/main/easycore-0.5", "runs/train/main/easycore-0.5-standard"]) == before
     assert _run(["dvc", "status", "-q"], work, env).stdout.strip() == ""
+
+
+@pytest.mark.slow
+def test_exp_show_only_changed_fits_160_columns(repo):
+    """After `dvc exp run -S coreset.p=inf` (the README's ablation), `dvc exp show --only-changed` fits in 160
+    columns: the metric is the headline only (easycore/headline.py). Runs last: it changes the workspace."""
+    work, env = repo
+    _run(["git", "add", "-A"], work, env)
+    _run(["git", "commit", "-qm", "tiny pipeline"], work, env)
+    _run(["dvc", "exp", "run", "-S", "coreset.p=inf"], work, env)
+    wide = dict(env, COLUMNS="1000")                       # no squeezing by the terminal: the table's own width
+    out = _run(["dvc", "exp", "show", "--only-changed", "--no-pager"], work, wide).stdout
+    lines = [ln for ln in out.splitlines() if ln.strip()]
+    width = max(map(len, lines))
+    assert "coreset.p" in out and "inf" in out, out
+    assert width <= 160, f"dvc exp show --only-changed is {width} columns wide:\n{out}"
+    metrics = _run(["dvc", "metrics", "show", "--json"], work, env).stdout
+    assert len(json.loads(metrics)) >= 1

@@ -1,0 +1,134 @@
+"""What a reader of the committed results meets: executed notebooks carry their figures inline, summary.json is
+the headline only, and `dvc plots show` draws the committed CSVs on a fresh clone with no runs."""
+from __future__ import annotations
+
+import ast
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from easycore.headline import n_keys
+from easycore.notebook import image_outputs
+
+ROOT = Path(__file__).resolve().parents[1]
+DEMO = ROOT / "reports"
+# rendered before issue 22 (no inline figures, the old summary.json): re-rendered only by the 79-min study run
+STUDY = ROOT / "reports/study"
+_STALE = pytest.mark.xfail(reason="rendered before issue 22 (no inline figures, the old summary.json); re-render it",
+                           strict=False)
+
+
+def drawing_cells(nb) -> dict[int, bool]:
+    """{code cell index: True if it must draw} for the cells whose source calls plt.show(): a call under an `if` is
+    conditional (may draw nothing); anywhere else (top level, a for loop over modes) it must draw."""
+    out = {}
+    for i, cell in enumerate(nb.cells):
+        if cell.cell_type != "code" or "plt.show()" not in cell.source:
+            continue
+        src = "\n".join(ln for ln in cell.source.splitlines() if not ln.lstrip().startswith(("%", "!")))
+        tree = ast.parse(src)
+        must = False
+        for node in ast.walk(tree):
+            for child in ast.iter_child_nodes(node):
+                child._parent = node  # type: ignore[attr-defined]
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Call) and getattr(node.func, "attr", None) == "show":
+                p, conditional = node, False
+                while hasattr(p, "_parent"):
+                    p = p._parent
+                    conditional |= isinstance(p, ast.If)
+                must |= not conditional
+        out[i] = must
+    return out
+
+
+def check_notebook_images(path: Path) -> None:
+    nb = nbformat.read(path, as_version=4)
+    cells, images = drawing_cells(nb), image_outputs(nb)
+    assert cells, f"{path.name}: no cell draws"
+    missing = [i for i, must in cells.items() if must and i not in images]
+    assert not missing, f"{path}: cells {missing} call plt.show() but hold no image output"
+    assert images, f"{path}: no image output at all"
+
+
+# Demo notebooks not yet re-rendered since issue 22 (a full `make demo` re-renders them). coresets.ipynb was
+# re-rendered from the committed reports/outcomes.npz (its `outcomes_path` parameter); transfer needs the demo's
+# evaluation runs; the four proxy notebooks need the demo's proxy run, and the machine of issue 22's session (another
+# CPU type) reproduces a different proxy, which would have mixed two proxies in the demo's reports.
+NOT_RERENDERED = {f"reports/notebooks/{n}.ipynb" for n in
+                  ("transfer", "aign_scores", "hardness_vs_vulnerability", "score_correlations", "ablations")}
+
+
+def _notebooks(folder: Path, marks=()):
+    return [pytest.param(p, id=str(p.relative_to(ROOT)),
+                         marks=marks or ([_STALE] if str(p.relative_to(ROOT)) in NOT_RERENDERED else []))
+            for p in sorted(folder.glob("*.ipynb")) if not p.name.endswith(".failed.ipynb")]
+
+
+@pytest.mark.parametrize("path", _notebooks(DEMO / "notebooks") + _notebooks(STUDY / "notebooks", _STALE))
+def test_executed_notebooks_carry_their_figures(path):
+    check_notebook_images(path)
+
+
+def test_drawing_cells_rule():
+    nb = nbformat.v4.new_notebook(cells=[
+        nbformat.v4.new_code_cell("fig = 1\nplt.show()"),
+        nbformat.v4.new_code_cell("for m in modes:\n    plt.show()"),
+        nbformat.v4.new_code_cell("if ok:\n    plt.show()"),
+        nbformat.v4.new_code_cell("print(1)")])
+    assert drawing_cells(nb) == {0: True, 1: True, 2: False}
+    nb.cells[0].outputs = [nbformat.v4.new_output("display_data", data={"image/png": "iVBOR"})]
+    assert image_outputs(nb) == {0: 1}
+
+
+@pytest.mark.parametrize("summary", [pytest.param(DEMO / "summary.json", id="demo"),
+                                     pytest.param(STUDY / "summary.json", id="study", marks=_STALE)])
+def test_summary_is_the_headline_only(summary):
+    s = json.loads(summary.read_text())
+    assert n_keys(s) <= 18, n_keys(s)
+    assert {"n_test", "n_seeds"} <= set(s)
+    cells = {k: v for k, v in s.items() if isinstance(v, dict)}
+    assert cells and all(set(v) == {"diff", "lo", "hi", "verdict"} for v in cells.values())
+    assert all(v["lo"] <= v["diff"] <= v["hi"] and v["verdict"] in (-1, 0, 1) for v in cells.values())
+    full = summary.parent / "tables/coresets/summary_full.json"
+    assert full.exists(), "the full per-cell summary moved to tables/coresets/summary_full.json"
+
+
+def test_dvc_plots_show_on_a_fresh_clone_without_runs(tmp_path):
+    dvc = Path(sys.executable).parent / "dvc"
+    if not dvc.exists():
+        pytest.skip("dvc is not installed (make setup)")
+    work = tmp_path / "clone"
+    work.mkdir()
+    for f in ("dvc.yaml", "params.yaml"):
+        shutil.copy(ROOT / f, work / f)
+    shutil.copytree(ROOT / "dvc_plots", work / "dvc_plots")
+    shutil.copytree(DEMO / "plots", work / "reports/plots")         # what a clone has: no runs/, no cache
+    env = dict(os.environ, DVC_NO_ANALYTICS="1", GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@t",
+               GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@t")
+    for cmd in (["git", "init", "-q"], [str(dvc), "init", "-q"]):
+        subprocess.run(cmd, cwd=work, env=env, check=True, capture_output=True)
+    r = subprocess.run([str(dvc), "plots", "show", "--json"], cwd=work, env=env, capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert not out.get("errors"), out.get("errors")
+    plots = out["data"]
+    assert len(plots) == 5, list(plots)
+    for name, views in plots.items():
+        assert views and all(v["content"]["data"]["values"] for v in views), f"{name}: no data"
+    text = json.dumps(plots)
+    for needle in ('"series": "EasyCore f=', '"series": "random f=', '"comparator": "best other: ',
+                   '"comparator": "random"'):
+        assert needle in text, needle
+    h = subprocess.run([str(dvc), "plots", "show", "-o", "html"], cwd=work, env=env, capture_output=True, text=True,
+                       timeout=120)
+    assert h.returncode == 0 and "failed to load" not in (h.stdout + h.stderr).lower(), h.stderr + h.stdout
+    html = (work / "html/index.html").read_text()
+    assert html.count("vega") > 3 and "EasyCore f=" in html
