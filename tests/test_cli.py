@@ -28,7 +28,7 @@ def _run(argv, capsys):
      ("argument --method: invalid choice: 'acs_craig'",)),
     (["train", "--methd", "easycore", "--mode", "standard"], "easycore train: error: ",
      ("unrecognized arguments: --methd easycore", "did you mean '--method'?")),
-    (["select", "--fraction", "0.5"], "easycore select: error: ", ("required: --method",)),
+    (["select", "--fraction", "0.5"], "easycore select: error: ", ("go with --method",)),   # no method: all
     (["eval", "--seed", "x"], "easycore eval: error: ", ("argument --seed",)),
 ])
 def test_argparse_mistakes_are_one_line_with_did_you_mean(argv, prefix, needles, capsys):
