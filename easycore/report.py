@@ -416,7 +416,8 @@ def verdict(results: Sequence[RunResult], params: Params, *, n_boot: int = 10000
                 row = {"mode": mode, "fraction": f, "eps_255": round(eps * 255, 3)}
                 absent = missing_in_cell(results, params, mode, f, key)
                 if absent:               # never decided on what is left: a missing seed of any method stops it
-                    rows.append(row | {"verdict_best": "missing runs", "missing": "; ".join(absent)})
+                    rows.append(row | {"best_other": np.nan, "verdict_best": "missing runs",
+                                       "missing": "; ".join(absent)})
                     continue
                 comp = comparisons(results, params, mode, f, key, reference="easycore", n_boot=n_boot)
                 if comp.empty:
