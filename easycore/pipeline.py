@@ -390,6 +390,7 @@ def _train_run(params: Params, out_dir: Path, *, mode: str, seed: int, indices: 
     cfg = dataclasses.replace(t, model=model or t.model)
     dist.check_batch_size(cfg.batch_size, "train.batch_size")
     out_dir = Path(out_dir)
+    label = name or out_dir.name                         # what the user reads; timings go by the run's path
     name = name or f"{out_dir.parent.name}/{out_dir.name}"
     state = Path(state) if state is not None else runs.state_path_for(out_dir)
     if not keep_state:  # (a group keeps its own runs' checkpoints, finished ones too, until it is all written)
@@ -414,7 +415,7 @@ def _train_run(params: Params, out_dir: Path, *, mode: str, seed: int, indices: 
     if not keep_state:
         remove_state(state)
     log.info("train: wrote %s/{model.safetensors,history.json}", out_dir)
-    _say(f"train: {name}: {cfg.model} {mode} on {res.counts['examples'] // max(cfg.epochs, 1)} samples/epoch, "
+    _say(f"train: {label}: {cfg.model} {mode} on {res.counts['examples'] // max(cfg.epochs, 1)} samples/epoch, "
          f"test accuracy {test_acc:.3f} ({res.seconds:.0f}s)")
     return meta
 
@@ -491,6 +492,7 @@ def _evaluate(params: Params, test: TestImages, model_path: Path, out_dir: Path,
                             f"{test.num_classes}")
     n = len(test.y)
     out_dir = Path(out_dir)
+    label = name or out_dir.name
     name = name or f"{out_dir.parent.name}/{out_dir.name}"
     t0 = time.perf_counter()
     metrics, outcomes = evaluate_model(net, test.x, test.y, params.eval, seed=0,
@@ -501,7 +503,7 @@ def _evaluate(params: Params, test: TestImages, model_path: Path, out_dir: Path,
     write_timing("eval", name, time.perf_counter() - t0)
     log.info("evaluate: %s on %d test samples -> %s", model_path, n, out_dir)
     accs = ", ".join(f"{k} {v['accuracy']:.3f}" for k, v in metrics.items() if isinstance(v, dict) and "accuracy" in v)
-    _say(f"evaluate: {name} on {n} test images: {accs}")
+    _say(f"evaluate: {label} on {n} test images: {accs}")
     return metrics
 
 
