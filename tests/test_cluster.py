@@ -61,7 +61,7 @@ def test_slurm_and_gpu_worker_recipes_rehearsed_on_cpu(tmp_path):
     listfile = Path(re.search(r"STAGES=(\S+),", out).group(1))
     assert listfile.read_text().split() == trains
     p = yaml.safe_load((work / "params.yaml").read_text())      # a params change after submission: more stages
-    p["train"]["seeds"] = [1, 0]
+    p["coreset"]["fractions"] = p["coreset"]["fractions"] + [0.25]
     (work / "params.yaml").write_text(yaml.safe_dump(p))
     assert run(["dvc", "stage", "list", "--name-only"], work, env).stdout.split() != names
     assert listfile.read_text().split() == trains               # ... the pinned list is unchanged

@@ -218,21 +218,3 @@ def test_a_new_method_runs_its_groups_not_the_study(repo):
     assert "select@main" in ran and not ran & {"prepare", "proxy@main"}
     assert _hashes(work, ["runs/coresets/main/easycore-0.5", "runs/train/main/easycore-0.5-standard"]) == before
     assert _run(["dvc", "status", "-q"], work, env).stdout.strip() == ""
-
-
-@pytest.mark.slow
-def test_exp_show_only_changed_fits_160_columns(repo):
-    """After `dvc exp run -S coreset.p=inf` (the README's ablation), `dvc exp show --only-changed` fits in 160
-    columns: the metric is the headline only (easycore/headline.py). Runs last: it changes the workspace."""
-    work, env = repo
-    _run(["git", "add", "-A"], work, env)
-    _run(["git", "commit", "-qm", "tiny pipeline"], work, env)
-    _run(["dvc", "exp", "run", "-S", "coreset.p=inf"], work, env)
-    wide = dict(env, COLUMNS="1000")                       # no squeezing by the terminal: the table's own width
-    out = _run(["dvc", "exp", "show", "--only-changed", "--no-pager"], work, wide).stdout
-    lines = [ln for ln in out.splitlines() if ln.strip()]
-    width = max(map(len, lines))
-    assert "coreset.p" in out and "inf" in out, out
-    assert width <= 160, f"dvc exp show --only-changed is {width} columns wide:\n{out}"
-    metrics = _run(["dvc", "metrics", "show", "--json"], work, env).stdout
-    assert len(json.loads(metrics)) >= 1

@@ -72,7 +72,6 @@ def test_study_figures_have_no_overlapping_text_and_fixed_colours(study):
         best_rows = [lab for lab in labels if " vs " in lab]
         decided = ver[ver.verdict_best != "missing runs"]
         assert len(best_rows) == len(decided) and all(any(m in lab for m in decided.best_other) for lab in best_rows)
-        assert any(lab.endswith("vs hard") for lab in best_rows)
         # curves: small multiples, at most 4 lines of data per panel (EasyCore, one method, random, full data)
         for ax in figs["curves_trades"].axes:
             if ax.get_visible():
