@@ -18,7 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks._common import base_parser, data_root, publish, table
+from benchmarks._common import base_parser, data_root, publish, resolve_out, table
 
 
 def layout(n: int, group_size: int, grouped: bool) -> dict:
@@ -42,9 +42,7 @@ def main(argv=None) -> int:
     sizes = [int(s) for s in args.runs.split(",")]
     if args.quick:
         sizes, args.group_size = [4], 2
-    if args.out is None:
-        from benchmarks._common import resolve_out
-        resolve_out(args)
+    resolve_out(args)
     return _run(args, sizes)
 
 

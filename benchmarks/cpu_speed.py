@@ -17,7 +17,8 @@ from __future__ import annotations
 import copy
 import time
 
-from benchmarks._common import base_parser, interleaved, load_data, median, publish, ratio, session, spread, table
+from benchmarks._common import (base_parser, interleaved, load_data, median, publish, ratio, session, spread, table,
+                                timed)
 
 VARIANTS = ("nhwc", "nchw", "bf16", "compile")
 
@@ -108,7 +109,7 @@ def _run(args, rounds, device) -> int:
         return acc
 
     models = {v: setup(v) for v in variants}
-    train_t = interleaved({v: (lambda v=v: _timed(lambda: _train_steps(models[v][1], models[v][2], batches, v)))
+    train_t = interleaved({v: (lambda v=v: timed(lambda: _train_steps(models[v][1], models[v][2], batches, v), device))
                            for v in variants}, rounds)
     accs = {}
 
@@ -135,12 +136,6 @@ def _run(args, rounds, device) -> int:
                         for v in variants if v != "nhwc" and "nhwc" in variants))
     publish(args, "CPU speed switches: channels_last, bf16 autocast, torch.compile (study model)", body)
     return 0
-
-
-def _timed(fn) -> float:
-    t0 = time.perf_counter()
-    fn()
-    return time.perf_counter() - t0
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import multiprocessing as mp
 import os
-from typing import Callable, Optional, Sequence
+from typing import Optional, Sequence
 
 from . import runs
 from .config import Params
@@ -52,21 +52,20 @@ def _threads_for(n_workers: int) -> int:
 
 
 def _worker(job) -> list[dict]:
-    """A worker process: its share of the group's runs, one after the other (spawned: imports fresh)."""
-    kind, params, keys, progress, threads = job
+    """A worker process: its share of the group's runs, trained one after the other (spawned: imports fresh)."""
+    params, keys, progress, threads = job
     import torch
 
     torch.set_num_threads(threads)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
-    fn = _FUNCS[kind]
-    return [fn(params, [runs.parse(k)], progress=progress)[0] for k in keys]
+    return _train_each(params, [runs.parse(k) for k in keys], progress=progress)
 
 
-def _in_processes(kind: str, params: Params, todo: Sequence[runs.Run], n: int, progress: bool) -> dict:
-    """Run `todo` in n spawned workers (round-robin shares); {run key: result}."""
+def _in_processes(params: Params, todo: Sequence[runs.Run], n: int, progress: bool) -> dict:
+    """Train `todo` in n spawned workers (round-robin shares); {run key: result}."""
     shares = [[r.key for r in todo[i::n]] for i in range(n)]
-    jobs = [(kind, params, keys, progress, _threads_for(n)) for keys in shares if keys]
-    log.info("%s: %d runs in %d processes", kind, len(todo), len(jobs))
+    jobs = [(params, keys, progress, _threads_for(n)) for keys in shares if keys]
+    log.info("train: %d runs in %d processes", len(todo), len(jobs))
     with mp.get_context("spawn").Pool(len(jobs)) as pool:
         results = pool.map(_worker, jobs, chunksize=1)
     return {k: res for keys, out in zip(shares, results) for k, res in zip(keys, out)}
@@ -96,7 +95,7 @@ def train_group(params: Params, group_runs: Sequence[runs.Run], *, progress: boo
     if n <= 1 or len(rest) <= 1:
         out = done + _train_each(params, rest, progress=progress)
     else:
-        got = _in_processes("train", params, rest, n, progress)
+        got = _in_processes(params, rest, n, progress)
         out = done + [got[r.key] for r in rest]
     for r in group_runs:  # every run written: no resume point is needed any more
         remove_state(r.state_path())
@@ -111,17 +110,10 @@ def _peak_memory() -> Optional[int]:
     return int(torch.cuda.max_memory_allocated())
 
 
-def _evaluate_each(params: Params, group_runs: Sequence[runs.Run], *, progress: bool = True) -> list[dict]:
-    from .pipeline import evaluate_named, load_test
-
-    test = load_test(params)  # decoded once for every model of the group
-    return [evaluate_named(params, r, progress=progress, test=test) for r in group_runs]
-
-
 def evaluate_group(params: Params, group_runs: Sequence[runs.Run], *, progress: bool = True) -> list[dict]:
     """Evaluate every run of a group in one process, on test images decoded once (see benchmarks/eval_bulk.py for
     why the models are attacked one after the other rather than stacked)."""
-    return _evaluate_each(params, list(group_runs), progress=progress)
+    from .pipeline import evaluate_named, load_test
 
-
-_FUNCS: dict[str, Callable] = {"train": _train_each}
+    test = load_test(params)
+    return [evaluate_named(params, r, progress=progress, test=test) for r in group_runs]

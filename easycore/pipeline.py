@@ -185,11 +185,6 @@ def make_loader(params: Params, ds, *, batch_size: int, shuffle: bool, augment: 
                   kind="auto" if params.data.loader == "auto" else params.data.loader, rank=rank, world_size=world)
 
 
-def decode_first(params: Params, ds, n: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The first n samples as (uint8 [n, C, H, W], labels [n]) through the eval recipe (for evaluation)."""
-    return decode_at(params, ds, np.arange(min(n, len(ds))))
-
-
 def decode_at(params: Params, ds, positions) -> tuple[torch.Tensor, torch.Tensor]:
     """The samples at `positions` as (uint8 [k, C, H, W], labels [k]) through the eval recipe."""
     positions = np.asarray(positions, dtype=np.int64)

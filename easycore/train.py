@@ -3,13 +3,8 @@
 `train()` owns the steps every run shares: build the model, the optimiser and the loader; resume from a checkpoint;
 for each epoch: seed, let the callbacks prepare it (a data schedule may change the subset and the per-sample
 weights, or skip the epoch), run the batches of the training mode (`modes.MODES`), let the callbacks record, write
-an atomic checkpoint. Everything else plugs in through named extension points (`Callback`):
-    on_epoch_start(loop)                    before an epoch's batches (data schedules: `loop.loader.set_subset`,
-                                            `loop.weights`, `loop.skip`; AIGN: open the inline record)
-    before_batch(loop, x, y, idx)           before the forward pass (inline AIGN: x.requires_grad_())
-    after_backward(loop, x, y, idx, out)    after loss.backward(), before the optimiser step
-    on_epoch_end(loop, record)              after the batches (exact AIGN pass); may add keys to the history record
-    state_dict() / load_state_dict(state)   saved in every checkpoint, restored on resume
+an atomic checkpoint. Everything else plugs in through the named extension points of `Callback` (listed in
+callbacks.py: on_epoch_start, before_batch, after_backward, on_epoch_end, state_dict / load_state_dict).
 A resumed run continues to the same result (bit-identical on CPU): an epoch's batches, augmentations and random
 starts depend only on (seed, epoch), and every callback's state travels in the checkpoint (the AIGN records of the
 tracked epochs go to per-epoch files in `records_dir(state_path)`; the checkpoint lists them).

@@ -175,3 +175,38 @@ def weights_equal(a: dict, b: dict) -> list[str]:
 
     assert a.keys() == b.keys()
     return [k for k in a if not torch.equal(a[k], b[k])]
+
+
+def free_port() -> int:
+    """A free TCP port on the loopback interface (a process group's rendezvous)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def spawn_ranks(fn, world: int, arg, timeout: float = 120) -> list:
+    """Run fn(rank, world, port, arg) on `world` spawned processes, as torchrun would: when one fails, the others are
+    terminated (and any left after `timeout` seconds killed). Returns the exit codes."""
+    import time
+
+    import torch.multiprocessing as mp
+    from torch.multiprocessing.spawn import ProcessException
+
+    ctx = mp.start_processes(fn, args=(world, free_port(), arg), nprocs=world, join=False, start_method="spawn")
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            try:
+                if ctx.join(timeout=1):
+                    break
+            except ProcessException:  # a rank failed (killed or raised): join() has terminated the others
+                break
+            assert time.monotonic() < deadline, "the ranks did not finish"
+    finally:
+        for p in ctx.processes:
+            if p.is_alive():
+                p.kill()
+            p.join()
+    return [p.exitcode for p in ctx.processes]

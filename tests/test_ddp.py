@@ -13,17 +13,14 @@ import json
 import logging
 import os
 import signal
-import socket
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-import torch.multiprocessing as mp
-from torch.multiprocessing.spawn import ProcessException
 
-from _reliability import one_thread
+from _reliability import one_thread, spawn_ranks
 from easycore import dist, pipeline, streaming
 from easycore.data import DeviceLoader, load_dataset
 from easycore.store import load_arrays, load_state, load_tensors, read_json
@@ -123,31 +120,9 @@ def _worker(rank: int, world: int, port: int, job: dict) -> None:
     Path(f"report-{tag}.json").write_text(json.dumps(report, default=str))
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def launch(job: dict, timeout: float = 120) -> list:
-    """Run `_worker` on WORLD spawned processes, as torchrun would: when one fails, the others are terminated.
-    Returns the exit codes."""
-    ctx = mp.start_processes(_worker, args=(WORLD, _free_port(), job), nprocs=WORLD, join=False, start_method="spawn")
-    deadline = time.monotonic() + timeout
-    try:
-        while True:
-            try:
-                if ctx.join(timeout=1):
-                    break
-            except ProcessException:  # a rank failed (killed or raised): join() has terminated the others
-                break
-            assert time.monotonic() < deadline, "the ranks did not finish"
-    finally:
-        for p in ctx.processes:
-            if p.is_alive():
-                p.kill()
-            p.join()
-    return [p.exitcode for p in ctx.processes]
+    """Run `_worker` on WORLD spawned processes, as torchrun would (`spawn_ranks`). Returns the exit codes."""
+    return spawn_ranks(_worker, WORLD, job, timeout)
 
 
 def written(folder: Path, name: str, rank: int) -> list[str]:

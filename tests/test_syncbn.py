@@ -12,17 +12,14 @@ drift is the training's sensitivity to rounding, not the sharding (docs/scale.md
 from __future__ import annotations
 
 import os
-import socket
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-import torch.multiprocessing as mp
 import torch.nn as nn
 
-from _reliability import one_thread
+from _reliability import one_thread, spawn_ranks
 from easycore import pipeline, syncbn
 
 WORLD = 2
@@ -30,12 +27,6 @@ SPEC = {"data": {"dataset": "synthetic", "n_per_class": 4, "test_n_per_class": 2
         "runtime": {"device": "cpu", "sync_bn": True},
         "proxy": {"model": "cnn_tiny", "transfer_models": [], "epochs": 3, "batch_size": 8, "augment": False,
                   "optim": {"lr": 0.05}, "aign": {"mode": "exact", "every": 1, "batch_size": 8}, "deepfool_steps": 1}}
-
-
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _net() -> nn.Module:
@@ -89,17 +80,7 @@ def _proxy_worker(rank: int, world: int, port: int, job: dict) -> None:
 
 
 def spawn(fn, arg, timeout: float = 180) -> list:
-    ctx = mp.start_processes(fn, args=(WORLD, _port(), arg), nprocs=WORLD, join=False, start_method="spawn")
-    deadline = time.monotonic() + timeout
-    try:
-        while not ctx.join(timeout=1):
-            assert time.monotonic() < deadline, "the ranks did not finish"
-    finally:
-        for p in ctx.processes:
-            if p.is_alive():
-                p.kill()
-            p.join()
-    return [p.exitcode for p in ctx.processes]
+    return spawn_ranks(fn, WORLD, arg, timeout)
 
 
 def test_global_batchnorm_on_two_ranks_is_batchnorm_on_the_whole_batch(tmp_path):
