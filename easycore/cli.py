@@ -2,9 +2,10 @@
 
     easycore check                                   validate params (the pipeline's first stage)
     easycore prepare                                 load + subset the data            -> data/prepared/
-    easycore proxy [--name main|<transfer model>]    full-data run recording AIGN      -> runs/proxy/<name>/
+    easycore proxy [--name main|<transfer model>] [--seed N]
+                       full-data runs recording AIGN, one per replicate (train.seeds) -> runs/proxy/<name>/s<seed>/
     easycore select [--scores main]                  every coreset of that proxy      -> runs/coresets/<scores>/
-    easycore select --method M --fraction F [--scores main]                            -> runs/coresets/<scores>/M-F/
+    easycore select --method M --fraction F [--scores main] [--seed N]                 -> runs/coresets/<scores>/M-F/s<N>/
     easycore train --method M --fraction F --scores S --mode MODE [--seed N ...]
                        a group: every seed of train.seeds (or those given), in one process -> runs/train/<scores>/<group>/
     easycore train --indices I | --full --out D --mode MODE --seed N                   (any coreset file)
@@ -35,12 +36,13 @@ from . import __version__
 
 # the function each stage command runs (tests/test_architecture.py derives every stage's code dependencies from it)
 ENTRY = {"check": "easycore.pipeline:check", "prepare": "easycore.pipeline:prepare",
-         "proxy": "easycore.pipeline:proxy", "select": "easycore.pipeline:select_all",
+         "proxy": "easycore.pipeline:proxy_all", "select": "easycore.pipeline:select_all",
          "train": "easycore.group:train_group", "eval": "easycore.group:evaluate_group",
          "notebook": "easycore.notebook:run", "autoattack": "easycore.pipeline:autoattack_stage",
          # not pipeline stages: the listing, and training / evaluating files given by path
          "methods": "easycore.methods:direction_table_markdown", "train_files": "easycore.pipeline:train_run",
          "select_one": "easycore.pipeline:select",
+         "proxy_one": "easycore.pipeline:proxy",
          "eval_files": "easycore.pipeline:evaluate_run"}
 
 
@@ -131,7 +133,10 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, formatter_class=_Fmt, help=hlp)
         _common(p, dvc=True)
         p.add_argument("--name", default="main", help="proxy run: main, or one of proxy.transfer_models")
-        p.add_argument("--out", default=None, help="output folder (default runs/proxy/<name>)")
+        p.add_argument("--seed", type=_seed, default=None,
+                       help="the replicate (a seed of train.seeds; proxy seed = proxy.seed + N); default every "
+                            "replicate the params declare")
+        p.add_argument("--out", default=None, help="output folder of one replicate (default runs/proxy/<name>/s<seed>)")
         p.add_argument("--prepared", default="data/prepared", help="prepared data folder")
 
     p = sub.add_parser("select", formatter_class=_Fmt, help="select a static coreset from a proxy's scores")
@@ -140,7 +145,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="coreset method (default: every coreset the params make from --scores)")
     p.add_argument("--fraction", type=float, help="fraction of the training set to keep, in (0, 1)")
     p.add_argument("--scores", default="main", help="proxy run whose records are used")
-    p.add_argument("--out", default=None, help="default runs/coresets/<scores>/<method>-<fraction>")
+    p.add_argument("--seed", type=_seed, default=0,
+                   help="with --method: the replicate (its proxy's records; coreset.seed + N seeds the choice)")
+    p.add_argument("--out", default=None, help="default runs/coresets/<scores>/<method>-<fraction>/s<seed>")
     p.add_argument("--prepared", default="data/prepared", help="prepared data folder")
 
     p = sub.add_parser("train", formatter_class=_Fmt, help="train a model on a coreset (or the full set)")
@@ -211,19 +218,21 @@ def _dvc_stage():
 
 
 def _group(args, params):
-    """The runs named by --method/--fraction/--scores/--mode and --seed (default: every seed of train.seeds); with
-    --dvc, the group of the DVC stage being run (every seed)."""
+    """The runs named by --method/--fraction/--scores/--mode and --seed (default: every seed the params declare for
+    that group, else every seed of train.seeds); with --dvc, the group of the DVC stage being run (its seeds)."""
     from . import runs
     from .config import ConfigError
 
     if args.dvc:
         if args.seed is not None:
             raise ConfigError("--dvc runs the whole group of its stage: no --seed")
-        return runs.group_for_stage(params, _dvc_stage()).runs(dict.fromkeys(params.train.seeds))
+        return runs.expected_groups(params)[runs.group_for_stage(params, _dvc_stage())]
     if args.method is None or args.fraction is None or args.mode is None:
         raise ConfigError("give --method, --fraction and --mode (or --model-path/--indices/--full with --out)")
-    seeds = args.seed if args.seed is not None else params.train.seeds
-    return runs.Group(_scores(args.scores, params), args.method, args.fraction, args.mode).runs(dict.fromkeys(seeds))
+    group = runs.Group(_scores(args.scores, params), args.method, args.fraction, args.mode)
+    declared = runs.expected_groups(params).get(group)
+    seeds = args.seed if args.seed is not None else [r.seed for r in declared] if declared else params.train.seeds
+    return group.runs(dict.fromkeys(seeds))
 
 
 def _out_of_memory(e: BaseException) -> bool:
@@ -348,7 +357,14 @@ def main(argv=None) -> int:
             if args.dvc:
                 from . import runs
                 args.name = runs.proxy_for_stage(params, _dvc_stage())
-            fn(params, safe_name(args.name, "--name"), args.out and Path(args.out), prepared=Path(args.prepared), progress=progress)
+            name = safe_name(args.name, "--name")
+            if args.dvc and (args.seed is not None or args.out):
+                raise ConfigError("--dvc makes every replicate of its stage's proxy run: no --seed/--out")
+            if args.seed is None and not args.out:
+                fn(params, name, prepared=Path(args.prepared), progress=progress)
+            else:
+                _entry("proxy_one")(params, name, args.out and Path(args.out), seed=args.seed or 0, prepared=Path(args.prepared),
+                   progress=progress)
         elif cmd == "select":
             if args.dvc:
                 from . import runs
@@ -364,7 +380,7 @@ def main(argv=None) -> int:
             if args.fraction is None or not 0 < args.fraction < 1:
                 raise ConfigError(f"--fraction {args.fraction!r} is not allowed; must be in (0, 1)")
             _entry("select_one")(params, args.method, args.fraction, args.scores, args.out and Path(args.out),
-                   prepared=Path(args.prepared))
+                                 seed=args.seed, prepared=Path(args.prepared))
         elif cmd == "train":
             if args.indices or args.full:
                 if not args.out:

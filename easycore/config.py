@@ -196,8 +196,21 @@ class TrainConfig:
     attack: AttackConfig = field(default_factory=AttackConfig)
     modes: list[str] = param(factory=lambda: ["standard", "trades"], choices=choices("modes"), each=True,
                          nonempty=True, unique=True)
+    # Each seed is one whole-pipeline replicate: proxy (proxy.seed + s) -> scores -> selection (coreset.seed + s,
+    # random redrawn) -> training (seed s). Retraining one selection with new seeds would replicate nothing.
     seeds: list[int] = param(factory=lambda: [0], each=True, within="[0, inf)", nonempty=True, unique=True)
+    # replicates of the secondary groups (survey, adaptive, full-data reference, transfer): the first n of seeds;
+    # 0 = all. The primary comparison (coreset.methods x fractions x modes) always runs every seed.
+    survey_seeds: int = param(0, within="[0, inf)")
     eval_every: int = param(0, within="[0, inf)")  # >0: clean accuracy on the test subset every k epochs (logged)
+
+    def extra_check(self, k: str) -> None:
+        if self.survey_seeds > len(self.seeds):
+            fail(f"{k}.survey_seeds", self.survey_seeds, f"at most the {len(self.seeds)} seeds of {k}.seeds (0 = all)")
+
+    def secondary_seeds(self) -> list[int]:
+        """The seeds of the secondary groups: the first survey_seeds of seeds (all when 0)."""
+        return list(self.seeds[:self.survey_seeds or len(self.seeds)])
 
 
 @dataclass
@@ -325,6 +338,25 @@ class EvalConfig:
 
 
 @dataclass
+class PrimaryConfig:
+    """The pre-registered primary family, written before the run: `method` vs `comparator` for every (mode of
+    train.modes, fraction of coreset.fractions) at one headline eps per mode; Holm over that family alone, everything
+    else is secondary (easycore/report.py)."""
+    method: str = param("easycore", choices=choices("methods", kind="static"))
+    comparator: str = param("random", choices=choices("methods", kind="static"))
+    # null: per mode, the largest eps > 0 of eval.eps_grid at which the full-data model keeps >= min_full_robust
+    # robust accuracy (mean over its replicates); a number: that eps for every mode
+    eps: Optional[float] = param(None, within="(0, 1]", what="null (the rule) or an eps in (0, 1]")
+    min_full_robust: float = param(0.2, within="(0, 1)")
+    level: float = param(0.95, within="(0, 1)")      # confidence of the family's intervals
+    power: float = param(0.8, within="(0, 1)")       # the MDE reported beside each cell: detectable at this power
+
+    def extra_check(self, k: str) -> None:
+        if self.method == self.comparator:
+            fail(f"{k}.comparator", self.comparator, f"a method other than {k}.method")
+
+
+@dataclass
 class ReportConfig:
     dir: str = param("reports", pattern=r"[A-Za-z0-9_][A-Za-z0-9_./-]*", what="a relative folder (letters, digits, _ . / -)")
 
@@ -333,6 +365,7 @@ class ReportConfig:
             fail(f"{k}.dir", self.dir, "a folder inside the repository (no '..')")
     grid_per_class: int = param(8, within="[1, inf)")   # images per class in easiest/hardest grids
     formats: list[str] = param(factory=lambda: ["png", "svg"], choices=("png", "svg", "pdf"), each=True, nonempty=True)
+    primary: PrimaryConfig = field(default_factory=PrimaryConfig)
 
 
 @dataclass

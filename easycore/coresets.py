@@ -490,6 +490,19 @@ def _random(a, o: Options, labels, fraction, seed) -> np.ndarray:
     return np.concatenate([rng.choice(g, size=q, replace=False) for g, q in _groups(labels, fraction, o.balanced, seed)])
 
 
+# The class-balanced variants: the same rule inside each class (class_quotas), whatever coreset.balanced says. The
+# study reports them beside the global methods: a global EasyCore coreset can be dominated by a few easy classes.
+@method("easycore_balanced", score="aign", keep="low", hard="high", needs=("aign",), balanced=True,
+        doc="EasyCore inside each class (class quotas): lowest AIGN per class")
+def _easycore_balanced(a, o: Options, labels=None) -> np.ndarray:
+    return aign(a, window=o.window, p=o.p, squared=o.squared)
+
+
+@method("random_balanced", keep="custom", balanced=True, doc="uniform at random inside each class (class quotas)")
+def _random_balanced(a, o: Options, labels, fraction, seed) -> np.ndarray:
+    return _random(a, o, labels, fraction, seed)
+
+
 @method("el2n", score="el2n", keep="high", hard="high", needs=("el2n",),
         doc="highest EL2N ||softmax - onehot||, mean over the first score_epochs epochs (Paul et al. 2021)")
 def _el2n(a, o: Options, labels=None) -> np.ndarray:
@@ -608,6 +621,7 @@ def select(method: str, artifacts: Mapping[str, np.ndarray], labels: np.ndarray,
     if e.kind == "adaptive":
         raise ValueError(f"{method!r} is an adaptive method: it selects during training (easycore train), not here")
     fraction = check_fraction(fraction)
+    balanced = bool(balanced or e.meta.get("balanced"))   # a class-balanced variant is balanced whatever the params
     labels = np.asarray(labels)
     n = len(labels)
     if n == 0:
@@ -690,7 +704,8 @@ def run_select(method: str, fraction: float, artifacts_path: str | os.PathLike, 
     except ValueError as e:      # non-finite records, shapes that do not fit: the artifact's fault, one line
         raise ArtifactError(f"{artifacts_path}: {e}") from None
     summary = summarize(idx, labels, scores, {
-        "method": method, "fraction": fraction, "balanced": bool(balanced), "seed": int(seed),
+        "method": method, "fraction": fraction, "balanced": bool(balanced or _spec(method).meta.get("balanced")),
+        "seed": int(seed),
         "fingerprint": fingerprint, "budget": budget(fraction, len(labels)),
         "options": {k: (str(v) if isinstance(v, float) and not math.isfinite(v) else v) for k, v in opts.items()},
         "direction": METHODS[method].keep, "score": METHODS[method].score or None,

@@ -120,7 +120,7 @@ RUNTIME = tuple(f"runtime.{k}" for k in ("device", "amp", "cpu_bf16", "channels_
                                                    "sync_bn"))
 STAGE_PARAMS = {
     "select": ("coreset.methods", "coreset.fractions", "coreset.survey_methods", "coreset.survey_fractions",
-               "coreset.transfer_methods",                 # which coresets the select stage of a proxy makes
+               "coreset.transfer_methods", "train.seeds", "train.survey_seeds",  # which coresets a select stage makes
                "coreset.balanced", "coreset.seed", "coreset.window", "coreset.p", "coreset.squared",
                "coreset.score_epochs", "coreset.ccs_score", "coreset.ccs_cutoff", "coreset.moderate_band"),
     "train": ("train", *RUNTIME),

@@ -6,8 +6,8 @@ from `runs.py`. Outputs hold no wall-clock values (byte-identical when recompute
 time and pass counts go to `runs/timings/<stage>/...json` (a log, not a DVC output).
 
   data/prepared/{train,test}.safetensors, info.json        prepare
-  runs/proxy/<name>/{dynamics.npz,model.safetensors,history.json,summary.json}     proxy (main | a transfer model)
-  runs/coresets/<scores>/<method>-<fraction>/{indices.npy,summary.json}           select
+  runs/proxy/<name>/s<seed>/{dynamics.npz,model.safetensors,history.json,summary.json}   proxy (main | transfer)
+  runs/coresets/<scores>/<method>-<fraction>/s<seed>/{indices.npy,summary.json}       select
   runs/train/<scores>/<run>/{model.safetensors,history.json}                      train
   runs/eval/<scores>/<run>/{metrics.json,outcomes.npz}                            evaluate
 
@@ -205,41 +205,51 @@ def _model_meta(ds, model: str, **extra) -> dict:
 
 
 # ----------------------------------------------------------------------------- proxy
-def proxy(params: Params, name: str = "main", out_dir: Optional[Path] = None, *, prepared: Path = PREPARED,
-          progress: bool = True) -> dict:
-    """Standard training on the full (prepared) training set, recording AIGN + dynamics every tracked epoch; then
-    penultimate features and DeepFool distances at the final model. `name`: main or a transfer model.
-    Under torchrun: DDP training; rank 0 does the rest ({} on the other ranks)."""
+def proxy(params: Params, name: str = "main", out_dir: Optional[Path] = None, *, seed: int = 0,
+          prepared: Path = PREPARED, progress: bool = True) -> dict:
+    """Replicate `seed` of proxy run `name` (main or a transfer model): standard training on the full (prepared)
+    training set with seed proxy.seed + seed, recording AIGN + dynamics every tracked epoch; then penultimate
+    features and DeepFool distances at the final model. Under torchrun: DDP training; rank 0 does the rest ({} on
+    the other ranks)."""
     with dist.session(params.runtime.device):
-        return _proxy(params, name, out_dir, prepared=prepared, progress=progress)
+        return _proxy(params, name, out_dir, seed=seed, prepared=prepared, progress=progress)
 
 
-def _proxy(params: Params, name: str, out_dir: Optional[Path], *, prepared: Path, progress: bool) -> dict:
+def proxy_all(params: Params, name: str = "main", *, prepared: Path = PREPARED, progress: bool = True) -> list[dict]:
+    """Every replicate of proxy run `name` (`runs.proxy_seeds`), one after another in one process: the proxy stage
+    of that run (its folder runs/proxy/<name>/ is the stage's one output)."""
+    with dist.session(params.runtime.device):
+        return [_proxy(params, name, None, seed=s, prepared=prepared, progress=progress)
+                for s in runs.proxy_seeds(params, name)]
+
+
+def _proxy(params: Params, name: str, out_dir: Optional[Path], *, seed: int, prepared: Path, progress: bool) -> dict:
     from .attacks import deepfool_distance
 
     p = params.proxy
     model_name = p.model_of(name)
-    out_dir = Path(out_dir or runs.proxy_dir(name))
+    state = runs.state_path_for(out_dir) if out_dir else runs.proxy_state(name, seed)
+    out_dir = Path(out_dir or runs.proxy_dir(name, seed))
+    pseed = p.seed + int(seed)    # the replicate's proxy seed
     tr, te = load_prepared(prepared, params)
     cfg = p.as_train(model_name)
     dist.check_batch_size(cfg.batch_size, "proxy.batch_size")
     device = dist.local_device(resolve_device(params.runtime.device))
     tracker = AIGNTracker(n=len(tr), mode=p.aign.mode, every=p.aign.every, epochs=p.epochs)
-    score = make_loader(params, tr, batch_size=p.aign.batch_size, shuffle=False, augment=False, seed=p.seed,
+    score = make_loader(params, tr, batch_size=p.aign.batch_size, shuffle=False, augment=False, seed=pseed,
                         device=device, per_process=True)
-    state = runs.state_path_for(out_dir)
     drop_stale_state(state, out_dir / "model.safetensors")
-    log.info("proxy %s: %s on %s (%d epochs, AIGN %s every %d)", name, model_name, tr.describe(), p.epochs,
-             p.aign.mode, p.aign.every)
-    loader = make_loader(params, tr, batch_size=cfg.batch_size, shuffle=True, augment=cfg.augment, seed=p.seed,
+    log.info("proxy %s s%d: %s on %s (%d epochs, seed %d, AIGN %s every %d)", name, seed, model_name, tr.describe(),
+             p.epochs, pseed, p.aign.mode, p.aign.every)
+    loader = make_loader(params, tr, batch_size=cfg.batch_size, shuffle=True, augment=cfg.augment, seed=pseed,
                          device=device)
-    res = train(cfg, loader, mode="standard", seed=p.seed, runtime=params.runtime, state_path=state, tracker=tracker,
+    res = train(cfg, loader, mode="standard", seed=pseed, runtime=params.runtime, state_path=state, tracker=tracker,
                 score_loader=score, progress=progress)
     if not dist.is_main():
         return {}
     net = res.model.eval()
     feats, dists = [], []
-    plain = make_loader(params, tr, batch_size=p.aign.batch_size, shuffle=False, augment=False, seed=p.seed,
+    plain = make_loader(params, tr, batch_size=p.aign.batch_size, shuffle=False, augment=False, seed=pseed,
                         device=device, channels_last=False, shard=False)
     for xb, _, _ in plain:  # final model: features + DeepFool distances, one pass in order
         with torch.no_grad():
@@ -253,37 +263,41 @@ def _proxy(params: Params, name: str, out_dir: Optional[Path], *, prepared: Path
                         make_loader(params, te, batch_size=p.aign.batch_size, shuffle=False, augment=False, seed=0,
                                     device=device))
     meta = {"fingerprint": tr.fingerprint, "n": len(tr), "model": model_name, "aign_mode": p.aign.mode,
-            "every": p.aign.every, "epochs": p.epochs, "seed": p.seed, "params": dataclasses.asdict(p),
+            "every": p.aign.every, "epochs": p.epochs, "replicate": int(seed), "seed": pseed,
+            "params": dataclasses.asdict(p),
             "test_acc": test_acc}
     save_arrays(out_dir / "dynamics.npz", arrays, meta)
     save_model(out_dir / "model.safetensors", net, _model_meta(tr, model_name, fingerprint=tr.fingerprint, role="proxy"))
     write_json(out_dir / "history.json", res.history)
     write_json(out_dir / "summary.json", {k: v for k, v in meta.items() if k != "params"} |
                {"bytes_per_sample": int(sum(a.nbytes for a in arrays.values()) / len(tr))})
-    write_timing("proxy", name, res.seconds, **res.counts)
+    write_timing("proxy", f"{name}-s{seed}", res.seconds, **res.counts)
     remove_state(state)
-    log.info("proxy %s: wrote %s/{dynamics.npz,model.safetensors,history.json,summary.json}", name, out_dir)
-    _say(f"proxy {name}: {model_name}, {p.epochs} epochs, test accuracy {test_acc:.3f} ({res.seconds:.0f}s)")
+    log.info("proxy %s s%d: wrote %s/{dynamics.npz,model.safetensors,history.json,summary.json}", name, seed, out_dir)
+    _say(f"proxy {name} s{seed}: {model_name}, {p.epochs} epochs, seed {pseed}, test accuracy {test_acc:.3f} "
+         f"({res.seconds:.0f}s)")
     return meta
 
 
 # ----------------------------------------------------------------------------- select
 def select(params: Params, method: str, fraction: float, scores: str = "main", out_dir: Optional[Path] = None, *,
-           prepared: Path = PREPARED) -> dict:
-    """A static coreset of `method` at `fraction` from proxy run `scores`' records."""
+           seed: int = 0, prepared: Path = PREPARED) -> dict:
+    """Replicate `seed`'s static coreset of `method` at `fraction`: from the records of that replicate's proxy run
+    `scores`, every seeded choice (random draws, ties) seeded by coreset.seed + seed."""
     from .coresets import run_select
 
     c = params.coreset
     params.proxy.model_of(scores)
     tr, _ = load_prepared(prepared, params)
-    out_dir = Path(out_dir or runs.selection_dir(scores, method, fraction))
-    summary = run_select(method, fraction, runs.proxy_dir(scores) / "dynamics.npz", out_dir / "indices.npy",
+    out_dir = Path(out_dir or runs.selection_dir(scores, method, fraction, seed))
+    summary = run_select(method, fraction, runs.proxy_dir(scores, seed) / "dynamics.npz", out_dir / "indices.npy",
                          out_dir / "summary.json", fingerprint=tr.fingerprint, labels=np.asarray(tr.labels),
-                         balanced=c.balanced, seed=c.seed, window=c.window, p=c.p, squared=c.squared,
+                         balanced=c.balanced, seed=c.seed + int(seed), window=c.window, p=c.p, squared=c.squared,
                          score_epochs=c.score_epochs, ccs_score=c.ccs_score, ccs_cutoff=c.ccs_cutoff,
                          moderate_band=c.moderate_band)
     log.info("select: wrote %s/{indices.npy,summary.json}", out_dir)
-    _say(f"select: {method} f={fraction:g} from proxy {scores}: {summary['n_selected']} of {summary['n_total']} samples")
+    _say(f"select: {method} f={fraction:g} from proxy {scores} s{seed}: {summary['n_selected']} of "
+         f"{summary['n_total']} samples")
     return summary
 
 
@@ -293,7 +307,7 @@ def select_all(params: Params, scores: str = "main", *, prepared: Path = PREPARE
     pairs = runs.selections(params, scores)
     if not pairs:
         raise ArtifactError(f"params declare no coreset scored by proxy {scores!r}")
-    return [select(params, m, f, scores, prepared=prepared) for m, f in pairs]
+    return [select(params, m, f, scores, seed=s, prepared=prepared) for m, f, s in pairs]
 
 
 def read_indices(path: Path, train_set) -> np.ndarray:
@@ -512,9 +526,12 @@ def evaluate_named(params: Params, run: runs.Run, *, progress: bool = True, test
 # ----------------------------------------------------------------------------- AutoAttack on the verdict's models
 def autoattack_targets(params: Params, root: Path = runs.ROOT) -> list[runs.Run]:
     """The runs the verdict compares, per mode of eval.autoattack_modes and fraction: the full-data reference,
-    EasyCore, random, and the best other method by mean robust accuracy over seeds (from their metrics.json)."""
+    EasyCore, random, and the best other method by mean robust accuracy over seeds (from their metrics.json); the
+    replicates of the secondary seeds only (train.survey_seeds): AutoAttack is a check for gradient masking beside
+    the evaluation's worst case, not the verdict's data."""
     out: list[runs.Run] = []
-    every = runs.expected_runs(params)
+    keep_seeds = set(params.train.secondary_seeds())
+    every = [r for r in runs.expected_runs(params) if r.seed in keep_seeds]
     for mode in params.eval.autoattack_modes:
         out += [r for r in every if r.mode == mode and r.method == runs.FULL]
         for f in sorted({r.fraction for r in every if r.method != runs.FULL}):

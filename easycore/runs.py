@@ -1,9 +1,12 @@
 """Run names and paths: the one place that builds and parses them.
 
-    runs/proxy/<proxy>/                                     a proxy run: main, or a transfer model's name
-    runs/coresets/<scores>/<method>-<fraction>/             a static selection made with proxy <scores>' records
+    runs/proxy/<proxy>/s<seed>/                             a proxy run (main, or a transfer model's name)
+    runs/coresets/<scores>/<method>-<fraction>/s<seed>/     a static selection made with that proxy's records
     runs/train/<scores>/<method>-<fraction>-<mode>/s<seed>/ a training run, inside its group's folder
     runs/eval/<scores>/<method>-<fraction>-<mode>/s<seed>/  its evaluation
+A seed is a whole-pipeline replicate: training seed s trains on the selection of replicate s (coreset.seed + s),
+made from the records of replicate s's proxy (proxy.seed + s). Every folder of one seed is one replicate; the
+proxy and select stages of a proxy run make every replicate's proxy and selections in one process.
 A group is every seed of one (scores, method, fraction, mode): one DVC stage and one process train it (and one
 more evaluates it), each run keeping its own folder, resume point and provenance (easycore/group.py). A run's key
 stays '<scores>/<method>-<fraction>-<mode>-s<seed>' (the name in reports and outcomes.npz).
@@ -64,8 +67,8 @@ class Run:
         return self.group.train_dir(root).parent / f".{self.name}.state.pt"
 
     def selection_dir(self, root: Path = ROOT) -> Optional[Path]:
-        """The static selection this run trains on (None for the full-data and adaptive runs)."""
-        return None if self.scores == NONE else selection_dir(self.scores, self.method, self.fraction, root)
+        """The static selection this run trains on: its replicate's (None for the full-data and adaptive runs)."""
+        return None if self.scores == NONE else selection_dir(self.scores, self.method, self.fraction, self.seed, root)
 
 
 @dataclass(frozen=True, order=True)
@@ -94,12 +97,26 @@ class Group:
         return [Run(self.scores, self.method, self.fraction, self.mode, int(s)) for s in seeds]
 
 
-def proxy_dir(name: str, root: Path = ROOT) -> Path:
-    return Path(root) / "proxy" / name
+def proxy_dir(name: str, seed: int, root: Path = ROOT) -> Path:
+    """The proxy run `name` of replicate `seed`."""
+    return Path(root) / "proxy" / name / f"s{int(seed)}"
 
 
-def selection_dir(scores: str, method: str, fraction: float, root: Path = ROOT) -> Path:
-    return Path(root) / "coresets" / scores / f"{method}-{fraction_name(fraction)}"
+def proxy_state(name: str, seed: int, root: Path = ROOT) -> Path:
+    """The resume checkpoint of a proxy replicate: beside the proxy run's folder (which DVC removes before the
+    stage runs), so an interrupted stage resumes it."""
+    return Path(root) / "proxy" / f".{name}-s{int(seed)}.state.pt"
+
+
+def selection_dir(scores: str, method: str, fraction: float, seed: int, root: Path = ROOT) -> Path:
+    """The selection of replicate `seed` (made from proxy `scores` of that replicate)."""
+    return Path(root) / "coresets" / scores / f"{method}-{fraction_name(fraction)}" / f"s{int(seed)}"
+
+
+def proxy_seeds(params: Params, name: str) -> list[int]:
+    """The replicates proxy run `name` is trained for: main every seed of train.seeds (the primary comparison runs
+    them all); a transfer proxy the secondary seeds (train.survey_seeds)."""
+    return list(params.train.seeds) if name == "main" else params.train.secondary_seeds()
 
 
 def state_path_for(out_dir: Path) -> Path:
@@ -125,14 +142,15 @@ def expected_runs(params: Params) -> list[Run]:
     adaptive methods (in coreset.adaptive_modes), the full-data reference, then the transfer runs (static methods
     scored by every other proxy, standard mode)."""
     c, t = params.coreset, params.train
+    s2 = t.secondary_seeds()   # survey, adaptive, full-data and transfer groups: the first train.survey_seeds
     runs = [Run("main", m, f, mode, s) for m in c.methods for f in c.fractions for mode in t.modes for s in t.seeds]
     runs += [Run("main", m, f, mode, s) for m in c.survey_methods for f in c.survey_fractions for mode in c.survey_modes
-             for s in t.seeds]
+             for s in s2]
     runs += [Run(NONE, m, f, mode, s) for m in c.adaptive for f in c.fractions for mode in c.adaptive_modes
-             for s in t.seeds]
-    runs += [Run(NONE, FULL, 1.0, mode, s) for mode in t.modes for s in t.seeds]
+             for s in s2]
+    runs += [Run(NONE, FULL, 1.0, mode, s) for mode in t.modes for s in s2]
     runs += [Run(p, m, f, "standard", s) for p in params.proxy.transfer_models
-             for m in c.transfer_methods for f in c.fractions for s in t.seeds]
+             for m in c.transfer_methods for f in c.fractions for s in s2]
     return runs
 
 
@@ -144,17 +162,20 @@ def expected_groups(params: Params) -> dict[Group, list[Run]]:
     return out
 
 
-def selections(params: Params, scores: str) -> list[tuple[str, float]]:
-    """The (method, fraction) coresets the select stage of proxy run `scores` makes (dvc.yaml's select families):
-    main: methods x fractions, then survey_methods x survey_fractions; a transfer proxy: transfer_methods x
-    fractions."""
-    c = params.coreset
-    if scores == "main":
-        pairs = [(m, f) for m in c.methods for f in c.fractions]
-        pairs += [(m, f) for m in c.survey_methods for f in c.survey_fractions]
-    else:
-        pairs = [(m, f) for m in c.transfer_methods for f in c.fractions]
-    return list(dict.fromkeys(pairs))
+def selections(params: Params, scores: str) -> list[tuple[str, float, int]]:
+    """The (method, fraction, seed) coresets the select stage of proxy run `scores` makes (dvc.yaml's select
+    families), replicate by replicate: main: methods x fractions (every seed), then survey_methods x
+    survey_fractions (the secondary seeds); a transfer proxy: transfer_methods x fractions (secondary seeds)."""
+    c, t = params.coreset, params.train
+    s2 = t.secondary_seeds()
+    out = []
+    for s in proxy_seeds(params, scores):
+        if scores == "main":
+            out += [(m, f, s) for m in c.methods for f in c.fractions]
+            out += [(m, f, s) for m in c.survey_methods for f in c.survey_fractions if s in s2]
+        else:
+            out += [(m, f, s) for m in c.transfer_methods for f in c.fractions if s in s2]
+    return list(dict.fromkeys(out))
 
 
 # ----------------------------------------------------------------------------- the run a DVC stage runs

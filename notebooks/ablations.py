@@ -8,7 +8,7 @@
 
 # %% tags=["parameters"]
 params_path = "params.yaml"
-proxy_dir = "runs/proxy/main"
+proxy_dir = ""                   # default: the main proxy of the first replicate (runs/proxy/main/s<seed>)
 
 # %%
 import matplotlib.pyplot as plt
@@ -16,11 +16,12 @@ import pandas as pd
 import seaborn as sns
 from IPython.display import Markdown, display
 
-from easycore import report
+from easycore import report, runs
 from easycore.config import load_params
 from easycore.store import load_arrays
 
 P = load_params(params_path)
+proxy_dir = proxy_dir or str(runs.proxy_dir("main", P.train.seeds[0]))
 c = P.coreset
 FIG, TAB = report.out_dirs(P, "ablations")
 arrays, meta = load_arrays(f"{proxy_dir}/dynamics.npz")

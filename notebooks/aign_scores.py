@@ -7,7 +7,7 @@
 
 # %% tags=["parameters"]
 params_path = "params.yaml"
-proxy_dir = "runs/proxy/main"
+proxy_dir = ""                   # default: the main proxy of the first replicate (runs/proxy/main/s<seed>)
 
 # %%
 import matplotlib.pyplot as plt
@@ -16,7 +16,7 @@ import pandas as pd
 import seaborn as sns
 from IPython.display import Markdown, display
 
-from easycore import coresets, report
+from easycore import coresets, report, runs
 from easycore.aign import spearman
 from easycore.config import load_params
 from easycore.pipeline import decode_at, load_prepared
@@ -24,6 +24,7 @@ from easycore.store import load_arrays
 
 sns.set_theme(style="whitegrid", context="notebook")
 P = load_params(params_path)
+proxy_dir = proxy_dir or str(runs.proxy_dir("main", P.train.seeds[0]))
 c = P.coreset
 FIG, TAB = report.out_dirs(P, "aign_scores")
 arrays, meta = load_arrays(f"{proxy_dir}/dynamics.npz")

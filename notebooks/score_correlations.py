@@ -7,7 +7,7 @@
 
 # %% tags=["parameters"]
 params_path = "params.yaml"
-proxy_dir = "runs/proxy/main"
+proxy_dir = ""                   # default: the main proxy of the first replicate (runs/proxy/main/s<seed>)
 
 # %%
 import matplotlib.pyplot as plt
@@ -15,12 +15,13 @@ import pandas as pd
 import seaborn as sns
 from IPython.display import Markdown, display
 
-from easycore import coresets, report
+from easycore import coresets, report, runs
 from easycore.methods import METHODS
 from easycore.config import load_params
 from easycore.store import load_arrays
 
 P = load_params(params_path)
+proxy_dir = proxy_dir or str(runs.proxy_dir("main", P.train.seeds[0]))
 c = P.coreset
 FIG, TAB = report.out_dirs(P, "score_correlations")
 arrays, meta = load_arrays(f"{proxy_dir}/dynamics.npz")
@@ -43,7 +44,7 @@ display(R.round(3))
 
 # %%
 f = c.fractions[0]
-sel = {m: coresets.select(m, arrays, labels, f, balanced=c.balanced, seed=c.seed, window=c.window, p=c.p,
+sel = {m: coresets.select(m, arrays, labels, f, balanced=c.balanced, seed=c.seed + P.train.seeds[0], window=c.window, p=c.p,
                           squared=c.squared, score_epochs=c.score_epochs, ccs_score=c.ccs_score,
                           ccs_cutoff=c.ccs_cutoff, moderate_band=c.moderate_band, device="cpu") for m in c.methods}
 J = pd.DataFrame([[report.jaccard(sel[a], sel[b]) for b in sel] for a in sel], index=list(sel), columns=list(sel))

@@ -23,17 +23,18 @@ P = load_params(params_path)
 c = P.coreset
 FIG, TAB = report.out_dirs(P, "transfer")
 info = read_json("data/prepared/info.json")
-main, mmeta = load_arrays("runs/proxy/main/dynamics.npz")
+s0 = P.train.seeds[0]   # the first replicate's proxies (main and each transfer model)
+main, mmeta = load_arrays(runs.proxy_dir("main", s0) / "dynamics.npz")
 kw = dict(window=c.window, p=c.p, squared=c.squared)
 rows = []
 for name in P.proxy.transfer_models:
-    other, tmeta = load_arrays(f"runs/proxy/{name}/dynamics.npz")
+    other, tmeta = load_arrays(runs.proxy_dir(name, s0) / "dynamics.npz")
     a_main, a_tr = coresets.aign(main, **kw), coresets.aign(other, **kw)
     for f in c.fractions:
         rows.append({"transfer proxy": name, "fraction": f, "spearman_AIGN_main_vs_transfer": spearman(a_main, a_tr),
                      "jaccard_easycore_main_vs_transfer": report.jaccard(
-                         coresets.select("easycore", main, main["labels"], f, balanced=c.balanced, seed=c.seed, **kw),
-                         coresets.select("easycore", other, other["labels"], f, balanced=c.balanced, seed=c.seed, **kw))})
+                         coresets.select("easycore", main, main["labels"], f, balanced=c.balanced, seed=c.seed + s0, **kw),
+                         coresets.select("easycore", other, other["labels"], f, balanced=c.balanced, seed=c.seed + s0, **kw))})
     fig, ax = plt.subplots(figsize=(4.5, 4.5))
     ax.scatter(a_main, a_tr, s=4, alpha=0.5); ax.set_xscale("log"); ax.set_yscale("log")
     ax.set_xlabel(f"AIGN, proxy {mmeta['model']}"); ax.set_ylabel(f"AIGN, proxy {tmeta['model']}")

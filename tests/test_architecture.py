@@ -114,15 +114,18 @@ def test_dvc_paths_are_the_runs_module_paths():
     groups = runs.expected_groups(params)
     assert train == {str(g.train_dir()) for g in groups}      # one output folder per group
     assert evals == {str(g.eval_dir()) for g in groups}
-    for g, members in groups.items():
-        assert [r.seed for r in members] == list(params.train.seeds)
+    primary = set(params.coreset.methods)
+    for g, members in groups.items():   # the primary groups run every replicate, the secondary ones the first few
+        want = params.train.seeds if g.method in primary and g.scores == "main" else params.train.secondary_seeds()
+        assert [r.seed for r in members] == list(want)
     for r in expected:
         assert runs.parse(r.key) == r and runs.parse(str(r.train_dir())) == r
         assert r.train_dir().parent == r.group.train_dir() and r.eval_dir().parent == r.group.eval_dir()
         assert not r.state_path().is_relative_to(r.group.train_dir())  # DVC removes the group folder, not this
-        if r.selection_dir() is not None:
-            assert str(r.selection_dir() / "indices.npy") in deps
-            assert str(r.selection_dir().parent) in outs           # made by the select stage of its proxy
+        if r.selection_dir() is not None:   # replicate s trains on selection s (of its group's coreset folder)
+            assert r.selection_dir().name == f"s{r.seed}"
+            assert str(r.selection_dir().parent) in deps
+            assert str(r.selection_dir().parent.parent) in outs    # made by the select stage of its proxy
 
 
 @pytest.mark.parametrize("f", [0.3, 0.1, 0.05, 0.3333333, 0.25])
@@ -245,7 +248,7 @@ def test_every_matrix_stage_names_the_run_of_its_outputs():
                 continue
             outs, cmd = {str(o.def_path) for o in st.outs}, st.cmd.split()[1]
             if cmd == "proxy":
-                want = str(runs.proxy_dir(runs.proxy_for_stage(params, st.addressing)) / "dynamics.npz")
+                want = str(runs.proxy_dir(runs.proxy_for_stage(params, st.addressing), 0).parent)
             elif cmd == "select":
                 want = str(runs.ROOT / "coresets" / runs.scores_for_stage(params, st.addressing))
             else:

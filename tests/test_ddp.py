@@ -201,7 +201,7 @@ def test_only_rank_0_writes(runs2):
         assert written(base, name, 1) == [], f"rank 1 of the {name} launch wrote files"
     w0 = {Path(p).relative_to(base.resolve()).as_posix() for p in written(base, "killed", 0) + written(base, "resumed", 0)}
     assert {"runs/proxy/.main.state.pt", "runs/proxy/main/dynamics.npz", "runs/proxy/main/model.safetensors",
-            "runs/proxy/main/history.json", "runs/proxy/main/summary.json", "runs/timings/proxy/main.json"} <= w0
+            "runs/proxy/main/history.json", "runs/proxy/main/summary.json", "runs/timings/proxy/main-s0.json"} <= w0
     assert any(p.startswith("runs/proxy/.main.state.records/") and p.endswith("/epoch-0000.npz") for p in w0)
     assert runs2["reports"][("resumed", 1)]["meta"] == {}
 

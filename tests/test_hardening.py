@@ -718,13 +718,13 @@ def test_non_finite_proxy_records_are_one_line(repo, tmp_path, value):
                   deepfool=rng.random(N_TRAIN).astype(np.float32), labels=tr.labels,
                   tracked_epochs=np.array([1], np.int64))
     arrays["aign_l2"][0, 3] = arrays["features"][3, 0] = float(value)
-    save_arrays(work / "runs/proxy/main/dynamics.npz", arrays, {"fingerprint": tr.fingerprint, "n": N_TRAIN})
+    save_arrays(work / "runs/proxy/main/s0/dynamics.npz", arrays, {"fingerprint": tr.fingerprint, "n": N_TRAIN})
     for method in ("easycore", "moderate"):
         r = run_cli(["select", "-q", "--method", method, "--fraction", "0.5"], cwd=work)
         lines = error_lines(r.stderr)
         assert r.returncode in (0, 2) and len(lines) <= 1, r.stderr[-2000:]
         if r.returncode == 2:
-            assert lines[0].startswith("easycore select: error: runs/proxy/main/dynamics.npz: "), lines
+            assert lines[0].startswith("easycore select: error: runs/proxy/main/s0/dynamics.npz: "), lines
             assert "non-finite" in lines[0] or "NaN" in lines[0], lines
             assert not (work / "runs/coresets/main" / f"{method}-0.5").exists()
     assert not (value == "nan" and r.returncode == 0)

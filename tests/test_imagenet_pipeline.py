@@ -49,7 +49,7 @@ def test_imagenet_streams_through_every_stage(imagenet, capsys):
     assert meta["fingerprint"].startswith("imagenet-train-n12-")
 
     pipeline.proxy(params, "main")
-    dyn = np.load("runs/proxy/main/dynamics.npz")
+    dyn = np.load("runs/proxy/main/s0/dynamics.npz")
     assert dyn["aign_l2"].shape == (2, 12) and np.isfinite(dyn["aign_l2"]).all()
     assert dyn["features"].shape[0] == 12
 
