@@ -1,14 +1,15 @@
 """The one DVC metric, `<report.dir>/summary.json`: the headline only, so `dvc exp show` and `dvc metrics diff` fit
 on a screen. The full per-cell numbers go to `tables/coresets/summary_full.json` (`report.summary`), a plain output.
 
-For every (training mode, fraction) at the headline eps (`eval.eps`), the primary comparison of the verdict:
-EasyCore minus the best other method, in points, with its 95 % CI and the verdict code (+1 EasyCore better,
--1 worse, 0 no detectable difference, Holm-adjusted), plus the sample size. Keys, flat:
+For every cell of the pre-registered primary family (report.primary: method - comparator per training mode and
+fraction, at the mode's primary eps): the paired difference in points, the verdict code (+1 method better, -1
+worse, 0 no detectable difference, Holm over the family; null when the cell cannot be decided: one replicate,
+uninformative, missing) and the MDE at the family's power; plus the sample sizes. Keys, flat:
 
-    <mode>_f<fraction>: {diff, lo, hi, verdict}     e.g. trades_f0.1: {diff: -0.3, lo: -3.2, hi: 2.7, verdict: 0}
-    n_test, n_seeds
+    <mode>_f<fraction>: {diff, verdict, mde}     e.g. trades_f0.1: {diff: -0.3, verdict: 0, mde: 2.1}
+    n_test, n_replicates
 
-4 x (modes x fractions) + 2 numbers: 10 for the demo (2 modes, 1 fraction), 18 for the study (2 x 2).
+3 x (modes x fractions) + 2 numbers: 8 for the demo (2 modes, 1 fraction), 14 for the study (2 x 2).
 """
 from __future__ import annotations
 
@@ -18,22 +19,30 @@ import pandas as pd
 
 from .config import Params, fraction_name
 
-VERDICT_CODE = {"EasyCore better": 1, "EasyCore worse": -1, "no detectable difference": 0}
+
+def verdict_code(word: str) -> int | None:
+    if word.endswith(" better"):
+        return 1
+    if word.endswith(" worse"):
+        return -1
+    return 0 if word == "no detectable difference" else None
+
+
+def _num(x, nd=2):
+    return None if x is None or (isinstance(x, float) and math.isnan(x)) else round(float(x), nd)
 
 
 def headline(ver: pd.DataFrame, params: Params, n_test: int | None = None) -> dict:
-    """The headline dict from a `report.verdict` frame (rows at eps = eval.eps; missing cells are left out)."""
+    """The headline dict from a `report.verdict` frame (its primary rows; missing cells are left out)."""
     out: dict = {}
-    eps = round(params.eval.eps * 255, 3)
-    rows = ver[(ver["eps_255"] == eps)] if len(ver) else ver
+    rows = ver[ver["family"] == "primary"] if len(ver) else ver
     for r in rows.itertuples(index=False):
-        if getattr(r, "verdict_best", None) not in VERDICT_CODE or pd.isna(getattr(r, "diff_best", math.nan)):
+        if r.status != "ok":
             continue
         out[f"{r.mode}_f{fraction_name(r.fraction)}"] = {
-            "diff": round(float(r.diff_best), 2), "lo": round(float(r.lo_best), 2), "hi": round(float(r.hi_best), 2),
-            "verdict": VERDICT_CODE[r.verdict_best]}
+            "diff": _num(r.diff), "verdict": verdict_code(r.verdict), "mde": _num(getattr(r, "mde", math.nan))}
     out["n_test"] = int(n_test if n_test is not None else params.eval.n_test)
-    out["n_seeds"] = len(params.train.seeds)
+    out["n_replicates"] = len(params.train.seeds)
     return out
 
 

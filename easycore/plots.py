@@ -205,52 +205,53 @@ def accuracy_figure(frame: pd.DataFrame, keys: Sequence[str] = ("robust", "clean
 
 # ----------------------------------------------------------------------------- the verdict
 def verdict_figure(ver: pd.DataFrame, title: str = "", *, paper_claim: Optional[Mapping[str, float]] = None):
-    """EasyCore minus its comparator, paired difference in points with its 95 % CI, one row per (fraction, eps):
-    a column of panels per comparator (the best other method, named on every row; random) and a row of panels per
-    training mode. Filled markers: the verdict found a difference (Holm-adjusted over EasyCore's comparisons in
-    the cell); hollow: no detectable difference. The paper's claim as a dotted line."""
+    """Every comparison of the verdict (`report.verdict`), paired difference in points with the interval that
+    decides it: a panel per training mode, one row per comparison; the primary family first (bold labels), then the
+    secondary ones. Filled markers: a difference found; hollow: none detectable; grey: not decidable (one
+    replicate, or a model at or below a constant classifier). The paper's claim as a dotted line."""
     import matplotlib.pyplot as plt
 
-    ver = ver[ver.get("verdict_best", pd.Series("", index=ver.index)) != "missing runs"]
-    modes = list(dict.fromkeys(ver["mode"]))
-    comps = [c for c in ("best", "random") if f"diff_{c}" in ver]
-    nrow = max((ver["mode"] == m).sum() for m in modes) if modes else 1
-    fig, axes = plt.subplots(len(modes) or 1, len(comps) or 1, squeeze=False, sharex=True,
-                             figsize=(5.2 * max(len(comps), 1) + 1.2, (0.7 + 0.3 * nrow) * max(len(modes), 1) + 1.0))
+    ver = ver[(ver["status"] == "ok") & ver["diff"].notna()] if len(ver) else ver
+    modes = list(dict.fromkeys(ver["mode"])) if len(ver) else []
+    nrow = max([(ver["mode"] == m).sum() for m in modes] or [1])
+    fig, axes = plt.subplots(len(modes) or 1, 1, squeeze=False, sharex=True,
+                             figsize=(8.5, (0.6 + 0.28 * nrow) * max(len(modes), 1) + 1.0))
     for i, mode in enumerate(modes):
-        d = ver[ver["mode"] == mode].reset_index(drop=True)
-        for j, c in enumerate(comps):
-            ax = axes[i][j]
-            _style(ax)
-            ax.axvline(0, color="#444444", lw=1)
-            if paper_claim and mode in paper_claim:
-                ax.axvline(paper_claim[mode], color="black", ls=":", lw=1)
-            y = np.arange(len(d))
-            for k, r in d.iterrows():
-                if pd.isna(r.get(f"diff_{c}")):
-                    continue
-                who = r["best_other"] if c == "best" else RANDOM
-                decided = str(r.get(f"verdict_{c}", "")).startswith("EasyCore")
-                ax.errorbar(r[f"diff_{c}"], k, xerr=[[r[f"diff_{c}"] - r[f"lo_{c}"]], [r[f"hi_{c}"] - r[f"diff_{c}"]]],
-                            fmt="o", color=color(who), mfc=color(who) if decided else "white", ms=5, capsize=2)
-            ax.set_yticks(y)
-            if c == "best":
-                labs = [f"f={r.fraction:g}, {r.eps_255:g}/255 vs {label(r.best_other)}" for r in d.itertuples()]
+        ax = axes[i][0]
+        d = ver[ver["mode"] == mode].sort_values(["family", "fraction", "eps_255"], kind="stable").reset_index(drop=True)
+        _style(ax)
+        ax.axvline(0, color="#444444", lw=1)
+        if paper_claim and mode in paper_claim:
+            ax.axvline(paper_claim[mode], color="black", ls=":", lw=1)
+        labs = []
+        for k, r in d.iterrows():
+            who = str(r["comparator"]).removeprefix("best other: ")
+            c = color(who)
+            decided = str(r["verdict"]).endswith(("better", "worse", "better than every other", "worse than the best other"))
+            undecidable = not (decided or r["verdict"] == "no detectable difference")
+            if pd.notna(r.get("lo")):
+                ax.errorbar(r["diff"], k, xerr=[[r["diff"] - r["lo"]], [r["hi"] - r["diff"]]], fmt="o",
+                            color="#aaaaaa" if undecidable else c, mfc=c if decided else "white", ms=5, capsize=2)
             else:
-                labs = [f"f={r.fraction:g}, {r.eps_255:g}/255" for r in d.itertuples()]
-            ax.set_yticklabels(labs, fontsize=8)
-            if c == "best":
-                for t, r in zip(ax.get_yticklabels(), d.itertuples()):
-                    t.set_color(color(r.best_other))
-            ax.invert_yaxis()
-            ax.tick_params(axis="x", labelsize=8)
-            ax.set_title(f"{mode}: EasyCore - {'best other method' if c == 'best' else 'random'}", fontsize=9)
+                ax.plot(r["diff"], k, "x", color="#aaaaaa")
+            labs.append(f"{'PRIMARY ' if r['family'] == 'primary' else ''}f={r['fraction']:g}, {r['eps_255']:g}/255: "
+                        f"{r['method']} - {who} (K={int(r['k'])})")
+        ax.set_yticks(np.arange(len(d)))
+        ax.set_yticklabels(labs, fontsize=7)
+        for t, r in zip(ax.get_yticklabels(), d.itertuples()):
+            if r.family == "primary":
+                t.set_fontweight("bold")
+        ax.invert_yaxis()
+        ax.tick_params(axis="x", labelsize=8)
+        ax.set_title(f"{mode}", fontsize=9)
     for ax in axes[-1]:
-        ax.set_xlabel("paired difference in robust accuracy (points), 95% CI", fontsize=8)
+        ax.set_xlabel("paired difference in robust accuracy (points); primary: Holm-step interval, secondary: 95%",
+                      fontsize=8)
     from matplotlib.lines import Line2D
 
-    handles = [Line2D([], [], color="#444444", marker="o", ls="none", label="difference found (Holm, 5%)"),
-               Line2D([], [], color="#444444", marker="o", mfc="white", ls="none", label="no detectable difference")]
+    handles = [Line2D([], [], color="#444444", marker="o", ls="none", label="difference found"),
+               Line2D([], [], color="#444444", marker="o", mfc="white", ls="none", label="no detectable difference"),
+               Line2D([], [], color="#aaaaaa", marker="o", mfc="white", ls="none", label="not decidable")]
     if paper_claim:
         handles.append(Line2D([], [], color="black", ls=":", label="paper: up to +N points"))
     fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=8, frameon=False,
@@ -259,7 +260,6 @@ def verdict_figure(ver: pd.DataFrame, title: str = "", *, paper_claim: Optional[
         fig.suptitle(title, fontsize=10)
     fig.tight_layout(rect=(0, 0.35 / fig.get_figheight() + 0.02, 1, 1))
     return fig
-
 
 # ----------------------------------------------------------------------------- checks
 def text_overlaps(fig, *, pad: float = 0.0) -> list[tuple[str, str]]:
@@ -312,8 +312,8 @@ def write_dvc_plots(curves: pd.DataFrame, fractions: pd.DataFrame, ver: pd.DataF
     `series` / `comparator`):
       robust_vs_eps_<mode>.csv       eps_255, robust_pct, lo_pct, hi_pct, series ('<method> f=<fraction>')
       robust_vs_fraction_<mode>.csv  fraction, robust_pct, lo_pct, hi_pct, series (method)
-      verdict.csv                    row ('<mode> f=<f> <eps>/255'), comparator ('best other: <m>' | 'random'),
-                                     diff, lo, hi (points, 95% CI), verdict
+      verdict.csv                    row ('<family> <mode> f=<f> <eps>/255'), comparator, diff, lo, hi (points,
+                                     the deciding interval), verdict
     `curves` / `fractions`: long frames with mode, method, fraction, (eps_255,) robust_pct, lo_pct, hi_pct;
     `ver`: report.verdict."""
     from pathlib import Path
@@ -332,16 +332,12 @@ def write_dvc_plots(curves: pd.DataFrame, fractions: pd.DataFrame, ver: pd.DataF
         p = out_dir / f"robust_vs_fraction_{mode}.csv"
         _write_csv(d[["fraction"] + cols + ["series"]].round(3), p)
         written.append(p)
-    if len(ver) and "diff_best" in ver:
+    if len(ver) and "diff" in ver:
         rows = []
-        for r in ver[ver.verdict_best != "missing runs"].itertuples():
-            row = f"{r.mode} f={r.fraction:g} {r.eps_255:g}/255"
-            rows.append({"row": row, "comparator": f"best other: {r.best_other}", "diff": r.diff_best,
-                         "lo": r.lo_best, "hi": r.hi_best, "verdict": r.verdict_best})
-            if pd.notna(getattr(r, "diff_random", np.nan)):
-                rows.append({"row": row, "comparator": "random", "diff": r.diff_random, "lo": r.lo_random,
-                             "hi": r.hi_random, "verdict": r.verdict_random})
+        for r in ver[ver.status == "ok"].itertuples():
+            rows.append({"row": f"{r.family} {r.mode} f={r.fraction:g} {r.eps_255:g}/255", "comparator": r.comparator,
+                         "diff": r.diff, "lo": r.lo, "hi": r.hi, "verdict": r.verdict})
         p = out_dir / "verdict.csv"
-        _write_csv(pd.DataFrame(rows).round(2), p)
+        _write_csv(pd.DataFrame(rows, columns=["row", "comparator", "diff", "lo", "hi", "verdict"]).round(2), p)
         written.append(p)
     return written

@@ -151,14 +151,14 @@ OUTCOMES_FORMAT = "easycore-outcomes-1"
 
 
 def export_outcomes(results: Sequence[RunResult], path: str | os.PathLike,
-                    autoattack_root: Optional[Path] = runs.ROOT / "autoattack", **meta) -> Path:
+                    autoattack_root: Optional[Path] = runs.ROOT / "autoattack", *, labels=None, **meta) -> Path:
     """Every evaluated run's per-image outcomes as one small .npz (numbers and booleans only, byte-stable), so the
     verdict and every accuracy / CI can be recomputed without retraining (`read_outcomes`). Member
     '<scores>/<run name>/<outcome key>' holds np.packbits of the bool vector over the attacked test images (the
     same images, in the same order, for every run: the prepared test set's positions
     `evaluate.test_positions(labels, eval.n_test)`, 0..n-1 when n_test covers the set); 'autoattack/<run key>/<robust|robust_aa>' the AutoAttack
-    stage's, over the images at positions meta['autoattack_index'] of those. `meta` (e.g. the scale) is stored
-    beside."""
+    stage's, over the images at positions meta['autoattack_index'] of those; 'labels' (int64) the attacked images'
+    classes, when given (`read_labels`). `meta` (e.g. the scale) is stored beside."""
     arrays, n = {}, set()
     for r in results:
         for k, v in (r.outcomes.items() if r.ok else ()):
@@ -173,6 +173,8 @@ def export_outcomes(results: Sequence[RunResult], path: str | os.PathLike,
     if len(n) > 1 or len(aa_n) > 1:
         raise ValueError(f"export_outcomes: runs were attacked on different numbers of images ({sorted(n)}, "
                          f"AutoAttack {sorted(aa_n)}); the verdict needs paired outcomes")
+    if labels is not None:
+        arrays["labels"] = np.asarray(labels, dtype=np.int64)
     missing = [f"{r.run.key}: {r.status}" for r in results if not r.ok]
     aa_index = read_json(Path(autoattack_root) / "summary.json").get("index") if aa else None
     save_arrays(staged(path), arrays, {"format": OUTCOMES_FORMAT, "n": next(iter(n), 0),
@@ -191,6 +193,8 @@ def read_outcomes(path: str | os.PathLike, params: Optional[Params] = None) -> t
     per_run: dict = {}
     aa: dict = {}
     for member, bits in arrays.items():
+        if member == "labels":
+            continue
         key, _, name = member.rpartition("/")
         n_key = "n_autoattack" if key.startswith("autoattack/") else "n"
         unpacked = _unpack(path, member, bits, meta.get(n_key), n_key)
@@ -204,6 +208,17 @@ def read_outcomes(path: str | os.PathLike, params: Optional[Params] = None) -> t
         results += [RunResult(r, "missing (not in the outcomes file)") for r in runs.expected_runs(params)
                     if r not in have]
     return results, aa
+
+
+def read_labels(path: str | os.PathLike) -> Optional[np.ndarray]:
+    """The attacked test images' classes stored by `export_outcomes` (None in a file written without them)."""
+    arrays, meta = load_arrays(path)
+    if meta.get("format") != OUTCOMES_FORMAT:
+        raise ArtifactError(f"{path} is not an easycore outcomes file (format {meta.get('format')!r})")
+    y = arrays.get("labels")
+    if y is not None and (y.ndim != 1 or len(y) != meta.get("n")):
+        raise ArtifactError(f"{path}: labels of shape {y.shape} for n = {meta.get('n')} images; the file is damaged")
+    return None if y is None else y.astype(np.int64)
 
 
 def _unpack(path, member: str, bits: np.ndarray, n, n_key: str) -> np.ndarray:
@@ -310,10 +325,38 @@ def cell_frame(results: Sequence[RunResult], params: Params, mode: str, keys: Se
             if m is None:
                 rows.append(row | {"status": _cell_status(results, scores, method, f, mode)})
                 continue
-            s = stats.cell_stat(m, n_boot=n_boot)
+            s = accuracy_stat(m, n_boot=n_boot)
             rows.append(row | {"mean": s.mean, "lo": s.lo, "hi": s.hi, "std_seeds": s.std_seeds,
                                "n_seeds": s.n_seeds, "n_test": s.n_test, "status": "ok"})
     return pd.DataFrame(rows)
+
+
+def accuracy_stat(m: np.ndarray, *, n_boot: int = 4000) -> stats.CellStat:
+    """Mean accuracy of a [K, n] outcome matrix with its 95 % interval: the replicate as the unit (crossed images x
+    replicates, inference.crossed) when K >= 2; with one replicate the interval over test images alone
+    (stats.cell_stat), conditional on that one run."""
+    from . import inference
+
+    if m.shape[0] < 2:
+        return stats.cell_stat(m, n_boot=n_boot)
+    d = inference.crossed(m.astype(np.float64))
+    return stats.CellStat(mean=d.diff, lo=d.lo, hi=d.hi, std_seeds=float(m.mean(1).std()),
+                          n_seeds=m.shape[0], n_test=m.shape[1])
+
+
+def best_marks(outs: Mapping[str, Mapping[int, np.ndarray]], *, level: float = 0.95) -> list[str]:
+    """The method with the highest accuracy, when its paired interval against the runner-up (on the replicates both
+    hold, inference.paired) excludes 0; [] otherwise or with fewer than 2 common replicates."""
+    from . import inference
+
+    if len(outs) < 2:
+        return []
+    acc = {m: float(np.mean([v.mean() for v in r.values()])) for m, r in outs.items()}
+    first, second = sorted(acc, key=acc.get, reverse=True)[:2]
+    seeds, a, b = paired_rows(outs[first], outs[second])
+    if len(seeds) < 2:
+        return []
+    return [first] if inference.paired(a, b, level=level).lo > 0 else []
 
 
 def _fmt(row) -> str:
@@ -326,7 +369,7 @@ def accuracy_table(results: Sequence[RunResult], params: Params, mode: str, keys
                    n_boot: int = 4000, frame: Optional[pd.DataFrame] = None) -> pd.DataFrame:
     """The paper's table for one mode, for reading: rows = methods (full data last), columns '<key> @ f=<f>',
     cells 'mean [95 % CI]' in %. In each column the best coreset method is bold only when its paired CI against
-    the runner-up excludes 0 (stats.best_marks); missing runs say why. No wall times (see `timing_table`); the
+    the runner-up excludes 0 (`best_marks`); missing runs say why. No wall times (see `timing_table`); the
     training cost per fraction as sample passes relative to full-data training (easycore/cost.py)."""
     frame = cell_frame(results, params, mode, keys, n_boot=n_boot) if frame is None else frame
     table: dict[str, dict[str, str]] = {}
@@ -344,10 +387,10 @@ def accuracy_table(results: Sequence[RunResult], params: Params, mode: str, keys
             outs = {}
             for scores, method, ff in cells(params, mode):
                 if ff == f and method != runs.FULL:
-                    m = outcome_matrix(results, scores=scores, method=method, fraction=f, mode=mode, key=key)
+                    m = seed_rows(results, scores=scores, method=method, fraction=f, mode=mode, key=key)
                     if m is not None:
                         outs[method] = m
-            for method in stats.best_marks(outs, n_boot=n_boot) if len(outs) > 1 else ():
+            for method in best_marks(outs) if len(outs) > 1 else ():
                 col = f"{key} @ f={fraction_name(f)}"
                 table[method][col] = f"{BOLD}{table[method][col]}{BOLD}"
     cols = [f"{key} @ f={fraction_name(f)}" for f in fractions(params) for key in keys]
@@ -360,116 +403,358 @@ def accuracy_table(results: Sequence[RunResult], params: Params, mode: str, keys
 
 
 # ----------------------------------------------------------------------------- paired comparisons and the verdict
-def comparisons(results: Sequence[RunResult], params: Params, mode: str, fraction: float, key: str, *,
-                reference: str, n_boot: int = 10000, seed: int = 0) -> pd.DataFrame:
-    """`reference` against every other coreset method of (mode, fraction) on outcome `key`: paired difference
-    (reference minus other) in points with its 95 % CI, p-value, Holm-adjusted p over this table, verdict."""
-    outs = {}
-    for scores, method, f in cells(params, mode):
-        if f == fraction and method != runs.FULL:
-            m = outcome_matrix(results, scores=scores, method=method, fraction=f, mode=mode, key=key)
-            if m is not None:
-                outs[method] = m
-    if reference not in outs or len(outs) < 2:
-        return pd.DataFrame()
-    rows = stats.compare(outs, reference, n_boot=n_boot, seed=seed)
-    df = pd.DataFrame(rows)
-    for c in ("diff", "lo", "hi"):
-        df[c] = 100 * df[c]
-    return df.assign(mode=mode, fraction=fraction, key=key)
+# Inference with the replicate as the unit (easycore/inference.py): rows of two methods are paired by replicate
+# (the seeds both hold: a secondary group runs the first train.survey_seeds replicates) and by test image.
+def seed_rows(results: Sequence[RunResult], *, scores: str, method: str, fraction: float, mode: str,
+              key: str) -> Optional[dict[int, np.ndarray]]:
+    """{seed: bool [n]} of one cell's outcomes `key`, or None when any declared replicate is missing or lacks it."""
+    cell = [r for r in results if (r.run.scores, r.run.method, r.run.fraction, r.run.mode)
+            == (scores, method, fraction, mode)]
+    if not cell or any(not r.ok or key not in r.outcomes for r in cell):
+        return None
+    return {r.run.seed: r.outcomes[key] for r in sorted(cell, key=lambda r: r.run.seed)}
 
 
-def missing_in_cell(results: Sequence[RunResult], params: Params, mode: str, fraction: float, key: str) -> list[str]:
-    """The coreset methods of the verdict's cell (mode, fraction) whose outcomes `key` are incomplete: any declared
-    seed missing, unreadable or lacking the key, as '<method>: <why>'. The verdict compares EasyCore with the best of
-    *all* methods of the cell, so one missing seed of any of them makes the cell undecidable: dropping that method
-    would crown the next one instead (a different, silently wrong verdict)."""
-    out = []
-    for scores, method, f in cells(params, mode):
-        if f != fraction or method == runs.FULL:
-            continue
-        if outcome_matrix(results, scores=scores, method=method, fraction=f, mode=mode, key=key) is None:
-            cell = [r for r in results if (r.run.scores, r.run.method, r.run.fraction, r.run.mode)
-                    == (scores, method, f, mode)]
-            bad = [r for r in cell if not r.ok or key not in r.outcomes]
-            why = (f"{bad[0].run.name}: {bad[0].status if not bad[0].ok else f'no outcomes {key!r}'}" if bad
-                   else "no such run declared")
-            out.append(f"{method}: {why}")
-    return out
+def paired_rows(a: Mapping[int, np.ndarray], b: Mapping[int, np.ndarray]) -> tuple[list[int], np.ndarray, np.ndarray]:
+    """(common seeds, a [K, n], b [K, n]) on the replicates both cells hold."""
+    common = sorted(set(a) & set(b))
+    if not common:
+        return [], np.zeros((0, 0), bool), np.zeros((0, 0), bool)
+    return common, np.stack([a[s] for s in common]), np.stack([b[s] for s in common])
 
 
-def verdict(results: Sequence[RunResult], params: Params, *, n_boot: int = 10000) -> pd.DataFrame:
-    """For every (mode, fraction, eps > 0): EasyCore's robust accuracy, the best other coreset method and random
-    (mean in %), EasyCore minus each as a paired difference in points with its 95 % CI (bootstrap over test images
-    and seeds), the Holm-adjusted p over EasyCore's comparisons with every method of that cell, and the verdict the
-    CIs decide; the paper's claim beside. Numeric columns only (and names): see `verdict_markdown` for reading."""
+def _scores_of(params: Params, mode: str, method: str, fraction: float) -> Optional[str]:
+    for s, m, f in cells(params, mode):
+        if m == method and f == fraction:
+            return s
+    return None
+
+
+def _cell(results, params, mode, method, fraction, key):
+    s = _scores_of(params, mode, method, fraction)
+    return None if s is None else seed_rows(results, scores=s, method=method, fraction=fraction, mode=mode, key=key)
+
+
+def _full_pct(results, mode, key) -> float:
+    m = outcome_matrix(results, scores=runs.NONE, method=runs.FULL, fraction=1.0, mode=mode, key=key)
+    return 100 * float(m.mean()) if m is not None else math.nan
+
+
+def primary_eps(results: Sequence[RunResult], params: Params, mode: str) -> tuple[float, str]:
+    """The primary family's eps for `mode` and the rule that chose it (report.primary): a number from the params,
+    or the largest eps > 0 of eval.eps_grid where the full-data model keeps >= min_full_robust robust accuracy (mean
+    over its replicates); the smallest eps > 0 when none does, or eval.eps when the full-data model is missing."""
     from .evaluate import eps_name
 
+    pc = params.report.primary
+    if pc.eps is not None:
+        return float(pc.eps), "fixed in params"
+    grid = sorted(e for e in set(params.eval.eps_grid) | {params.eval.eps} if e > 0)
+    acc = {e: _full_pct(results, mode, eps_name(e)) for e in grid}
+    if all(math.isnan(v) for v in acc.values()):
+        return float(params.eval.eps), "eval.eps (no full-data model to apply the rule)"
+    ok = [e for e in grid if acc[e] >= 100 * pc.min_full_robust]
+    if ok:
+        return ok[-1], f"largest eps with full data >= {100 * pc.min_full_robust:g}% robust ({acc[ok[-1]]:.1f}%)"
+    return grid[0], f"smallest eps (full data < {100 * pc.min_full_robust:g}% robust everywhere)"
+
+
+def chance_pct(labels) -> float:
+    """A constant classifier's accuracy on the attacked images (the most frequent class's share), in %."""
+    labels = np.asarray(labels)
+    return 100 * float(np.bincount(labels).max() / len(labels)) if len(labels) else math.nan
+
+
+def compare_cells(results, params, mode: str, fraction: float, key: str, a: str, b: str, labels, *,
+                  level: float) -> dict:
+    """`a` - `b` in (mode, fraction) on outcome `key`: the paired difference with the replicate as the unit, in
+    points (inference.paired on the common replicates), accuracies, clean accuracies, validity. Not decided here."""
+    from . import inference
+
+    ra, rb = _cell(results, params, mode, a, fraction, key), _cell(results, params, mode, b, fraction, key)
+    row = {"mode": mode, "fraction": fraction, "method": a, "comparator": b}
+    if ra is None or rb is None:
+        miss = [m for m, r in ((a, ra), (b, rb)) if r is None]
+        return row | {"status": "missing runs (" + ", ".join(miss) + ")"}
+    seeds, ma, mb = paired_rows(ra, rb)
+    if not seeds:
+        return row | {"status": "missing runs (no common replicate)"}
+    d = inference.paired(ma, mb, level=level)
+    ca, cb = _cell(results, params, mode, a, fraction, "clean"), _cell(results, params, mode, b, fraction, "clean")
+    row |= {"status": "ok", "k": d.k, "n": d.n, "method_pct": 100 * float(ma.mean()),
+            "comparator_pct": 100 * float(mb.mean()),
+            "method_clean_pct": 100 * float(np.stack([ca[s] for s in seeds]).mean()) if ca else math.nan,
+            "comparator_clean_pct": 100 * float(np.stack([cb[s] for s in seeds]).mean()) if cb else math.nan,
+            "full_pct": _full_pct(results, mode, key), "full_clean_pct": _full_pct(results, mode, "clean"),
+            "chance_pct": chance_pct(labels) if labels is not None else math.nan,
+            "diff": 100 * d.diff, "se": 100 * d.se, "df": d.df, "p": d.p, "sd_rep": 100 * d.sd_rep, "_diff": d}
+    row["informative"] = bool(labels is None or min(row["method_pct"], row["comparator_pct"]) > row["chance_pct"])
+    return row
+
+
+def _label(m: str) -> str:
+    return "EasyCore" if m == "easycore" else m
+
+
+def _word(row, lo, hi) -> str:
+    if row.get("status") != "ok":
+        return row.get("status", "missing runs")
+    if row["k"] < 2:
+        return f"not replicated (K={row['k']})"
+    if not row["informative"]:
+        return "uninformative (a model at or below a constant classifier)"
+    if lo > 0:
+        return f"{_label(row['method'])} better"
+    if hi < 0:
+        return f"{_label(row['method'])} worse"
+    return "no detectable difference"
+
+
+def verdict(results: Sequence[RunResult], params: Params, *, labels=None) -> pd.DataFrame:
+    """The verdict, one row per comparison (points; numbers and names only; `verdict_markdown` for reading):
+
+    primary    report.primary.method - comparator for every (mode, fraction of coreset.fractions) at the mode's
+               primary eps (`primary_eps`). Holm over this family alone. The printed interval decides: it is at
+               the level of the Holm step that decided the cell (1 - alpha / (m - r + 1) for the r-th smallest p;
+               1 - alpha / m where Holm stopped before it), so it excludes 0 exactly when the verdict is a
+               difference. MDE at `power` for the family's Bonferroni alpha / m.
+    secondary  (unadjusted 95 % intervals, labelled so): the same pair at every other eps; the class-balanced pair
+               (easycore_balanced - random_balanced) where surveyed; EasyCore against the best other method
+               (Hsu's comparison with the best: simultaneous over the others, on their common replicates).
+
+    A cell whose models are at or below a constant classifier on the attacked images (`labels`) is
+    "uninformative"; one with a single replicate is "not replicated" (no interval: the replicate variance cannot be
+    estimated); a missing replicate of either method leaves the cell undecided ("missing runs")."""
+    from . import inference
+    from .evaluate import eps_name
+
+    pc = params.report.primary
+    alpha = 1 - pc.level
+    grid = sorted(e for e in set(params.eval.eps_grid) | {params.eval.eps} if e > 0)
     rows = []
-    grid = sorted(set(params.eval.eps_grid) | {params.eval.eps})
     for mode in params.train.modes:
+        eps0, rule = primary_eps(results, params, mode)
         for f in fractions(params):
             for eps in grid:
-                if eps == 0:
-                    continue
                 key = eps_name(eps)
-                row = {"mode": mode, "fraction": f, "eps_255": round(eps * 255, 3)}
-                absent = missing_in_cell(results, params, mode, f, key)
-                if absent:               # never decided on what is left: a missing seed of any method stops it
-                    rows.append(row | {"best_other": np.nan, "verdict_best": "missing runs",
-                                       "missing": "; ".join(absent)})
+                base = {"eps_255": round(eps * 255, 3)}
+                if f in params.coreset.fractions:
+                    fam = "primary" if eps == eps0 else "secondary"
+                    rows.append(base | {"family": fam, "comparison": f"{pc.method} - {pc.comparator}",
+                                        "eps_rule": rule if fam == "primary" else ""}
+                                | compare_cells(results, params, mode, f, key, pc.method, pc.comparator, labels,
+                                                level=pc.level))
+                if eps != eps0:
                     continue
-                comp = comparisons(results, params, mode, f, key, reference="easycore", n_boot=n_boot)
-                if comp.empty:
-                    rows.append(row | {"verdict_best": "missing runs"})
-                    continue
-                acc = {m: outcome_matrix(results, scores=s, method=m, fraction=f, mode=mode, key=key)
-                       for s, m, ff in cells(params, mode) if ff == f and m != runs.FULL}
-                acc = {m: 100 * float(v.mean()) for m, v in acc.items() if v is not None}
-                others = {m: a for m, a in acc.items() if m != "easycore"}
-                best = max(others, key=others.get)
-                c = comp.set_index("method")
-                row |= {"easycore_pct": acc["easycore"], "best_other": best, "best_other_pct": others[best],
-                        "diff_best": c.loc[best, "diff"], "lo_best": c.loc[best, "lo"], "hi_best": c.loc[best, "hi"],
-                        "p_holm_best": c.loc[best, "p_holm"], "verdict_best": _verdict_text(c.loc[best, "verdict"])}
-                if "random" in others:
-                    row |= {"random_pct": others["random"], "diff_random": c.loc["random", "diff"],
-                            "lo_random": c.loc["random", "lo"], "hi_random": c.loc["random", "hi"],
-                            "p_holm_random": c.loc["random", "p_holm"],
-                            "verdict_random": _verdict_text(c.loc["random", "verdict"])}
-                full = outcome_matrix(results, scores=runs.NONE, method=runs.FULL, fraction=1.0, mode=mode, key=key)
-                row["full_pct"] = 100 * float(full.mean()) if full is not None else np.nan
-                row["paper_claim_points"] = PAPER_CLAIM.get(mode, np.nan)
-                rows.append(row)
-    return pd.DataFrame(rows)
+                have = {m for s, m, ff in cells(params, mode) if ff == f}
+                if {"easycore_balanced", "random_balanced"} <= have:
+                    rows.append(base | {"family": "secondary", "comparison": "easycore_balanced - random_balanced",
+                                        "eps_rule": ""}
+                                | compare_cells(results, params, mode, f, key, "easycore_balanced", "random_balanced",
+                                                labels, level=pc.level))
+                others = sorted(m for m in have if m not in (pc.method, runs.FULL))
+                if pc.method in have and len(others) > 1:
+                    rows.append(base | {"family": "secondary", "comparison": f"{pc.method} - best other (Hsu)",
+                                        "eps_rule": ""} | _vs_best(results, params, mode, f, key, pc.method, others,
+                                                                   labels, pc.level))
+    df = pd.DataFrame(rows)
+    if df.empty:
+        return df
+    # the primary family: Holm; each cell's interval at its Holm step's level
+    prim = df.index[df.family == "primary"]
+    m = len(prim)
+    df["p_holm"] = math.nan
+    df["ci_level"] = pc.level
+    df["lo"], df["hi"], df["mde"] = math.nan, math.nan, math.nan
+    df["verdict"] = ""
+    decidable = [i for i in prim if df.at[i, "status"] == "ok" and df.at[i, "k"] >= 2]
+    p_eff = [df.at[i, "p"] if df.at[i, "informative"] else 1.0 for i in decidable]   # never decided: last in Holm
+    adj = inference.holm(p_eff) if decidable else []
+    order = sorted(range(len(decidable)), key=lambda j: (p_eff[j], j))
+    stopped = False
+    for rank, j in enumerate(order):
+        i = decidable[j]
+        step_alpha = alpha / (m - rank)
+        if stopped or p_eff[j] > step_alpha:
+            stopped = True
+            step_alpha = alpha / m
+        d = df.at[i, "_diff"].at(1 - step_alpha)
+        df.loc[i, ["lo", "hi", "ci_level", "p_holm"]] = [100 * d.lo, 100 * d.hi, 1 - step_alpha, adj[j]]
+        df.at[i, "mde"] = 100 * inference.mde(d, alpha=alpha / m, power=pc.power)
+    for i in df.index:
+        r = df.loc[i]
+        if r["family"] == "secondary" and r.get("status") == "ok" and isinstance(r.get("_diff"), inference.Diff):
+            df.loc[i, ["lo", "hi"]] = [100 * r["_diff"].lo, 100 * r["_diff"].hi]
+        r = df.loc[i]
+        # primary: the step interval excludes 0 exactly when Holm rejects (same t, df), so the word it gives is Holm's
+        word = _word(r, r.get("lo", math.nan), r.get("hi", math.nan))
+        df.at[i, "verdict"] = word
+    df["paper_claim_points"] = df["mode"].map(PAPER_CLAIM)
+    cols = ["family", "mode", "fraction", "eps_255", "comparison", "method", "comparator", "k", "n", "method_pct",
+            "comparator_pct", "diff", "lo", "hi", "ci_level", "p", "p_holm", "mde", "sd_rep", "verdict",
+            "method_clean_pct", "comparator_clean_pct", "full_pct", "full_clean_pct", "chance_pct", "informative",
+            "diff_without_top_class", "top_class", "eps_rule", "status", "paper_claim_points"]
+    df = _top_class(df, results, params, labels)
+    return df[[c for c in cols if c in df]].reset_index(drop=True)
 
 
-def verdict_markdown(v: pd.DataFrame) -> pd.DataFrame:
-    """The verdict for reading: accuracies and 'diff [lo, hi]' cells formatted, one row per (mode, fraction, eps)."""
-    def ci(r, k):
-        return f"{r[f'diff_{k}']:+.1f} [{r[f'lo_{k}']:+.1f}, {r[f'hi_{k}']:+.1f}]" if pd.notna(r.get(f"diff_{k}")) else "-"
+def _vs_best(results, params, mode, f, key, method, others, labels, level) -> dict:
+    """Hsu's comparison with the best: `method` - max_j mu_j from Bonferroni-simultaneous intervals of
+    `method` - j on the replicates each pair shares."""
+    from . import inference
 
-    rows = []
-    for _, r in v.iterrows():
-        if r.get("verdict_best") == "missing runs":
-            why = r.get("missing")
-            rows.append({"mode": r["mode"], "fraction": r["fraction"], "eps": f"{r['eps_255']:g}/255",
-                         "verdict vs best other": "missing runs" + (f" ({why})" if isinstance(why, str) else "")})
+    ra = _cell(results, params, mode, method, f, key)
+    row = {"mode": mode, "fraction": f, "method": method}
+    rb = {j: _cell(results, params, mode, j, f, key) for j in others}
+    miss = [j for j, r in rb.items() if r is None] + ([method] if ra is None else [])
+    if miss:
+        return row | {"comparator": "best other", "status": "missing runs (" + ", ".join(miss) + ")"}
+    diffs, acc = {}, {}
+    for j, r in rb.items():
+        seeds, ma, mb = paired_rows(ra, r)
+        diffs[j] = inference.paired(ma, mb, level=level)
+        acc[j] = 100 * float(mb.mean())
+    vb = inference.vs_best(diffs, level=level)
+    best = vb.best or max(acc, key=acc.get)
+    d = diffs[best]
+    seeds, ma, mb = paired_rows(ra, rb[best])
+    row |= {"comparator": f"best other: {best}", "status": "ok", "k": d.k, "n": d.n,
+            "method_pct": 100 * float(ma.mean()), "comparator_pct": acc[best], "diff": 100 * vb.diff if vb.m else
+            100 * d.diff, "se": 100 * d.se, "df": d.df, "p": math.nan, "sd_rep": 100 * d.sd_rep,
+            "full_pct": _full_pct(results, mode, key), "full_clean_pct": _full_pct(results, mode, "clean"),
+            "chance_pct": chance_pct(labels) if labels is not None else math.nan, "_best": vb}
+    row["informative"] = bool(labels is None or min(row["method_pct"], row["comparator_pct"]) > row["chance_pct"])
+    return row
+
+
+def _top_class(df: pd.DataFrame, results, params, labels) -> pd.DataFrame:
+    """Secondary intervals of the Hsu rows, and for every decided row the class that carries most of the
+    difference and the difference without it (a one-class artifact shows here)."""
+    from .evaluate import eps_name
+
+    df = df.copy()
+    df["top_class"], df["diff_without_top_class"] = "", math.nan
+    for i, r in df.iterrows():
+        vb = r.get("_best")
+        if isinstance(vb, float) or vb is None:
+            pass
+        else:
+            df.loc[i, ["lo", "hi"]] = [100 * vb.lo, 100 * vb.hi]
+            df.at[i, "ci_level"] = vb.level
+            df.at[i, "verdict"] = _word(df.loc[i], 100 * vb.lo, 100 * vb.hi).replace(
+                "better", "better than every other").replace("worse", "worse than the best other")
+        if labels is None or r.get("status") != "ok" or not isinstance(r.get("comparator"), str):
             continue
-        rows.append({"mode": r["mode"], "fraction": r["fraction"], "eps": f"{r['eps_255']:g}/255",
-                     "EasyCore %": f"{r['easycore_pct']:.1f}",
-                     "best other": f"{r['best_other']} {r['best_other_pct']:.1f}",
-                     "EasyCore - best [95% CI]": ci(r, "best"), "verdict vs best other": r["verdict_best"],
-                     "random %": f"{r['random_pct']:.1f}" if pd.notna(r.get("random_pct")) else "-",
-                     "EasyCore - random [95% CI]": ci(r, "random"),
-                     "verdict vs random": r.get("verdict_random", "-") if pd.notna(r.get("verdict_random")) else "-",
-                     "full data %": f"{r['full_pct']:.1f}" if pd.notna(r.get("full_pct")) else "-",
-                     "paper": f"up to +{r['paper_claim_points']:g}" if pd.notna(r.get("paper_claim_points")) else "-"})
+        comp = r["comparator"].removeprefix("best other: ")
+        key = eps_name(r["eps_255"] / 255)
+        ra = _cell(results, params, r["mode"], r["method"], r["fraction"], key)
+        rb = _cell(results, params, r["mode"], comp, r["fraction"], key)
+        if not ra or not rb:
+            continue
+        _, ma, mb = paired_rows(ra, rb)
+        lab = np.asarray(labels)
+        d = (ma.astype(np.int8) - mb.astype(np.int8)).mean(0)
+        contrib = np.array([d[lab == c].sum() for c in range(int(lab.max()) + 1)])
+        top = int(np.argmax(np.abs(contrib)))
+        df.at[i, "top_class"] = str(top)
+        df.at[i, "diff_without_top_class"] = 100 * float(d[lab != top].mean())
+    return df.drop(columns=[c for c in ("_diff", "_best", "se", "df") if c in df])
+
+
+def per_class_table(results: Sequence[RunResult], params: Params, ver: pd.DataFrame, labels,
+                    classes: Optional[Sequence[str]] = None) -> pd.DataFrame:
+    """Per-class robust accuracy (%) of both methods of every primary cell (their common replicates) and the
+    difference in points: where one class could carry a difference, it shows."""
+    from .evaluate import eps_name
+
+    lab = np.asarray(labels)
+    rows = []
+    for r in ver[(ver.family == "primary") & (ver.status == "ok")].itertuples():
+        key = eps_name(r.eps_255 / 255)
+        ra = _cell(results, params, r.mode, r.method, r.fraction, key)
+        rb = _cell(results, params, r.mode, r.comparator, r.fraction, key)
+        _, ma, mb = paired_rows(ra, rb)
+        for c in range(int(lab.max()) + 1):
+            sel = lab == c
+            if not sel.any():
+                continue
+            a, b = 100 * float(ma[:, sel].mean()), 100 * float(mb[:, sel].mean())
+            rows.append({"mode": r.mode, "fraction": r.fraction, "eps_255": r.eps_255,
+                         "class": classes[c] if classes else c, "n": int(sel.sum()),
+                         f"{r.method} %": a, f"{r.comparator} %": b, "diff": a - b})
     return pd.DataFrame(rows)
 
 
-def _verdict_text(v: str) -> str:
-    return {"easycore better": "EasyCore better", "easycore worse": "EasyCore worse"}.get(v, v)
+def comparisons(results: Sequence[RunResult], params: Params, mode: str, fraction: float, key: str, *,
+                reference: str, level: float = 0.95) -> pd.DataFrame:
+    """Secondary, unadjusted: `reference` - every other coreset method of (mode, fraction) on outcome `key`, paired
+    on their common replicates (inference.paired): difference in points, 95 % interval, p, K, n."""
+    from . import inference
+
+    ra = _cell(results, params, mode, reference, fraction, key)
+    if ra is None:
+        return pd.DataFrame()
+    rows = []
+    for s, m, f in cells(params, mode):
+        if f != fraction or m in (reference, runs.FULL):
+            continue
+        rb = seed_rows(results, scores=s, method=m, fraction=f, mode=mode, key=key)
+        if rb is None:
+            continue
+        seeds, ma, mb = paired_rows(ra, rb)
+        if not seeds:
+            continue
+        d = inference.paired(ma, mb, level=level)
+        rows.append({"mode": mode, "fraction": fraction, "key": key, "reference": reference, "method": m,
+                     "k": d.k, "n": d.n, "diff": 100 * d.diff, "lo": 100 * d.lo, "hi": 100 * d.hi, "p_value": d.p,
+                     "verdict": ("not replicated" if d.k < 2 else "reference better" if d.lo > 0 else
+                                 "reference worse" if d.hi < 0 else "no detectable difference")})
+    return pd.DataFrame(rows)
+
+
+def _p(p) -> str:
+    if not isinstance(p, (float, int)) or math.isnan(p):
+        return "-"
+    return "< 1e-4" if p < 1e-4 else f"{p:.4f}"
+
+
+def verdict_markdown(v: pd.DataFrame, family: Optional[str] = None) -> pd.DataFrame:
+    """The verdict for reading (points): one row per comparison of `family` (all when None)."""
+    rows = []
+    for _, r in (v if family is None else v[v.family == family]).iterrows():
+        ok = r.get("status") == "ok"
+        pct = lambda k: f"{r[k]:.1f}" if ok and pd.notna(r.get(k)) else "-"   # noqa: E731
+        ci = (f"{r['diff']:+.1f} [{r['lo']:+.1f}, {r['hi']:+.1f}]" if ok and pd.notna(r.get("lo")) else
+              f"{r['diff']:+.1f}" if ok and pd.notna(r.get("diff")) else "-")
+        row = {"family": r["family"], "mode": r["mode"], "fraction": r["fraction"], "eps": f"{r['eps_255']:g}/255",
+               "comparison": r["comparison"].replace("best other (Hsu)", r.get("comparator", "best other"))
+               if ok else r["comparison"],
+               "K x n": f"{int(r['k'])} x {int(r['n'])}" if ok else "-",
+               "method % (clean)": f"{pct('method_pct')} ({pct('method_clean_pct')})",
+               "comparator % (clean)": f"{pct('comparator_pct')} ({pct('comparator_clean_pct')})",
+               "diff [CI] (points)": ci, "CI level": f"{100 * r['ci_level']:.2f}%" if ok and pd.notna(r.get("lo")) else "-",
+               "p (Holm)": _p(r.get("p_holm")) if r["family"] == "primary" else "secondary",
+               "MDE": f"{r['mde']:.1f}" if pd.notna(r.get("mde")) else "-",
+               "verdict": r["verdict"],
+               "without top class": (f"{r['diff_without_top_class']:+.1f} (class {r['top_class']})"
+                                     if pd.notna(r.get("diff_without_top_class")) else "-"),
+               "full data % (clean)": f"{pct('full_pct')} ({pct('full_clean_pct')})",
+               "chance %": pct("chance_pct")}
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def attacked_labels(params: Params, prepared: Path = Path("data/prepared")) -> Optional[np.ndarray]:
+    """Labels of the attacked test images (the prepared test set at evaluate.test_positions), None when the
+    prepared set is absent."""
+    from .evaluate import test_positions
+    from .store import load_tensors
+
+    f = Path(prepared) / "test.safetensors"
+    if not f.exists():
+        return None
+    y = load_tensors(f)[0]["y"].numpy()
+    return y[test_positions(y, params.eval.n_test)]
 
 
 def autoattack_outcomes(root: Path = runs.ROOT / "autoattack") -> dict:
@@ -503,7 +788,7 @@ def autoattack_table(params: Params, root: Path = runs.ROOT / "autoattack", *, o
         seeds.sort(key=lambda t: t[0])
         row = {"mode": mode, "fraction": f, "method": method, "n_seeds": len(seeds), "n_test": len(seeds[0][1]["robust"])}
         for k in ("robust", "robust_aa"):
-            st = stats.cell_stat(np.stack([a[k] for _, a in seeds]), n_boot=n_boot)
+            st = accuracy_stat(np.stack([a[k] for _, a in seeds]), n_boot=n_boot)
             row[k] = f"{100 * st.mean:.1f} [{100 * st.lo:.1f}, {100 * st.hi:.1f}]"
             row[f"{k}_mean"] = st.mean
         rows.append(row)
@@ -529,7 +814,7 @@ def curves(results: Sequence[RunResult], params: Params, mode: str, fraction: fl
         for eps in grid:
             m = outcome_matrix(results, scores=scores, method=method, fraction=f, mode=mode, key=eps_name(eps))
             if m is not None:
-                s = stats.cell_stat(m, n_boot=n_boot)
+                s = accuracy_stat(m, n_boot=n_boot)
                 rows.append({"method": method, "eps": eps, "mean": s.mean, "lo": s.lo, "hi": s.hi})
     return pd.DataFrame(rows)
 
@@ -545,7 +830,7 @@ def summary(results: Sequence[RunResult], params: Params, *, n_boot: int = 2000)
                 m = outcome_matrix(results, scores=scores, method=method, fraction=f, mode=mode, key=key)
                 if m is None:
                     continue
-                s = stats.cell_stat(m, n_boot=n_boot)
+                s = accuracy_stat(m, n_boot=n_boot)
                 cell[key] = {"mean": round(s.mean, 4), "lo": round(s.lo, 4), "hi": round(s.hi, 4)}
                 cell["n_seeds"], cell["n_test"] = s.n_seeds, s.n_test
             if cell:

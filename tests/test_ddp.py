@@ -231,8 +231,8 @@ def test_two_rank_run_follows_the_one_process_run(runs2):
     w1, _ = load_tensors(base / "single" / "model.safetensors")
     w2, _ = load_tensors(base / "runs" / "proxy" / "main" / "model.safetensors")
     assert max(float((w1[k] - w2[k]).abs().max()) for k in w1) < 1e-5
-    t1 = read_json(base / "prepared" / "runs" / "timings" / "proxy" / "main.json")
-    t2 = read_json(base / "runs" / "timings" / "proxy" / "main.json")
+    t1 = read_json(base / "prepared" / "runs" / "timings" / "proxy" / "main-s0.json")
+    t2 = read_json(base / "runs" / "timings" / "proxy" / "main-s0.json")
     assert t2["examples"] == t1["examples"] == EPOCHS * 40, "the counts are the whole job's"
 
 

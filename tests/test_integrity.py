@@ -342,18 +342,26 @@ def _verdict_results(drop=None, n=200):
 
 
 def test_verdict_with_a_missing_seed_says_so_and_decides_nothing():
-    """Issue 25 item 3: one missing seed of the best competitor must not switch "best other" to the next method."""
+    """Issue 25 item 3 / issue 21: one missing replicate of a compared method leaves the cell undecided (never
+    decided on what is left), and the best-other comparison names who is missing instead of crowning the next one."""
     from easycore import report
 
     params = params_from_dict({"coreset": {"methods": ["easycore", "hard", "random"], "fractions": [0.3]},
-                               "train": {"modes": ["standard"], "seeds": [0, 1]}, "eval": {"eps_grid": [0.0]}})
-    full = report.verdict(_verdict_results(), params, n_boot=200).iloc[0]
-    assert (full["best_other"], full["verdict_best"]) == ("hard", "EasyCore worse")
-    v = report.verdict(_verdict_results(drop=("hard", 1)), params, n_boot=200).iloc[0]
-    assert v["verdict_best"] == "missing runs" and pd_isna(v.get("best_other"))
-    assert "hard: hard-0.3-standard-s1: missing (not evaluated)" in v["missing"]
-    md = report.verdict_markdown(report.verdict(_verdict_results(drop=("hard", 1)), params, n_boot=200))
-    assert md.iloc[0]["verdict vs best other"].startswith("missing runs (hard: ")
+                               "train": {"modes": ["standard"], "seeds": [0, 1]}, "eval": {"eps_grid": [0.0]},
+                               "report": {"primary": {"eps": 8 / 255}}})
+    full = report.verdict(_verdict_results(), params)
+    prim = full[full.family == "primary"].iloc[0]
+    assert (prim["comparator"], prim["status"], prim["k"]) == ("random", "ok", 2)
+    best = full[full.comparison == "easycore - best other (Hsu)"].iloc[0]
+    assert best["comparator"] == "best other: hard" and best["diff"] < 0
+    v = report.verdict(_verdict_results(drop=("hard", 1)), params)
+    best = v[v.comparison == "easycore - best other (Hsu)"].iloc[0]
+    assert best["status"] == "missing runs (hard)" and best["verdict"] == "missing runs (hard)"
+    v = report.verdict(_verdict_results(drop=("random", 0)), params)
+    prim = v[v.family == "primary"].iloc[0]
+    assert prim["verdict"] == "missing runs (random)" and pd_isna(prim.get("diff"))
+    md = report.verdict_markdown(v, "primary")
+    assert md.iloc[0]["verdict"].startswith("missing runs (random")
 
 
 def pd_isna(v) -> bool:

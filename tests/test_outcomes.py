@@ -60,12 +60,12 @@ def test_other_npz_refused(tmp_path):
 @pytest.mark.skipif(not (STUDY / "outcomes.npz").exists(), reason="no committed study under reports/study")
 def test_committed_study_verdict_recomputed_from_committed_outcomes():
     """The committed verdict table (reports/study/tables/coresets/verdict.csv) equals the verdict recomputed from
-    the committed per-image outcomes with the notebook's settings (n_boot 10000, seed 0): same numbers, same words."""
+    the committed per-image outcomes and labels (closed forms: no Monte-Carlo): same numbers, same words."""
     params = load_params(ROOT / "params-study.yaml")
     results, aa = report.read_outcomes(STUDY / "outcomes.npz", params)
     assert all(r.ok for r in results), [r.run.key for r in results if not r.ok][:5]
     assert len(results) == len(runs.expected_runs(params))
-    got = report.verdict(results, params, n_boot=10000).round(4)
+    got = report.verdict(results, params, labels=report.read_labels(STUDY / "outcomes.npz")).round(4)
     want = pd.read_csv(STUDY / "tables" / "coresets" / "verdict.csv")
     assert list(got.columns) == list(want.columns)
     for c in want.columns:

@@ -113,8 +113,9 @@ def test_dvc_repro_tiny(repo):
     assert set(summary["standard"]) == {"random", "easycore", "acs_craig", "full"}
     assert summary["standard"]["easycore"]["0.5"]["n_seeds"] == 1
     headline = json.loads((work / "reports/summary.json").read_text())                     # the one DVC metric
-    assert set(headline) == {"standard_f0.5", "n_test", "n_seeds"}, headline
-    assert set(headline["standard_f0.5"]) == {"diff", "lo", "hi", "verdict"}
+    assert set(headline) == {"standard_f0.5", "n_test", "n_replicates"}, headline
+    assert set(headline["standard_f0.5"]) == {"diff", "verdict", "mde"}
+    assert headline["standard_f0.5"]["verdict"] is None        # one replicate: not replicated, never decided
     # the executed notebooks carry their figures inline (papermill's kernel runs the inline backend)
     from test_reports import check_notebook_images
     for nb in sorted((work / "reports/notebooks").glob("*.ipynb")):
@@ -128,11 +129,14 @@ def test_dvc_repro_tiny(repo):
     cwd = os.getcwd()
     try:
         os.chdir(work)
-        direct = report.verdict(report.load_results(params), params, n_boot=300)
+        labels = report.attacked_labels(params)
+        direct = report.verdict(report.load_results(params), params, labels=labels)
     finally:
         os.chdir(cwd)
     exported, _ = report.read_outcomes(work / "reports/outcomes.npz", params)
-    pd.testing.assert_frame_equal(report.verdict(exported, params, n_boot=300), direct)
+    np.testing.assert_array_equal(report.read_labels(work / "reports/outcomes.npz"), labels)
+    pd.testing.assert_frame_equal(report.verdict(exported, params, labels=labels), direct)
+    assert (direct[direct.family == "primary"].verdict == "not replicated (K=1)").all()
     # nothing left to do
     st = _run(["dvc", "status", "-q"], work, env)
     assert st.stdout.strip() == "", st.stdout
@@ -191,9 +195,10 @@ def test_report_shows_a_missing_run(repo, monkeypatch):
         assert "passes vs full @ f=0.5" in table.columns
         assert table.loc["random", acc].str.contains("missing (not evaluated)", regex=False).all(), table
         assert not table.loc["easycore", acc].str.contains("missing").any()
-        ver = report.verdict(results, params, n_boot=200)
-        assert "random" not in set(ver["best_other"])             # never compared as if it had been run
-        assert ver.get("diff_random", ver["verdict_best"].map(lambda _: float("nan"))).isna().all()
+        ver = report.verdict(results, params)
+        assert not ver.comparator.astype(str).str.contains("best other: random").any()   # never crowned unrun
+        prim = ver[ver.family == "primary"]
+        assert (prim.verdict == "missing runs (random)").all() and prim["diff"].isna().all()
     finally:
         victim.write_bytes(saved)
 

@@ -28,7 +28,7 @@ def study():
         pytest.skip("reports/study/outcomes.npz is not committed")
     P = load_params(ROOT / "params-study.yaml")
     results, _ = report.read_outcomes(STUDY, P)
-    ver = report.verdict(results, P, n_boot=200)
+    ver = report.verdict(results, P, labels=report.read_labels(STUDY))
     frames = {m: report.cell_frame(results, P, m, ["robust", "clean"], n_boot=200) for m in P.train.modes}
     curves = {m: {f: report.curves(results, P, m, f, n_boot=200) for f in report.fractions(P)} for m in P.train.modes}
     return P, ver, frames, curves
@@ -67,11 +67,13 @@ def test_study_figures_have_no_overlapping_text_and_fixed_colours(study):
         c = plots.colors()
         assert len(set(c.values())) == len(c) >= len(registry("methods"))
         assert (c["easycore"], c["random"], c["full"]) == ("#d62728", "#7f7f7f", "#000000")
-        # the verdict names the comparator on every best-other row
+        # the verdict draws every comparison with its comparator named, the primary family marked
         labels = [t.get_text() for ax in figs["verdict"].axes for t in ax.get_yticklabels()]
-        best_rows = [lab for lab in labels if " vs " in lab]
-        decided = ver[ver.verdict_best != "missing runs"]
-        assert len(best_rows) == len(decided) and all(any(m in lab for m in decided.best_other) for lab in best_rows)
+        ok = ver[ver.status == "ok"]
+        assert len(labels) == len(ok)
+        assert sum(lab.startswith("PRIMARY") for lab in labels) == (ok.family == "primary").sum()
+        for c in ok.comparator:
+            assert any(c.removeprefix("best other: ") in lab for lab in labels), c
         # curves: small multiples, at most 4 lines of data per panel (EasyCore, one method, random, full data)
         for ax in figs["curves_trades"].axes:
             if ax.get_visible():
@@ -106,10 +108,13 @@ def _synthetic():
     curves = {f: pd.DataFrame([{"method": m, "eps": e / 255, "mean": 0.4 - e / 30, "lo": 0.35 - e / 30,
                                 "hi": 0.45 - e / 30} for m in methods + ["full"] for e in (0, 2, 4, 8)])
               for f in (0.1, 0.3)}
-    ver = pd.DataFrame([{"mode": "standard", "fraction": f, "eps_255": e, "best_other": "hard", "diff_best": 1.0,
-                         "lo_best": -1.0, "hi_best": 3.0, "verdict_best": "no detectable difference",
-                         "diff_random": 2.5, "lo_random": 0.5, "hi_random": 4.5, "verdict_random": "EasyCore better"}
-                        for f in (0.1, 0.3) for e in (2, 8)])
+    base = {"mode": "standard", "method": "easycore", "status": "ok", "k": 5}
+    ver = pd.DataFrame([base | {"fraction": f, "eps_255": e, "family": fam, "comparator": comp, "diff": d,
+                                "lo": d - 2.0, "hi": d + 2.0, "verdict": word}
+                        for f in (0.1, 0.3) for e in (2, 8)
+                        for fam, comp, d, word in (("primary" if e == 2 else "secondary", "random", 2.5,
+                                                    "EasyCore better"),
+                                                   ("secondary", "best other: hard", 1.0, "no detectable difference"))])
     return frame, curves, ver
 
 
@@ -135,4 +140,4 @@ def test_synthetic_figures_readable_and_dvc_plot_csvs(tmp_path):
         {"full data"}
     assert len(eps) == 9 * 4                                   # 9 series x 4 eps, the full-data curve once
     v = pd.read_csv(tmp_path / "verdict.csv")
-    assert set(v.comparator) == {"best other: hard", "random"} and len(v) == 2 * len(ver)
+    assert set(v.comparator) == {"best other: hard", "random"} and len(v) == len(ver)

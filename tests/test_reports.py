@@ -95,11 +95,13 @@ def test_drawing_cells_rule():
                                      pytest.param(STUDY / "summary.json", id="study")])
 def test_summary_is_the_headline_only(summary):
     s = json.loads(summary.read_text())
-    assert n_keys(s) <= 18, n_keys(s)
-    assert {"n_test", "n_seeds"} <= set(s)
+    assert n_keys(s) <= 15, n_keys(s)
+    assert {"n_test", "n_replicates"} <= set(s)
     cells = {k: v for k, v in s.items() if isinstance(v, dict)}
-    assert cells and all(set(v) == {"diff", "lo", "hi", "verdict"} for v in cells.values())
-    assert all(v["lo"] <= v["diff"] <= v["hi"] and v["verdict"] in (-1, 0, 1) for v in cells.values())
+    assert cells and all(set(v) == {"diff", "verdict", "mde"} for v in cells.values())
+    assert all(v["verdict"] in (-1, 0, 1, None) for v in cells.values())
+    if s["n_replicates"] > 1:        # replicated: every primary cell states the difference it could detect
+        assert all(v["mde"] is not None and v["mde"] > 0 for v in cells.values())
     full = summary.parent / "tables/coresets/summary_full.json"
     assert full.exists(), "the full per-cell summary moved to tables/coresets/summary_full.json"
 
