@@ -333,14 +333,14 @@ def cell_frame(results: Sequence[RunResult], params: Params, mode: str, keys: Se
 
 def accuracy_stat(m: np.ndarray, *, n_boot: int = 4000) -> stats.CellStat:
     """Mean accuracy of a [K, n] outcome matrix with its 95 % interval: the replicate as the unit (crossed images x
-    replicates, inference.crossed) when K >= 2; with one replicate the interval over test images alone
+    replicates, inference.crossed; clipped to [0, 1]) when K >= 2; with one replicate the interval over test images alone
     (stats.cell_stat), conditional on that one run."""
     from . import inference
 
     if m.shape[0] < 2:
         return stats.cell_stat(m, n_boot=n_boot)
     d = inference.crossed(m.astype(np.float64))
-    return stats.CellStat(mean=d.diff, lo=d.lo, hi=d.hi, std_seeds=float(m.mean(1).std()),
+    return stats.CellStat(mean=d.diff, lo=max(0.0, d.lo), hi=min(1.0, d.hi), std_seeds=float(m.mean(1).std()),
                           n_seeds=m.shape[0], n_test=m.shape[1])
 
 
@@ -920,9 +920,11 @@ def scale_caption(params: Params, info: Optional[dict] = None, *, what: str = ""
             f"attacked; model {t.model}, {t.epochs} epochs (batch {t.batch_size}); TRADES beta {t.attack.beta}, "
             f"{t.attack.steps} steps; robust = per-image worst case over {', '.join(e.attacks)} at Linf eps "
             f"{e.eps * 255:.0f}/255 (PGD-{e.pgd_steps}){strong}{aa}; proxy {params.proxy.model} "
-            f"{params.proxy.epochs} epochs; seeds {t.seeds}; hardware: {hardware()}. Cells: mean [95% CI] in %, "
-            f"bootstrap over test "
-            f"images and seeds; bold only where the paired CI against the runner-up excludes 0.*")
+            f"{params.proxy.epochs} epochs; {len(t.seeds)} whole-pipeline replicate"
+            f"{'s' if len(t.seeds) > 1 else ''} (seeds {t.seeds}; secondary groups: {t.secondary_seeds()}); "
+            f"hardware: {hardware()}. Intervals: 95 %, the replicate as the unit (crossed test images x replicates, "
+            f"t with Satterthwaite df; over test images alone where a cell has one replicate); bold only where the "
+            f"paired interval against the runner-up excludes 0.*")
 
 
 def jaccard(a: Iterable[int], b: Iterable[int]) -> float:

@@ -56,8 +56,9 @@ def test_committed_primary_table_recomputes_independently():
     want = want[want.family == "primary"].reset_index(drop=True)
     assert len(want) == len(params["train"]["modes"]) * len(params["coreset"]["fractions"])
 
-    def mat(method, f, mode, key, ss, scores="main"):
-        return np.stack([_vector(z, n, f"{scores}/{method}-{f:g}-{mode}-s{s}/{key}") for s in ss])
+    def mat(method, f, mode, key, ss, scores="main"):       # run names: <method>-<fraction, at least one decimal>-...
+        fr = f"{f:.1f}" if f == round(f, 1) else f"{f:g}"
+        return np.stack([_vector(z, n, f"{scores}/{method}-{fr}-{mode}-s{s}/{key}") for s in ss])
 
     rows = []
     for mode in params["train"]["modes"]:
