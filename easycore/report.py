@@ -3,7 +3,9 @@
 the robustness curves, the top-level DVC metric, and save tables / figures atomically.
 
 Every declared run appears in the tables: a run whose metrics are missing or unreadable is shown as `missing (<why>)`,
-never dropped silently. Statistics come from `easycore.stats` (paired bootstrap over test images and seeds).
+never dropped silently. Statistics come from `easycore.inference` (the replicate as the unit: paired differences over
+crossed test images x replicates, t intervals; Holm over the pre-registered primary family) and, for a cell with one
+replicate, `easycore.stats` (the interval over test images alone).
 """
 from __future__ import annotations
 
