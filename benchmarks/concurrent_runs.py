@@ -62,8 +62,9 @@ def _run(args, device) -> int:
             g = runs.Group("main", "random", args.fraction, "standard")
             members = g.runs(params.train.seeds)
             k = max(1, int(round(args.fraction * len(tr))))
-            save_npy(members[0].selection_dir() / "indices.npy",
-                     np.sort(np.random.default_rng(0).choice(len(tr), k, replace=False)))
+            for r in members:        # every replicate trains on its own selection (random redrawn per replicate)
+                save_npy(r.selection_dir() / "indices.npy",
+                         np.sort(np.random.default_rng(r.seed).choice(len(tr), k, replace=False)))
             for name, conc in (("one at a time", 1), ("concurrent", args.concurrent)):
                 params.runtime.concurrent = conc
                 for r in members:
