@@ -282,13 +282,10 @@ def _minutes(timings: Path, stage: str, run: runs.Run) -> Optional[float]:
 
 def outcome_matrix(results: Sequence[RunResult], *, scores: str, method: str, fraction: float, mode: str,
                    key: str) -> Optional[np.ndarray]:
-    """bool [S, n]: the per-image outcomes `key` of every seed of one cell (seeds ascending), or None when any
-    declared seed of the cell is missing or lacks the key."""
-    cell = sorted((r for r in results if (r.run.scores, r.run.method, r.run.fraction, r.run.mode)
-                   == (scores, method, fraction, mode)), key=lambda r: r.run.seed)
-    if not cell or any(not r.ok or key not in r.outcomes for r in cell):
-        return None
-    return np.stack([r.outcomes[key] for r in cell])
+    """bool [S, n]: the per-image outcomes `key` of every seed of one cell (seeds ascending, `seed_rows` stacked), or
+    None when any declared seed of the cell is missing or lacks the key."""
+    rows = seed_rows(results, scores=scores, method=method, fraction=fraction, mode=mode, key=key)
+    return None if rows is None else np.stack(list(rows.values()))
 
 
 def _cell_status(results, scores, method, fraction, mode) -> str:
@@ -487,9 +484,15 @@ def compare_cells(results, params, mode: str, fraction: float, key: str, a: str,
             "comparator_pct": 100 * float(mb.mean()),
             "method_clean_pct": 100 * float(np.stack([ca[s] for s in seeds]).mean()) if ca else math.nan,
             "comparator_clean_pct": 100 * float(np.stack([cb[s] for s in seeds]).mean()) if cb else math.nan,
-            "full_pct": _full_pct(results, mode, key), "full_clean_pct": _full_pct(results, mode, "clean"),
-            "chance_pct": chance_pct(labels) if labels is not None else math.nan,
             "diff": 100 * d.diff, "se": 100 * d.se, "df": d.df, "p": d.p, "sd_rep": 100 * d.sd_rep, "_diff": d}
+    return _with_context(row, results, mode, key, labels)
+
+
+def _with_context(row: dict, results, mode: str, key: str, labels) -> dict:
+    """A compared pair's row with the full-data reference (robust at `key`, clean), the constant classifier's
+    accuracy on the attacked images and whether the pair is informative (both models above it)."""
+    row |= {"full_pct": _full_pct(results, mode, key), "full_clean_pct": _full_pct(results, mode, "clean"),
+            "chance_pct": chance_pct(labels) if labels is not None else math.nan}
     row["informative"] = bool(labels is None or min(row["method_pct"], row["comparator_pct"]) > row["chance_pct"])
     return row
 
@@ -622,11 +625,8 @@ def _vs_best(results, params, mode, f, key, method, others, labels, level) -> di
     seeds, ma, mb = paired_rows(ra, rb[best])
     row |= {"comparator": f"best other: {best}", "status": "ok", "k": d.k, "n": d.n,
             "method_pct": 100 * float(ma.mean()), "comparator_pct": acc[best], "diff": 100 * vb.diff if vb.m else
-            100 * d.diff, "se": 100 * d.se, "df": d.df, "p": math.nan, "sd_rep": 100 * d.sd_rep,
-            "full_pct": _full_pct(results, mode, key), "full_clean_pct": _full_pct(results, mode, "clean"),
-            "chance_pct": chance_pct(labels) if labels is not None else math.nan, "_best": vb}
-    row["informative"] = bool(labels is None or min(row["method_pct"], row["comparator_pct"]) > row["chance_pct"])
-    return row
+            100 * d.diff, "se": 100 * d.se, "df": d.df, "p": math.nan, "sd_rep": 100 * d.sd_rep, "_best": vb}
+    return _with_context(row, results, mode, key, labels)
 
 
 def _top_class(df: pd.DataFrame, results, params, labels) -> pd.DataFrame:
