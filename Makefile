@@ -40,3 +40,16 @@ clean-runs:
 .PHONY: gpu-check
 gpu-check: $(STAMP)
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m benchmarks.gpu_check $(GPU_CHECK_ARGS)
+
+# The GPU study in shards (easycore/shards.py, docs/scale.md "The GPU study in shards"): each call trains the runs of
+# params-gpu.yaml not yet committed under reports/gpu/ that fit in BUDGET seconds (empty: run to the end), then
+# recomputes reports/gpu/README.md from whatever is committed. Commit reports/gpu/ after each shard.
+#   make gpu-study BUDGET=480          make gpu-validate BUDGET=480   (FGSM-RS vs the published numbers)
+BUDGET ?=
+.PHONY: gpu-study gpu-validate
+gpu-study: $(STAMP)
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/easycore shard --params params-gpu.yaml $(if $(BUDGET),--budget $(BUDGET))
+
+gpu-validate: $(STAMP)
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/easycore shard --params params-gpu-check.yaml --only 'none/full-*' \
+		$(if $(BUDGET),--budget $(BUDGET))

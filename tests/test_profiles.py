@@ -1,4 +1,5 @@
-"""Every shipped params profile (params.yaml, params-study.yaml, params-paper.yaml, params-imagenet.yaml) runs
+"""Every shipped params profile (params.yaml, params-study.yaml, params-paper.yaml, params-imagenet.yaml, and the GPU
+study's params-gpu.yaml / params-gpu-check.yaml, which also run in shards: tests/test_shards.py) runs
 `dvc repro` to the end at a tiny size, in a temporary git + DVC repository (issue 24: the ImageNet profile's reports
 failed on its manifest-only prepared data and its inline-only AIGN).
 
@@ -22,7 +23,8 @@ import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
-PROFILES = ("params.yaml", "params-study.yaml", "params-paper.yaml", "params-imagenet.yaml")
+PROFILES = ("params.yaml", "params-study.yaml", "params-paper.yaml", "params-imagenet.yaml", "params-gpu.yaml",
+            "params-gpu-check.yaml")
 # ~4 min each on the project's loaded 2-core machine: the default suite runs the ImageNet profile (the one that
 # failed; its own loader, manifest and inline AIGN); EASYCORE_PROFILES=all runs the three CIFAR-10 ones too (the demo
 # profile's tiny run is also tests/test_pipeline.py's)
