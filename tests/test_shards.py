@@ -213,3 +213,19 @@ def test_full_data_runs_are_set_beside_the_published_anchor():
     assert row["published minutes"] == 12.0 and row["device"] == "NVIDIA H200"
     curve = shards.curve_table(got)
     assert list(curve["full-1.0-fgsm_rs-s0: train / test %"]) == ["30.0 / -", "40.0 / 50.0"]
+
+
+def test_the_device_script_runs_a_shard_and_packs_the_study(tmp_path):
+    """scripts/gpu-shard.sh as the project's device checks call it (here on the CPU): a shard, then report.dir
+    packed into $OUT/shard.tar.gz."""
+    import tarfile
+
+    params = tiny_gpu_profile(tmp_path)
+    (tmp_path / "ship").mkdir()
+    env = dict(os.environ, OUT=str(tmp_path / "ship"), PYTHON=sys.executable, OMP_NUM_THREADS="1")
+    r = subprocess.run(["bash", str(ROOT / "scripts" / "gpu-shard.sh"), str(params), "300", "--only", "none/full-*"],
+                       cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    with tarfile.open(tmp_path / "ship" / "shard.tar.gz") as t:
+        names = set(t.getnames())
+    assert {"out/runs/none/full-1.0-standard-s0.npz", "out/README.md", "out/summary.json", "out/log.jsonl"} <= names
