@@ -31,7 +31,6 @@ import argparse
 import json
 import os
 import re
-import signal
 import subprocess
 import sys
 import tempfile
@@ -42,6 +41,7 @@ from pathlib import Path
 from typing import Callable, Optional, Sequence
 
 from benchmarks._common import DEFAULT_OUT, REPO, data_root, table
+from easycore.shards import kill_group
 
 TOTAL_BUDGET = 15 * 60      # seconds: the whole check on one H100
 RESERVE = 30                # of the budget, kept for the parent's start-up and the table
@@ -80,20 +80,6 @@ class Outcome:
         return self.status == "ok"
 
 
-def _kill_group(p: subprocess.Popen, grace: float = 10.0) -> None:
-    """SIGTERM the part's process group (the part and everything it started), SIGKILL after `grace` seconds."""
-    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
-        try:
-            os.killpg(p.pid, sig)
-        except (ProcessLookupError, PermissionError):
-            return
-        try:
-            p.wait(timeout=wait)
-            return
-        except subprocess.TimeoutExpired:
-            continue
-
-
 def run_part(part: Part, limit_s: float, log_dir: Path, *, echo: bool = True) -> Outcome:
     """Run `part` for at most `limit_s` seconds; never raises for the part's own failures."""
     log_path = Path(log_dir) / f"{part.name}.log"
@@ -124,7 +110,7 @@ def run_part(part: Part, limit_s: float, log_dir: Path, *, echo: bool = True) ->
         rc = p.wait(timeout=max(limit_s, 0.0))
     except subprocess.TimeoutExpired:
         timed_out = True
-        _kill_group(p)
+        kill_group(p)
         rc = p.returncode if p.returncode is not None else -9
     reader.join(timeout=10)
     seconds = time.monotonic() - t0

@@ -327,20 +327,22 @@ def _run_child(params_path: Path, job: Job, out: Path, work: Path, sets: Sequenc
         try:
             rc = p.wait(timeout=limit)
         except subprocess.TimeoutExpired:
-            _kill(p)
+            kill_group(p)
             return "timeout", time.monotonic() - t0
         except BaseException:
-            _kill(p)
+            kill_group(p)
             raise
     secs = time.monotonic() - t0
     return ("ok" if rc == 0 else f"failed (exit {rc})"), secs
 
 
-def _kill(p: subprocess.Popen) -> None:
-    for sig, wait in ((signal.SIGTERM, KILL_GRACE_S), (signal.SIGKILL, None)):
+def kill_group(p: subprocess.Popen, grace: float = KILL_GRACE_S) -> None:
+    """SIGTERM the process group of `p` (started with start_new_session: the job and everything it started), SIGKILL
+    after `grace` seconds."""
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
         try:
             os.killpg(p.pid, sig)
-        except ProcessLookupError:
+        except (ProcessLookupError, PermissionError):
             return
         try:
             p.wait(timeout=wait)
