@@ -61,7 +61,7 @@ def tiny(profile: dict, data_root: Path) -> dict:
              transfer_methods=c["transfer_methods"][:1], score_epochs=1)
     c["acs"].update(every=1, batch_size=0)
     modes = [m for m in t["modes"] if m in e["autoattack_modes"]][:1] or t["modes"][:1]
-    t.update(epochs=1, batch_size=8, seeds=[0], modes=modes, eval_every=0)
+    t.update(epochs=1, batch_size=8, seeds=[0], survey_seeds=0, modes=modes, eval_every=0)
     for o in (px["optim"], t["optim"]):          # lr 0.1 on batches of 8 (ImageNet's ResNet-50, TRADES) can diverge
         o.update(lr=min(o["lr"], 0.01))
     t["attack"].update(steps=1)
