@@ -590,9 +590,14 @@ def verdict(results: Sequence[RunResult], params: Params, *, labels=None) -> pd.
         r = df.loc[i]
         if r["family"] == "secondary" and r.get("status") == "ok" and isinstance(r.get("_diff"), inference.Diff):
             df.loc[i, ["lo", "hi"]] = [100 * r["_diff"].lo, 100 * r["_diff"].hi]
+        vb = r.get("_best")
+        if isinstance(vb, inference.VsBest):     # Hsu's simultaneous interval against the best other method
+            df.loc[i, ["lo", "hi", "ci_level"]] = [100 * vb.lo, 100 * vb.hi, vb.level]
         r = df.loc[i]
         # primary: the step interval excludes 0 exactly when Holm rejects (same t, df), so the word it gives is Holm's
         word = _word(r, r.get("lo", math.nan), r.get("hi", math.nan))
+        if isinstance(vb, inference.VsBest):
+            word = word.replace("better", "better than every other").replace("worse", "worse than the best other")
         df.at[i, "verdict"] = word
     df["paper_claim_points"] = df["mode"].map(PAPER_CLAIM)
     cols = ["family", "mode", "fraction", "eps_255", "comparison", "method", "comparator", "k", "n", "method_pct",
@@ -630,21 +635,13 @@ def _vs_best(results, params, mode, f, key, method, others, labels, level) -> di
 
 
 def _top_class(df: pd.DataFrame, results, params, labels) -> pd.DataFrame:
-    """Secondary intervals of the Hsu rows, and for every decided row the class that carries most of the
-    difference and the difference without it (a one-class artifact shows here)."""
+    """For every decided row, the class that carries most of the difference and the difference without it (a
+    one-class artifact shows here); drops the working columns."""
     from .evaluate import eps_name
 
     df = df.copy()
     df["top_class"], df["diff_without_top_class"] = "", math.nan
     for i, r in df.iterrows():
-        vb = r.get("_best")
-        if isinstance(vb, float) or vb is None:
-            pass
-        else:
-            df.loc[i, ["lo", "hi"]] = [100 * vb.lo, 100 * vb.hi]
-            df.at[i, "ci_level"] = vb.level
-            df.at[i, "verdict"] = _word(df.loc[i], 100 * vb.lo, 100 * vb.hi).replace(
-                "better", "better than every other").replace("worse", "worse than the best other")
         if labels is None or r.get("status") != "ok" or not isinstance(r.get("comparator"), str):
             continue
         comp = r["comparator"].removeprefix("best other: ")
