@@ -234,8 +234,9 @@ def verdict_figure(ver: pd.DataFrame, title: str = "", *, paper_claim: Optional[
                             color="#aaaaaa" if undecidable else c, mfc=c if decided else "white", ms=5, capsize=2)
             else:
                 ax.plot(r["diff"], k, "x", color="#aaaaaa")
+            best = str(r["comparator"]).startswith("best other: ")
             labs.append(f"{'PRIMARY ' if r['family'] == 'primary' else ''}f={r['fraction']:g}, {r['eps_255']:g}/255: "
-                        f"{r['method']} - {who} (K={int(r['k'])})")
+                        f"{r['method']} - {'best other (Hsu): ' if best else ''}{who} (K={int(r['k'])})")
         ax.set_yticks(np.arange(len(d)))
         ax.set_yticklabels(labs, fontsize=7)
         for t, r in zip(ax.get_yticklabels(), d.itertuples()):
