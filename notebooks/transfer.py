@@ -67,8 +67,10 @@ for scores, method, f in sorted({(r.run.scores, r.run.method, r.run.fraction) fo
         s = report.stats.cell_stat(m, n_boot=n_boot)
         row[key] = f"{100 * s.mean:.1f} [{100 * s.lo:.1f}, {100 * s.hi:.1f}]"
     table.append(row)
-table = pd.DataFrame(table, columns=["run", "fraction", *keys]).set_index("run")   # (empty: no standard-mode run)
-cap = report.scale_caption(P, info, what="Transfer, standard training. ")
+# the columns named: a profile without standard-mode training (train.modes: [trades]) has no rows, an empty table
+table = pd.DataFrame(table, columns=["run", "fraction", *keys]).set_index("run")
+cap = report.scale_caption(P, info, what="Transfer, standard training. " + (
+    "" if len(table) else "No standard-mode runs (`train.modes` has no `standard`): nothing to compare. "))
 report.save_table(table, "transfer", caption=cap, out_dir=TAB)
 report.save_table(agree.set_index(["transfer proxy", "fraction"]), "transfer_agreement", out_dir=TAB,
                   caption="*Agreement of AIGN between the main and each transfer proxy.*")

@@ -223,3 +223,34 @@ def test_a_new_method_runs_its_groups_not_the_study(repo):
     assert "select@main" in ran and not ran & {"prepare", "proxy@main"}
     assert _hashes(work, ["runs/coresets/main/easycore-0.5", "runs/train/main/easycore-0.5-standard"]) == before
     assert _run(["dvc", "status", "-q"], work, env).stdout.strip() == ""
+
+
+# The README's view of an experiment (section "Ablations, experiments and the DVC views"): the changed params and the
+# headline metric; every changed dependency path (runs/..., data/..., easycore) is dropped.
+EXP_SHOW_DROP = "^(runs|data|notebooks|easycore|dvc_plots)"
+
+
+def _table_width(out: str) -> int:
+    return max((len(ln.rstrip()) for ln in out.splitlines() if ln.strip()), default=0)
+
+
+@pytest.mark.slow
+def test_exp_show_fits_160_columns(repo):
+    """Issue 22: after `dvc exp run -S coreset.p=inf` (the README's ablation), the README's
+    `dvc exp show --only-changed --drop '<EXP_SHOW_DROP>'` fits in 160 columns (the metric is the headline only:
+    easycore/headline.py). Plain --only-changed is wider: every changed dependency path is a column. Runs last: it
+    commits the workspace and leaves the experiment's results in it."""
+    work, env = repo
+    readme = (ROOT / "README.md").read_text()
+    assert f"dvc exp show --only-changed --drop '{EXP_SHOW_DROP}'" in readme      # the documented command, verbatim
+    _run(["git", "add", "-A"], work, env)
+    _run(["git", "commit", "-qm", "tiny pipeline"], work, env)
+    _run(["dvc", "exp", "run", "-S", "coreset.p=inf"], work, env)
+    wide = dict(env, COLUMNS="1000")                       # no squeezing by the terminal: the table's own width
+    out = _run(["dvc", "exp", "show", "--only-changed", "--drop", EXP_SHOW_DROP, "--no-pager"], work, wide).stdout
+    plain = _run(["dvc", "exp", "show", "--only-changed", "--no-pager"], work, wide).stdout
+    width, plain_width = _table_width(out), _table_width(plain)
+    print(f"dvc exp show --only-changed: {plain_width} columns; with --drop: {width}")
+    assert "coreset.p" in out and "inf" in out, out     # (a headline metric shows where the experiment changed it)
+    assert width <= 160, f"dvc exp show --only-changed --drop ... is {width} columns wide:\n{out}"
+    assert plain_width > width     # the dropped columns were there: the --drop is what makes it fit
