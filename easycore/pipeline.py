@@ -548,6 +548,27 @@ def autoattack_targets(params: Params, root: Path = runs.ROOT) -> list[runs.Run]
     return out
 
 
+def autoattack_survivors(params: Params, run: runs.Run, index, x, y, fingerprint: str, device, *,
+                         progress: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """(before, after), bool [len(index)]: the run's robust outcomes at `index` (positions among the evaluated images)
+    and whether each image is still correct after standard AutoAttack at eval.eps, attacked only where `before` holds
+    (what AutoAttack could change). x (uint8), y: the images at `index`."""
+    from .evaluate import autoattack
+    from .train import load_model
+
+    arrays, _ = load_arrays(run.eval_dir() / "outcomes.npz", fingerprint=fingerprint)
+    before = torch.as_tensor(arrays["robust"][np.asarray(index)])
+    after = before.clone()
+    idx = before.nonzero().squeeze(1)
+    if len(idx):
+        net, _ = load_model(run.train_dir() / "model.safetensors", device)
+        sel = idx.to(x.device)
+        xs, ys = x[sel].to(device).float() / 255, y[sel].to(device)
+        after[idx] = autoattack(net, xs, ys, eps=params.eval.eps, seed=0, batch_size=params.eval.batch_size,
+                                progress=progress).cpu()
+    return before, after
+
+
 def autoattack_stage(params: Params, out_root: Path = runs.ROOT / "autoattack", *, prepared: Path = PREPARED,
                      progress: bool = True) -> dict:
     """Standard AutoAttack at eval.eps on eval.autoattack_n of the evaluated test images, spread over the classes
@@ -555,8 +576,7 @@ def autoattack_stage(params: Params, out_root: Path = runs.ROOT / "autoattack", 
     the images it still classifies correctly after the evaluation's attacks (what AutoAttack could change). Writes
     <out_root>/<scores>/<run>/outcomes.npz (robust: before, robust_aa: after; per image of the subset) and
     summary.json (with `index`: the subset's positions among the evaluated images)."""
-    from .evaluate import autoattack, class_interleaved, test_positions
-    from .train import load_model
+    from .evaluate import class_interleaved, test_positions
 
     e = params.eval
     _, te = load_prepared(prepared, params)
@@ -569,14 +589,8 @@ def autoattack_stage(params: Params, out_root: Path = runs.ROOT / "autoattack", 
     summary = {"n": n, "eps": e.eps, "index": index.tolist(), "runs": {}}
     t0 = time.perf_counter()
     for run in targets:
-        arrays, _ = load_arrays(run.eval_dir() / "outcomes.npz", fingerprint=te.fingerprint)
-        before = torch.as_tensor(arrays["robust"][index])
-        net, _ = load_model(run.train_dir() / "model.safetensors", device)
-        after = before.clone()
-        idx = before.nonzero().squeeze(1)
-        if len(idx):
-            x, y = x_all[idx].to(device).float() / 255, y_all[idx].to(device)
-            after[idx] = autoattack(net, x, y, eps=e.eps, seed=0, batch_size=e.batch_size, progress=progress).cpu()
+        before, after = autoattack_survivors(params, run, index, x_all, y_all, te.fingerprint, device,
+                                             progress=progress)
         save_arrays(out_root / run.key / "outcomes.npz", {"robust": before.numpy(), "robust_aa": after.numpy()},
                     {"fingerprint": te.fingerprint, "n": n, "run": run.key})
         summary["runs"][run.key] = {"robust": float(before.float().mean()), "robust_aa": float(after.float().mean())}

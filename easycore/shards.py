@@ -54,24 +54,27 @@ LOG = "log.jsonl"
 
 
 # ----------------------------------------------------------------------------- the plan
+_NOT_RESULTS = {"data": ("root", "download", "workers"), "runtime": ("device", "concurrent")}
+
+
+def _digest(d: dict) -> str:
+    return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _results_part(section: str, d: dict) -> dict:
+    """A params section without what does not change a number (where the data lie, how many processes run)."""
+    return {k: v for k, v in d.items() if k not in _NOT_RESULTS.get(section, ())}
+
+
 def plan_hash(params: Params) -> str:
     """The hash of what decides a study's results: every param except report.*, where the data lie and how many
     processes / workers run (those do not change a number)."""
-    d = dataclasses.asdict(params)
-    d.pop("report", None)
-    for k in ("root", "download", "workers"):
-        d.get("data", {}).pop(k, None)
-    for k in ("device", "concurrent"):
-        d.get("runtime", {}).pop(k, None)
-    return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return _digest({k: _results_part(k, v) for k, v in dataclasses.asdict(params).items() if k != "report"})
 
 
 def data_hash(params: Params) -> str:
     """The hash of what decides the prepared data (the work folder re-prepares when it changes)."""
-    d = dataclasses.asdict(params.data)
-    for k in ("root", "download", "workers"):
-        d.pop(k, None)
-    return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return _digest(_results_part("data", dataclasses.asdict(params.data)))
 
 
 PREPARED_MARK = Path("data/prepared/shard-data.json")
@@ -385,7 +388,7 @@ def run_job(params: Params, job: Job, out: Path, *, progress: bool = True) -> No
     test = pipeline.load_test(params)
     pipeline.evaluate_named(params, run, progress=progress, test=test)
     aa = autoattack_run(params, run, test, progress=progress) if autoattack_wanted(params, run) else None
-    write_run_file(params, run, out, aa)
+    write_run_file(params, run, out, test.y.cpu().numpy(), aa)
 
 
 def autoattack_wanted(params: Params, run: runs.Run) -> bool:
@@ -397,51 +400,38 @@ def autoattack_wanted(params: Params, run: runs.Run) -> bool:
 
 
 def autoattack_run(params: Params, run: runs.Run, test, *, progress: bool = True) -> dict:
-    """Standard AutoAttack at eval.eps on the first eval.autoattack_n evaluated images in class-interleaved order,
-    on those the evaluation left robust. {index, robust, robust_aa} (index: positions among the evaluated images)."""
+    """Standard AutoAttack at eval.eps on the first eval.autoattack_n evaluated images in class-interleaved order (the
+    autoattack stage's subset rule), on those the evaluation left robust (`pipeline.autoattack_survivors`).
+    {index, robust, robust_aa} (index: positions among the evaluated images)."""
     import torch
 
-    from .evaluate import autoattack, class_interleaved
-    from .store import load_arrays
-    from .train import load_model
+    from .evaluate import class_interleaved
+    from .pipeline import autoattack_survivors
 
-    e = params.eval
-    index = class_interleaved(test.y.cpu().numpy(), e.autoattack_n)
-    arrays, _ = load_arrays(run.eval_dir() / "outcomes.npz", fingerprint=test.fingerprint)
-    before = torch.as_tensor(arrays["robust"][index])
-    after = before.clone()
-    idx = before.nonzero().squeeze(1)
-    if len(idx):
-        net, _ = load_model(run.train_dir() / "model.safetensors", test.device)
-        sel = torch.as_tensor(index)[idx].to(test.device)
-        x, y = test.x[sel].float() / 255, test.y[sel]
-        after[idx] = autoattack(net, x, y, eps=e.eps, seed=0, batch_size=e.batch_size, progress=progress).cpu()
+    index = class_interleaved(test.y.cpu().numpy(), params.eval.autoattack_n)
+    at = torch.as_tensor(index).to(test.x.device)
+    before, after = autoattack_survivors(params, run, index, test.x[at], test.y[at], test.fingerprint, test.device,
+                                         progress=progress)
     print(f"autoattack: {run.key}: robust {before.float().mean():.3f} -> {after.float().mean():.3f} on {len(index)} "
           f"test images spread over the classes", flush=True)
     return {"index": index, "robust": before.numpy().astype(bool), "robust_aa": after.numpy().astype(bool)}
 
 
-def write_run_file(params: Params, run: runs.Run, out: Path, aa: Optional[dict] = None) -> Path:
+def write_run_file(params: Params, run: runs.Run, out: Path, labels: np.ndarray, aa: Optional[dict] = None) -> Path:
     """The run's committed record, in the outcomes format (`report.read_outcomes` reads it): its per-image outcomes
-    (packed bits), AutoAttack's, the attacked images' labels; metrics, training history and counts in the meta.
-    No wall times (byte-identical when recomputed on one machine)."""
+    (packed bits), AutoAttack's, the attacked images' `labels`; metrics, training history and the trained model's
+    provenance (model, training set, pass counts: the evaluation's record of it) in the meta. No wall times
+    (byte-identical when recomputed on one machine)."""
     from .report import OUTCOMES_FORMAT, check_outcomes
     from .store import load_arrays, save_arrays
-    from .train import load_model
 
     arrays, meta = load_arrays(run.eval_dir() / "outcomes.npz")
     outcomes = check_outcomes(run.eval_dir() / "outcomes.npz", arrays, meta.get("n"))
     packed = {f"{run.key}/{k}": np.packbits(np.asarray(v, dtype=bool)) for k, v in outcomes.items()}
-    from .pipeline import load_prepared
-    from .evaluate import test_positions
-
-    _, te = load_prepared(params=params)
-    labels = np.asarray(te.labels)[test_positions(te.labels, params.eval.n_test)]
     if aa is not None:
         packed[f"autoattack/{run.key}/robust"] = np.packbits(aa["robust"])
         packed[f"autoattack/{run.key}/robust_aa"] = np.packbits(aa["robust_aa"])
-    packed["labels"] = labels.astype(np.int64)
-    _, mmeta = load_model(run.train_dir() / "model.safetensors", "cpu")
+    packed["labels"] = np.asarray(labels, dtype=np.int64)
     n = len(next(iter(outcomes.values())))
     return save_arrays(run_file(out, run), packed, {
         "format": OUTCOMES_FORMAT, "n": n, "n_autoattack": 0 if aa is None else len(aa["index"]),
@@ -449,7 +439,7 @@ def write_run_file(params: Params, run: runs.Run, out: Path, aa: Optional[dict] 
         "plan": plan_hash(params), "fingerprint": meta.get("fingerprint"), "run": run.key,
         "metrics": read_json(run.eval_dir() / "metrics.json"),
         "history": read_json(run.train_dir() / "history.json"),
-        "train": {k: mmeta.get(k) for k in ("model", "n_train", "counts", "test_acc", "fingerprint")}})
+        "train": meta.get("train") or {}})
 
 
 # ----------------------------------------------------------------------------- reading what is committed
