@@ -32,6 +32,7 @@ import time
 from pathlib import Path
 
 from benchmarks._common import base_parser, publish, resolve_out, table
+from easycore.sources import status_clean
 
 
 def shards(stages, n: int) -> list[list[str]]:
@@ -130,8 +131,8 @@ def queued(work: Path, params: dict, env: dict, *, jobs: int, n_shards: int, pol
     log = run(["dvc", "repro"], work, env).stdout
     steps.append(("4. dvc repro (collect: run-cache + reports)", time.perf_counter() - t0, len(stages_ran(log)),
                   len(stages_restored(log))))
-    st = run(["dvc", "status", "-q"], work, env, check=False)
-    return {"stages": len(names), "steps": steps, "clean": st.returncode == 0 and not st.stdout.strip(),
+    st = run(["dvc", "status", "--json"], work, env, check=False)
+    return {"stages": len(names), "steps": steps, "clean": st.returncode == 0 and status_clean(st.stdout),
             "restored_in_collect": stages_restored(log), "ran_in_collect": stages_ran(log)}
 
 

@@ -42,6 +42,7 @@ from typing import Callable, Optional, Sequence
 
 from benchmarks._common import DEFAULT_OUT, REPO, data_root, table
 from easycore.shards import kill_group
+from easycore.sources import status_clean
 
 TOTAL_BUDGET = 15 * 60      # seconds: the whole check on one H100
 RESERVE = 30                # of the budget, kept for the parent's start-up and the table
@@ -278,10 +279,10 @@ def demo_child(work: Path, *, device: str, epochs: int, tiny: bool) -> int:
     if r.returncode != 0:
         print(f"DEMO: dvc repro failed (exit {r.returncode})", flush=True)
         return r.returncode
-    clean = run(["dvc", "status", "-q"], work, env, check=False)
+    clean = run(["dvc", "status", "--json"], work, env, check=False)
     result = {"stages": len(stages), "ran": len(stages_ran(r.stdout)), "seconds": seconds, "device": device,
               "epochs": epochs, "evaluated": len(list((work / "runs" / "eval").rglob("metrics.json"))),
-              "clean": clean.returncode == 0 and not clean.stdout.strip()}
+              "clean": clean.returncode == 0 and status_clean(clean.stdout)}
     print("DEMO-RESULT " + json.dumps(result), flush=True)
     return 0 if result["clean"] else 1
 

@@ -37,7 +37,7 @@ from pathlib import Path
 from . import __version__
 
 # the function each stage command runs (tests/test_architecture.py derives every stage's code dependencies from it)
-ENTRY = {"check": "easycore.pipeline:check", "prepare": "easycore.pipeline:prepare",
+ENTRY = {"check": "easycore.pipeline:check", "source": "easycore.sources:stage", "prepare": "easycore.pipeline:prepare",
          "proxy": "easycore.pipeline:proxy_all", "select": "easycore.pipeline:select_all",
          "train": "easycore.group:train_group", "eval": "easycore.group:evaluate_group",
          "notebook": "easycore.notebook:run", "autoattack": "easycore.pipeline:autoattack_stage",
@@ -129,6 +129,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("check", formatter_class=_Fmt, help="validate params (the first stage of dvc.yaml)")
     _common(p)
+
+    p = sub.add_parser("source", formatter_class=_Fmt,
+                       help="identify the files the dataset is read from (the data_source stage; prepare depends on it)")
+    _common(p)
+    p.add_argument("--out", default="runs/data/source.json", help="output file")
 
     p = sub.add_parser("prepare", formatter_class=_Fmt, help="load the dataset (subset) into data/prepared/")
     _common(p)
@@ -372,6 +377,8 @@ def main(argv=None) -> int:
             fn(params) if cmd == "check" else fn(params, progress=progress)
         elif cmd == "prepare":
             fn(params, Path(args.out), verify=args.verify)
+        elif cmd == "source":
+            fn(params, Path(args.out), progress=progress)
         elif cmd == "proxy":
             if args.dvc:
                 from . import runs

@@ -275,7 +275,19 @@ def _tv_guard(name: str, root: Path, fn, present: Optional[Path] = None):
         raise
 
 
-@DATASETS.register("cifar10")
+def _cifar10_sources(root: Path) -> list[Path]:
+    """What cifar10 is read from under root, in the loaders' order: the official pickles, else an ImageFolder copy
+    (its train/ and test/ folders), else the archive. [] when none is there."""
+    if (root / "cifar-10-batches-py").is_dir():
+        return [root / "cifar-10-batches-py"]
+    for cand in (root / "cifar10-jpeg", root / "cifar10", root):
+        if (cand / "train").is_dir() and (cand / "test").is_dir():
+            return [cand / "train", cand / "test"]
+    tgz = root / "cifar10-jpeg.tar.gz"
+    return [tgz] if tgz.exists() else []
+
+
+@DATASETS.register("cifar10", sources=_cifar10_sources)
 def _cifar10(name, split, root, download):
     import torchvision
 
@@ -290,15 +302,21 @@ def _cifar10(name, split, root, download):
     return _image_folder(folder / split)
 
 
+def cifar10_extracted(root: Path, tgz: Path) -> Path:
+    """Where the cache holds `tgz` extracted: keyed by the archive's content (not its size and time), so another
+    archive under the same name never reads back the previous one."""
+    from .sources import identity
+
+    return cache_dir() / f"cifar10-jpeg-{identity(root, [tgz])['sha256'][:16]}"
+
+
 def _cifar10_folder(root: Path) -> Optional[Path]:
-    for cand in (root / "cifar10-jpeg", root / "cifar10", root):
-        if (cand / "train").is_dir() and (cand / "test").is_dir():
-            return cand
-    tgz = root / "cifar10-jpeg.tar.gz"
-    if not tgz.exists():
-        return None
-    st = tgz.stat()
-    dest = cache_dir() / f"cifar10-jpeg-{st.st_size}-{int(st.st_mtime)}"
+    """The ImageFolder copy of cifar10 under root (the archive extracted into the cache), or None."""
+    found = [p for p in _cifar10_sources(root) if p.name != "cifar-10-batches-py"]
+    if not found or found[0].name != "cifar10-jpeg.tar.gz":
+        return found[0].parent if found else None
+    tgz = found[0]
+    dest = cifar10_extracted(root, tgz)
     if not (dest / ".complete").exists():
         log.info("extracting %s -> %s", tgz, dest)
         tmp = dest.with_name(dest.name + ".partial")
@@ -360,7 +378,7 @@ def _image_folder(folder: Path):
     return np.asarray(ds.targets), decode, list(ds.classes)
 
 
-@DATASETS.register("cifar100")
+@DATASETS.register("cifar100", sources=lambda root: [root / "cifar-100-python"])
 def _tv_cifar100(name, split, root, download):
     from .datasets import read_cifar_pickles
 
@@ -371,7 +389,7 @@ def _tv_cifar100(name, split, root, download):
     return labels, lambda pos: x[torch.as_tensor(np.asarray(pos))], list(classes)
 
 
-@DATASETS.register("svhn")
+@DATASETS.register("svhn", sources=lambda root: [root / f"{s}_32x32.mat" for s in ("train", "test")])
 def _tv_svhn(name, split, root, download):
     from .datasets import read_svhn
 
@@ -385,8 +403,15 @@ _MNIST = {"mnist": ("MNIST", "mnist"), "fashion_mnist": ("FashionMNIST", "fashio
 _RAW = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 
 
-@DATASETS.register("mnist")
-@DATASETS.register("fashion_mnist")
+def _mnist_sources(name: str, root: Path) -> list[Path]:
+    cls_name, gz_folder = _MNIST[name]
+    if (root / cls_name / "raw" / _RAW[0]).exists():
+        return [root / cls_name / "raw"]
+    return [root / gz_folder / f"{r}.gz" for r in _RAW]
+
+
+@DATASETS.register("mnist", sources=lambda root: _mnist_sources("mnist", root))
+@DATASETS.register("fashion_mnist", sources=lambda root: _mnist_sources("fashion_mnist", root))
 def _mnist_like(name, split, root, download):
     import torchvision
 
@@ -419,7 +444,16 @@ def _mnist_like(name, split, root, download):
     return ds.targets.numpy(), lambda pos: ds.data[torch.as_tensor(pos)].unsqueeze(1).contiguous(), list(ds.classes)
 
 
-@DATASETS.register("imagenet", streaming=True)
+def _imagenet_sources(root: Path) -> list[Path]:
+    """train/ and val/ (under imagenet/ or the root, as easycore.datasets reads them) and torchvision's meta.bin."""
+    out = []
+    for folder in ("train", "val"):
+        base = next((c for c in (root / "imagenet", root) if (c / folder).is_dir()), root)
+        out += [base / folder] + ([base / "meta.bin"] if (base / "meta.bin").is_file() and folder == "train" else [])
+    return out
+
+
+@DATASETS.register("imagenet", streaming=True, sources=lambda root: _imagenet_sources(root))
 def _imagenet(name, split, root, download):
     """ImageNet-1K (train/ and val/ ImageFolder layout): too large for memory, read by the streaming loader
     (easycore.datasets.open_dataset); `prepare` writes a manifest of positions instead of pixels."""
@@ -427,7 +461,7 @@ def _imagenet(name, split, root, download):
                     "writes a manifest) or easycore.datasets.open_dataset")
 
 
-@DATASETS.register("synthetic")
+@DATASETS.register("synthetic", sources=lambda root: [])
 def _synthetic_entry(*_):  # pragma: no cover - load_dataset builds synthetic data itself
     raise AssertionError("synthetic data is generated by load_dataset")
 

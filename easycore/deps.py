@@ -108,7 +108,7 @@ def manifest(command: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-STAGE_COMMANDS = ("prepare", "proxy", "select", "train", "eval", "autoattack")
+STAGE_COMMANDS = ("source", "prepare", "proxy", "select", "train", "eval", "autoattack")
 
 # The params each many-run stage family reads. These families have one stage per run (hundreds in a study), and DVC
 # stores a stage's `params:` values in its dvc.lock entry and re-parses and rewrites the whole dvc.lock after every

@@ -19,6 +19,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from easycore.sources import status_clean
+
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
@@ -106,4 +108,5 @@ def test_slurm_and_gpu_worker_recipes_rehearsed_on_cpu(tmp_path):
     restored = re.findall(r"Stage '([^']+)' is cached - skipping run", log)
     assert set(trains) <= set(restored), log[-3000:]
     assert not re.findall(r"Running stage '(train[^']*)'", log)
-    assert "up to date" in run(["dvc", "status"], work, env).stdout
+    st = run(["dvc", "status", "--json"], work, env).stdout
+    assert status_clean(st), st

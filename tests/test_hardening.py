@@ -835,3 +835,53 @@ def test_dvc_stage_names_only_declared_runs(repo, monkeypatch, capsys, cmd, stag
     out = capsys.readouterr()
     assert out.out == "" and len(error_lines(out.err)) == 1 and needle in out.err, out.err
     assert not (repo / "runs").exists()
+
+
+# ----------------------------------------------------------------------------- issue 25 item 10: EASYCORE_DATA
+@pytest.mark.slow
+def test_dvc_sees_where_easycore_data_points(tmp_path):
+    """DVC cannot observe EASYCORE_DATA; the always-changed data_source stage makes `dvc repro` see the files it
+    points at: a byte-identical copy in another folder re-runs nothing, other files re-run prepare (another
+    fingerprint), and `dvc status` lists nothing but data_source afterwards."""
+    import dataclasses
+    import shutil
+
+    from _reliability import make_image_folder, png_bytes
+    from conftest import REPO
+    from easycore.sources import status_clean
+
+    dvc = Path(sys.executable).with_name("dvc")
+    if not dvc.exists():
+        pytest.skip("dvc is not installed beside this Python")
+    data = {k: tmp_path / k for k in ("a", "copy", "other")}
+    make_image_folder(data["a"] / "cifar10-jpeg", n_train=3, n_test=2)
+    shutil.copytree(data["a"], data["copy"])
+    shutil.copytree(data["a"], data["other"])
+    (data["other"] / "cifar10-jpeg/train/dog/0001.png").write_bytes(png_bytes(99))
+    work = tmp_path / "w"
+    work.mkdir()
+    shutil.copy(REPO / "dvc.yaml", work / "dvc.yaml")
+    shutil.copytree(REPO / "easycore", work / "easycore", ignore=shutil.ignore_patterns("__pycache__"))  # check's dep
+    full = dataclasses.asdict(params_from_dict({**TINY, "data": {"dataset": "cifar10", "root": "nowhere",
+                                                                "n_per_class": 3, "test_n_per_class": 2}}))
+    (work / "params.yaml").write_text(yaml.safe_dump(full))
+    path = f"{dvc.parent}{os.pathsep}{os.environ.get('PATH', '')}"
+
+    def repro(where: str) -> tuple[set, str]:
+        env = sub_env(PATH=path, DVC_NO_ANALYTICS="1", EASYCORE_DATA=str(data[where]),
+                      EASYCORE_CACHE=str(tmp_path / "cache"))
+        r = subprocess.run([str(dvc), "repro", "prepare"], cwd=work, env=env, capture_output=True, text=True,
+                           timeout=300)
+        assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
+        st = subprocess.run([str(dvc), "status", "--json", "prepare"], cwd=work, env=env, capture_output=True, text=True)
+        assert status_clean(st.stdout), st.stdout
+        fp = json.loads((work / "data/prepared/info.json").read_text())["train"]["fingerprint"]
+        return set(re.findall(r"^Running stage '([^']+)'", r.stdout, re.M)), fp
+
+    assert subprocess.run([str(dvc), "init", "--no-scm", "-q"], cwd=work, env=sub_env()).returncode == 0
+    ran, first = repro("a")
+    assert ran == {"check", "data_source", "prepare"}
+    ran, same = repro("copy")
+    assert ran == {"data_source"} and same == first          # the same files elsewhere: nothing to redo
+    ran, other = repro("other")
+    assert ran == {"data_source", "prepare"} and other != first

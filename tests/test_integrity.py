@@ -420,3 +420,68 @@ def test_mnist_cache_is_keyed_by_the_source_files(tmp_path, monkeypatch):
     b = load_dataset("mnist", "test", tmp_path / "b", n_per_class=2, seed=0)
     fashion = load_dataset("fashion_mnist", "test", DATA_ROOT, n_per_class=2, seed=0)
     assert torch.equal(b.x, fashion.x) and not torch.equal(a.x, b.x) and a.fingerprint != b.fingerprint
+
+
+def test_source_identity_is_the_files_content_not_their_place(tmp_path, monkeypatch):
+    """Issue 25 item 10: the data_source stage's identity (easycore/sources.py) of a data root: the same files in
+    another folder give the same identity (no absolute path in it: one dvc.lock on every machine); one changed byte
+    or a renamed file gives another; content digests are remembered by (path, size, mtime, inode) and re-read only
+    when those change (ctime too: a rewrite in place with its old mtime); above the content limit, names and sizes only."""
+    from easycore import sources
+    from easycore.data import DATASETS
+
+    monkeypatch.setenv("EASYCORE_CACHE", str(tmp_path / "cache"))
+    src = DATASETS.get("cifar10").sources
+    a = tmp_path / "a"
+    make_image_folder(a / "cifar10-jpeg")
+    shutil.copytree(a, tmp_path / "b")
+    b = tmp_path / "b"
+    ia, ib = sources.identity(a, src(a)), sources.identity(b, src(b))
+    assert ia == ib and ia["read"] == ["cifar10-jpeg/train", "cifar10-jpeg/test"] and ia["files"] == 10
+    assert str(tmp_path) not in json.dumps(ia)
+    f = b / "cifar10-jpeg/train/cat/0000.png"
+    data = bytearray(f.read_bytes())
+    data[-20] ^= 1
+    f.write_bytes(bytes(data))                                  # same size, one bit
+    changed = sources.identity(b, src(b))
+    assert changed["sha256"] != ia["sha256"] and changed["bytes"] == ia["bytes"]
+    assert sources.identity(b, src(b), content_limit=0)["sha256"] == \
+        sources.identity(a, src(a), content_limit=0)["sha256"]   # names and sizes only: blind to that bit
+    assert sources.identity(a, src(a), content_limit=0)["by"] == "names and sizes"
+    (a / "cifar10-jpeg/test/dog/0001.png").rename(a / "cifar10-jpeg/test/dog/0009.png")
+    assert sources.identity(a, src(a))["sha256"] != ia["sha256"]
+
+    reads = []
+    real = sources.hashlib.file_digest
+    monkeypatch.setattr(sources.hashlib, "file_digest", lambda fh, alg: reads.append(fh.name) or real(fh, alg))
+    sources.identity(b, src(b))
+    assert reads == []                                          # every digest remembered
+    os.utime(f, ns=(f.stat().st_atime_ns, f.stat().st_mtime_ns + 10**9))
+    assert sources.identity(b, src(b)) == changed and reads == [str(f)]   # touched: read again, same identity
+
+    # the loaders' order: the official pickles, else an ImageFolder copy, else the archive
+    (b / "cifar-10-batches-py").mkdir()
+    assert src(b) == [b / "cifar-10-batches-py"]
+    c = tmp_path / "c"
+    make_image_tgz(c / "cifar10-jpeg.tar.gz", tmp_path / "work")
+    assert src(c) == [c / "cifar10-jpeg.tar.gz"] and src(tmp_path / "empty") == []
+
+
+def test_cifar10_archive_cache_is_keyed_by_content(tmp_path, monkeypatch):
+    """Issue 25 item 10: another archive under the same name, size and time (zero-padded to the same size, as gzip
+    allows) is extracted again, not read back from the cache of the first."""
+    monkeypatch.setenv("EASYCORE_CACHE", str(tmp_path / "cache"))
+    one = make_image_tgz(tmp_path / "one.tar.gz", tmp_path / "w1")
+    two = make_image_tgz(tmp_path / "two.tar.gz", tmp_path / "w2", classes=("cow", "elk"))
+    size = max(one.stat().st_size, two.stat().st_size)
+    for f in (one, two):
+        f.write_bytes(f.read_bytes().ljust(size, b"\0"))
+    tgz = tmp_path / "root" / "cifar10-jpeg.tar.gz"
+    tgz.parent.mkdir()
+    shutil.copy(one, tgz)
+    ns = tgz.stat().st_mtime_ns
+    first = load_dataset("cifar10", "train", tmp_path / "root")
+    shutil.copy(two, tgz)
+    os.utime(tgz, ns=(ns, ns))
+    second = load_dataset("cifar10", "train", tmp_path / "root")
+    assert first.classes == ["cat", "dog"] and second.classes == ["cow", "elk"]

@@ -11,7 +11,7 @@ import yaml
 from _reliability import REPO, error_lines, make_image_folder, run_cli
 from easycore import pipeline
 from easycore.config import ConfigError, Params, load_params, params_from_dict
-from easycore.data import balanced_subset, cache_dir, load_dataset
+from easycore.data import balanced_subset, cifar10_extracted, load_dataset
 
 
 def nested(dotted: str, value) -> dict:
@@ -228,9 +228,7 @@ def _shared_cifar_extracted() -> Path | None:
     tgz = REPO.parent / "shared" / "data" / "cifar10-jpeg.tar.gz"
     if not tgz.exists():
         return None
-    st = tgz.stat()
-    dest = cache_dir() / f"cifar10-jpeg-{st.st_size}-{int(st.st_mtime)}"
-    return tgz.parent if (dest / ".complete").exists() else None
+    return tgz.parent if (cifar10_extracted(tgz.parent, tgz) / ".complete").exists() else None
 
 
 def test_n_per_class_larger_than_class_cifar10(monkeypatch):

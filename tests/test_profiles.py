@@ -22,6 +22,8 @@ import numpy as np
 import pytest
 import yaml
 
+from easycore.sources import status_clean
+
 ROOT = Path(__file__).resolve().parent.parent
 PROFILES = ("params.yaml", "params-study.yaml", "params-paper.yaml", "params-imagenet.yaml", "params-gpu.yaml",
             "params-gpu-check.yaml")
@@ -116,8 +118,8 @@ def test_every_shipped_profile_runs_dvc_repro_to_the_end(profile, tmp_path, env)
     for cmd in (["git", "init", "-q"], ["dvc", "init", "-q"], ["dvc", "config", "core.analytics", "false"]):
         _run(cmd, work, run_env)
     _run(["dvc", "repro"], work, run_env)
-    assert "up to date" in _run(["dvc", "status"], work, run_env).stdout or \
-        _run(["dvc", "status"], work, run_env).stdout.strip() in ("", "Data and pipelines are up to date.")
+    st = _run(["dvc", "status", "--json"], work, run_env).stdout
+    assert status_clean(st), st
     rep = work / params["report"]["dir"]
     for nb in ("aign_scores", "hardness_vs_vulnerability", "score_correlations", "ablations", "coresets", "transfer"):
         assert (rep / "notebooks" / f"{nb}.ipynb").exists(), nb
