@@ -312,9 +312,11 @@ def cifar10_extracted(root: Path, tgz: Path) -> Path:
 
 def _cifar10_folder(root: Path) -> Optional[Path]:
     """The ImageFolder copy of cifar10 under root (the archive extracted into the cache), or None."""
-    found = [p for p in _cifar10_sources(root) if p.name != "cifar-10-batches-py"]
-    if not found or found[0].name != "cifar10-jpeg.tar.gz":
-        return found[0].parent if found else None
+    found = _cifar10_sources(root)
+    if not found or found[0].name == "cifar-10-batches-py":
+        return None
+    if found[0].name != "cifar10-jpeg.tar.gz":
+        return found[0].parent                           # the folder holding train/ and test/
     tgz = found[0]
     dest = cifar10_extracted(root, tgz)
     if not (dest / ".complete").exists():

@@ -105,12 +105,17 @@ def identity(root, paths: Iterable[Path], *, content_limit: int = CONTENT_LIMIT,
 def stage(params, out: Path = SOURCE, *, progress: bool = False) -> dict:
     """The `data_source` stage: the identity of the files params.data.dataset is read from under the resolved data
     root (data.root, or EASYCORE_DATA), written to `out` (runs/data/source.json; same files, same bytes)."""
-    from .data import DATASETS, _missing
+    from .data import DATASETS, DataError, _missing
     from .store import write_json
 
     d = params.data
     root = d.resolved_root()
-    ident = {"dataset": d.dataset, **identity(root, DATASETS.get(d.dataset).sources(root), progress=progress)}
+    entry = DATASETS.get(d.dataset)
+    if "sources" not in entry.meta:
+        raise DataError(f"dataset {d.dataset!r} is registered without sources= (the files its loader reads under the "
+                        f"data root), so DVC could not tell when they change; add sources=fn to its "
+                        f"@DATASETS.register line (sources=lambda root: [] for data that reads no files)")
+    ident = {"dataset": d.dataset, **identity(root, entry.sources(root), progress=progress)}
     if not ident["files"] and d.dataset != "synthetic" and not d.download:
         raise _missing(d.dataset, root, "one of the layouts easycore/data.py lists")
     write_json(out, ident)

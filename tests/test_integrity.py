@@ -485,3 +485,26 @@ def test_cifar10_archive_cache_is_keyed_by_content(tmp_path, monkeypatch):
     os.utime(tgz, ns=(ns, ns))
     second = load_dataset("cifar10", "train", tmp_path / "root")
     assert first.classes == ["cat", "dog"] and second.classes == ["cow", "elk"]
+
+
+def test_data_source_stage_needs_the_datasets_sources(tmp_path, monkeypatch):
+    """A dataset registered without sources= stops the data_source stage with one line saying what to add (DVC could
+    not see its files change); with sources=, the stage writes the identity; missing files: the loaders' message."""
+    from easycore import sources
+    from easycore.data import DATASETS
+
+    monkeypatch.chdir(tmp_path)
+    DATASETS.register("toy_nosrc")(lambda *a: None)
+    DATASETS.register("toy_src", sources=lambda root: [root / "toy.bin"])(lambda *a: None)
+    try:
+        with pytest.raises(DataError, match="registered without sources="):
+            sources.stage(params_from_dict({"data": {"dataset": "toy_nosrc", "root": str(tmp_path)}}))
+        with pytest.raises(DataError, match="toy_src not found under data root"):
+            sources.stage(params_from_dict({"data": {"dataset": "toy_src", "root": str(tmp_path)}}))
+        assert not (tmp_path / sources.SOURCE).exists()
+        (tmp_path / "toy.bin").write_bytes(b"x")
+        ident = sources.stage(params_from_dict({"data": {"dataset": "toy_src", "root": str(tmp_path)}}))
+        assert json.loads((tmp_path / sources.SOURCE).read_text()) == ident and ident["read"] == ["toy.bin"]
+    finally:
+        DATASETS.unregister("toy_nosrc")
+        DATASETS.unregister("toy_src")
