@@ -447,15 +447,20 @@ def _mnist_like(name, split, root, download):
 
 
 def _imagenet_sources(root: Path) -> list[Path]:
-    """train/ and val/ (under imagenet/ or the root, as easycore.datasets reads them) and torchvision's meta.bin."""
+    """train/ and val/ where easycore.datasets reads them (under imagenet/ or the root), with torchvision's meta.bin."""
+    from .datasets import _imagenet_root
+
     out = []
     for folder in ("train", "val"):
-        base = next((c for c in (root / "imagenet", root) if (c / folder).is_dir()), root)
-        out += [base / folder] + ([base / "meta.bin"] if (base / "meta.bin").is_file() and folder == "train" else [])
+        try:
+            base = _imagenet_root(root, folder)
+        except DataError:                                 # not there: the stage says so (no files)
+            continue
+        out += [p for p in (base / "meta.bin", base / folder) if p.exists() and p not in out]
     return out
 
 
-@DATASETS.register("imagenet", streaming=True, sources=lambda root: _imagenet_sources(root))
+@DATASETS.register("imagenet", streaming=True, sources=_imagenet_sources)
 def _imagenet(name, split, root, download):
     """ImageNet-1K (train/ and val/ ImageFolder layout): too large for memory, read by the streaming loader
     (easycore.datasets.open_dataset); `prepare` writes a manifest of positions instead of pixels."""

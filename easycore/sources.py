@@ -14,14 +14,12 @@ no tool sets back), so a repeated run reads nothing.
 
 Which files a dataset reads is registered with the dataset (`@DATASETS.register(name, sources=fn)`, easycore/data.py):
 fn(root) -> the paths (files or folders) its loader would open, in the loader's own order of preference.
-This module imports no torch.
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import logging
-import os
 from pathlib import Path
 from typing import Iterable
 
@@ -32,8 +30,9 @@ SOURCE = Path("runs/data/source.json")
 
 
 def cache_file() -> Path:
-    return Path(os.environ.get("EASYCORE_CACHE") or Path.home() / ".cache" / "easycore").expanduser() / \
-        "source-digests.json"
+    from .data import cache_dir
+
+    return cache_dir() / "source-digests.json"
 
 
 def _files(paths: Iterable[Path]) -> list[Path]:
@@ -120,8 +119,8 @@ def stage(params, out: Path = SOURCE, *, progress: bool = False) -> dict:
         raise _missing(d.dataset, root, "one of the layouts easycore/data.py lists")
     write_json(out, ident)
     log.info("data source: read %s under %s; wrote %s", ", ".join(ident["read"]) or "nothing", root, out)
-    print(f"data source: {d.dataset}: {ident['files']} file{'s' * (ident['files'] != 1)}, {ident['bytes'] / 1e6:.1f} MB under {root} "
-          f"({ident['by']}, sha256 {ident['sha256'][:12]})", flush=True)
+    print(f"data source: {d.dataset}: {ident['files']} file{'s' * (ident['files'] != 1)}, "
+          f"{ident['bytes'] / 1e6:.1f} MB under {root} ({ident['by']}, sha256 {ident['sha256'][:12]})", flush=True)
     return ident
 
 
