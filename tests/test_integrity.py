@@ -494,6 +494,7 @@ def test_data_source_stage_needs_the_datasets_sources(tmp_path, monkeypatch):
     from easycore.data import DATASETS
 
     monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("EASYCORE_DATA", raising=False)  # CI sets it; it would win over data.root
     DATASETS.register("toy_nosrc")(lambda *a: None)
     DATASETS.register("toy_src", sources=lambda root: [root / "toy.bin"])(lambda *a: None)
     try:
