@@ -277,14 +277,16 @@ def _tv_guard(name: str, root: Path, fn, present: Optional[Path] = None):
 
 def _cifar10_sources(root: Path) -> list[Path]:
     """What cifar10 is read from under root, in the loaders' order: the official pickles, else an ImageFolder copy
-    (its train/ and test/ folders), else the archive. [] when none is there."""
-    if (root / "cifar-10-batches-py").is_dir():
-        return [root / "cifar-10-batches-py"]
+    (its train/ and test/ folders), else the archive. When none is there, the official pickles' folder (where
+    download puts them), which holds no file: the data_source stage then says the data is missing."""
+    official = root / "cifar-10-batches-py"
+    if official.is_dir():
+        return [official]
     for cand in (root / "cifar10-jpeg", root / "cifar10", root):
         if (cand / "train").is_dir() and (cand / "test").is_dir():
             return [cand / "train", cand / "test"]
     tgz = root / "cifar10-jpeg.tar.gz"
-    return [tgz] if tgz.exists() else []
+    return [tgz] if tgz.exists() else [official]
 
 
 @DATASETS.register("cifar10", sources=_cifar10_sources)
@@ -313,7 +315,7 @@ def cifar10_extracted(root: Path, tgz: Path) -> Path:
 def _cifar10_folder(root: Path) -> Optional[Path]:
     """The ImageFolder copy of cifar10 under root (the archive extracted into the cache), or None."""
     found = _cifar10_sources(root)
-    if not found or found[0].name == "cifar-10-batches-py":
+    if found[0].name == "cifar-10-batches-py":          # the official pickles, or nothing there
         return None
     if found[0].name != "cifar10-jpeg.tar.gz":
         return found[0].parent                           # the folder holding train/ and test/
@@ -447,14 +449,16 @@ def _mnist_like(name, split, root, download):
 
 
 def _imagenet_sources(root: Path) -> list[Path]:
-    """train/ and val/ where easycore.datasets reads them (under imagenet/ or the root), with torchvision's meta.bin."""
+    """train/ and val/ where easycore.datasets reads them (under imagenet/ or the root), with torchvision's meta.bin;
+    a folder that is not there is named under the root (it holds no file: the data_source stage says so)."""
     from .datasets import _imagenet_root
 
     out = []
     for folder in ("train", "val"):
         try:
             base = _imagenet_root(root, folder)
-        except DataError:                                 # not there: the stage says so (no files)
+        except DataError:
+            out.append(root / folder)
             continue
         out += [p for p in (base / "meta.bin", base / folder) if p.exists() and p not in out]
     return out

@@ -13,7 +13,9 @@ per file in EASYCORE_CACHE, keyed by path, size, mtime, ctime and inode (a rewri
 no tool sets back), so a repeated run reads nothing.
 
 Which files a dataset reads is registered with the dataset (`@DATASETS.register(name, sources=fn)`, easycore/data.py):
-fn(root) -> the paths (files or folders) its loader would open, in the loader's own order of preference.
+fn(root) -> the paths (files or folders) its loader would open, in the loader's own order of preference; when its
+data is not there, the paths it would look for (none holds a file, so the stage says the data is missing); [] for a
+dataset that reads no files.
 """
 from __future__ import annotations
 
@@ -114,8 +116,9 @@ def stage(params, out: Path = SOURCE, *, progress: bool = False) -> dict:
         raise DataError(f"dataset {d.dataset!r} is registered without sources= (the files its loader reads under the "
                         f"data root), so DVC could not tell when they change; add sources=fn to its "
                         f"@DATASETS.register line (sources=lambda root: [] for data that reads no files)")
-    ident = {"dataset": d.dataset, **identity(root, entry.sources(root), progress=progress)}
-    if not ident["files"] and d.dataset != "synthetic" and not d.download:
+    paths = entry.sources(root)                          # [] = a dataset that reads no files (synthetic)
+    ident = {"dataset": d.dataset, **identity(root, paths, progress=progress)}
+    if paths and not ident["files"] and not d.download:
         raise _missing(d.dataset, root, "one of the layouts easycore/data.py lists")
     write_json(out, ident)
     log.info("data source: read %s under %s; wrote %s", ", ".join(ident["read"]) or "nothing", root, out)

@@ -489,7 +489,7 @@ def test_cifar10_archive_cache_is_keyed_by_content(tmp_path, monkeypatch):
 
 def test_data_source_stage_needs_the_datasets_sources(tmp_path, monkeypatch):
     """A dataset registered without sources= stops the data_source stage with one line saying what to add (DVC could
-    not see its files change); with sources=, the stage writes the identity; missing files: the loaders' message."""
+    not see its files change); with sources=, the stage writes the identity; missing files: the loaders' message; sources=[]: no files needed."""
     from easycore import sources
     from easycore.data import DATASETS
 
@@ -497,6 +497,7 @@ def test_data_source_stage_needs_the_datasets_sources(tmp_path, monkeypatch):
     monkeypatch.delenv("EASYCORE_DATA", raising=False)  # CI sets it; it would win over data.root
     DATASETS.register("toy_nosrc")(lambda *a: None)
     DATASETS.register("toy_src", sources=lambda root: [root / "toy.bin"])(lambda *a: None)
+    DATASETS.register("toy_none", sources=lambda root: [])(lambda *a: None)
     try:
         with pytest.raises(DataError, match="registered without sources="):
             sources.stage(params_from_dict({"data": {"dataset": "toy_nosrc", "root": str(tmp_path)}}))
@@ -506,6 +507,19 @@ def test_data_source_stage_needs_the_datasets_sources(tmp_path, monkeypatch):
         (tmp_path / "toy.bin").write_bytes(b"x")
         ident = sources.stage(params_from_dict({"data": {"dataset": "toy_src", "root": str(tmp_path)}}))
         assert json.loads((tmp_path / sources.SOURCE).read_text()) == ident and ident["read"] == ["toy.bin"]
+        # sources=lambda root: [] (docs/extending.md's example): a dataset that reads no files is not "missing"
+        ident = sources.stage(params_from_dict({"data": {"dataset": "toy_none", "root": str(tmp_path)}}))
+        assert ident["files"] == 0 and ident["read"] == []
+        # every shipped dataset that reads files says so when its root holds none of them
+        empty = tmp_path / "empty"
+        empty.mkdir()
+        for name in DATASETS.names():
+            if name in ("toy_nosrc", "toy_src", "toy_none", "synthetic"):
+                continue
+            with pytest.raises(DataError, match=f"{name} not found under data root"):
+                sources.stage(params_from_dict({"data": {"dataset": name, "root": str(empty)}}), tmp_path / "x.json")
+        assert not (tmp_path / "x.json").exists()
     finally:
         DATASETS.unregister("toy_nosrc")
         DATASETS.unregister("toy_src")
+        DATASETS.unregister("toy_none")
