@@ -57,6 +57,18 @@ def _logits(model: nn.Module, x: torch.Tensor, amp: bool) -> torch.Tensor:
     return out.float()
 
 
+class AmpLogits(nn.Module):
+    """`model` seen through `_logits` (channels_last, bf16 autocast when amp, float32 logits): how an attack written
+    for a plain model (torchattacks) runs at the speed of ours. Train / eval mode passes through to `model`."""
+
+    def __init__(self, model: nn.Module, amp: bool = True):
+        super().__init__()
+        self.model, self.amp = model, amp
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return _logits(self.model, x, self.amp)
+
+
 @torch.no_grad()
 def predict(model: nn.Module, x: torch.Tensor, *, batch_size: int = 512, amp: bool = False) -> torch.Tensor:
     """Arg-max predictions [N] in eval mode (mode restored), batched."""

@@ -203,14 +203,24 @@ class TrainConfig:
     # 0 = all. The primary comparison (coreset.methods x fractions x modes) always runs every seed.
     survey_seeds: int = param(0, within="[0, inf)")
     eval_every: int = param(0, within="[0, inf)")  # >0: clean accuracy on the test subset every k epochs (logged)
+    # the full-data reference (method full, fraction 1.0): its epochs (0 = epochs: a whole-set run may need fewer
+    # than a coreset run of the same model) and its replicates (the first full_seeds of seeds; 0 = survey_seeds)
+    full_epochs: int = param(0, within="[0, inf)")
+    full_seeds: int = param(0, within="[0, inf)")
 
     def extra_check(self, k: str) -> None:
         if self.survey_seeds > len(self.seeds):
             fail(f"{k}.survey_seeds", self.survey_seeds, f"at most the {len(self.seeds)} seeds of {k}.seeds (0 = all)")
+        if self.full_seeds > len(self.seeds):
+            fail(f"{k}.full_seeds", self.full_seeds, f"at most the {len(self.seeds)} seeds of {k}.seeds (0 = survey_seeds)")
 
     def secondary_seeds(self) -> list[int]:
         """The seeds of the secondary groups: the first survey_seeds of seeds (all when 0)."""
         return list(self.seeds[:self.survey_seeds or len(self.seeds)])
+
+    def full_data_seeds(self) -> list[int]:
+        """The replicates of the full-data reference: the first full_seeds of seeds (the secondary seeds when 0)."""
+        return list(self.seeds[:self.full_seeds]) if self.full_seeds else self.secondary_seeds()
 
 
 @dataclass
@@ -277,6 +287,9 @@ class CoresetConfig:
     # ... trained in these modes of train.modes (ACS is an adversarial-training method)
     adaptive_modes: list[str] = param(factory=lambda: ["trades"], choices=choices("modes"), each=True, unique=True,
                                       nonempty=True)
+    # ... at these fractions of coreset.fractions (null = all of them)
+    adaptive_fractions: Optional[list[float]] = param(None, each=True, within="(0, 1)", unique=True,
+                                                      what="null (every coreset fraction) or fractions of coreset.fractions")
     # a survey: more static methods, trained only at survey_fractions (every method at least at one fraction
     # without the cost of the full methods x fractions product)
     survey_methods: list[str] = param(factory=list, choices=choices("methods", kind="static"), each=True, unique=True)
@@ -305,6 +318,8 @@ class CoresetConfig:
         both = sorted(set(self.methods) & set(self.survey_methods))
         if both and set(self.fractions) & set(self.survey_fractions):
             fail(f"{k}.survey_methods", both, "already in coreset.methods at a survey fraction (each run is declared once)")
+        if self.adaptive_fractions is not None and not set(self.adaptive_fractions) <= set(self.fractions):
+            fail(f"{k}.adaptive_fractions", self.adaptive_fractions, f"each must be one of {k}.fractions {self.fractions}")
         if self.survey_methods and not self.survey_fractions:
             fail(f"{k}.survey_fractions", self.survey_fractions, "give the fractions the survey methods train at")
 
@@ -328,6 +343,13 @@ class EvalConfig:
                                   within="[0, 1]", increasing=True, unique=True)
     grid_steps: int = param(0, within="[0, inf)")      # PGD steps at grid points other than eps; 0 = pgd_steps
     l2_eps: float = param(0.0, within="[0, inf)")       # >0: L2 PGD-20 with this budget (0.5 is standard)
+    # the headline eps per training mode ({trades: 0.0314, standard: 0.0078}): a model of that mode is attacked at
+    # it instead of eps (eval.attacks and eval.strong; alpha keeps its ratio to eps), and it is the mode's primary
+    # eps (report.primary); {} = eps for every mode
+    mode_eps: dict[str, float] = param(factory=dict)
+    # test images of the primary family's groups (report.primary's pair at its fractions, every replicate); 0 =
+    # n_test. The other groups take the first n_test of the same class-interleaved order (a subset of these)
+    primary_n_test: int = param(0, within="[0, inf)")
     # standard AutoAttack (torchattacks) at eps on autoattack_n test images (spread over the classes) still robust,
     # for the models the verdict compares (full data, EasyCore, random, the best other method) of these modes (the
     # autoattack stage)
@@ -335,6 +357,23 @@ class EvalConfig:
     autoattack_n: int = param(100, within="[1, inf)")
     sanity: bool = True              # gradient-masking sanity checks, on sanity_n images spread over the classes
     sanity_n: int = param(200, within="[1, inf)")
+
+    def extra_check(self, k: str) -> None:
+        for mode, e in self.mode_eps.items():
+            if not 0 < e <= 1:
+                fail(f"{k}.mode_eps.{mode}", e, "an eps in (0, 1] (pixel units, e.g. 0.0314 for 8/255)")
+
+    def for_mode(self, mode: str) -> "EvalConfig":
+        """This config for the models of training mode `mode`: eps = mode_eps[mode] where given (alpha scaled with
+        it, so the step keeps its ratio to eps)."""
+        e = self.mode_eps.get(mode)
+        if e is None or e == self.eps:
+            return self
+        return dataclasses.replace(self, eps=e, alpha=self.alpha * e / self.eps if self.eps else e / 4)
+
+    def n_for(self, primary: bool) -> int:
+        """Test images of a group: primary_n_test for the primary family's groups (when set), else n_test."""
+        return self.primary_n_test if primary and self.primary_n_test else self.n_test
 
 
 @dataclass
@@ -344,9 +383,14 @@ class PrimaryConfig:
     else is secondary (easycore/report.py)."""
     method: str = param("easycore", choices=choices("methods", kind="static"))
     comparator: str = param("random", choices=choices("methods", kind="static"))
-    # null: per mode, the largest eps > 0 of eval.eps_grid at which the full-data model keeps >= min_full_robust
-    # robust accuracy (mean over its replicates); a number: that eps for every mode
+    # null: per mode, eval.mode_eps[mode] where given, else the largest eps > 0 of eval.eps_grid at which the
+    # full-data model keeps >= min_full_robust robust accuracy (mean over its replicates: every replicate must be
+    # there, or the cells say which is missing); a number: that eps for every mode
     eps: Optional[float] = param(None, within="(0, 1]", what="null (the rule) or an eps in (0, 1]")
+    # the family's fractions (null = every fraction of coreset.fractions): they run every replicate of train.seeds;
+    # the pair at the other fractions runs the secondary seeds (train.survey_seeds) and is secondary
+    fractions: Optional[list[float]] = param(None, each=True, within="(0, 1)", unique=True,
+                                             what="null (every coreset fraction) or fractions of coreset.fractions")
     min_full_robust: float = param(0.2, within="(0, 1)")
     level: float = param(0.95, within="(0, 1)")      # confidence of the family's intervals
     power: float = param(0.8, within="(0, 1)")       # the MDE reported beside each cell: detectable at this power
@@ -382,6 +426,11 @@ class Params:
         return check(self)
 
     def extra_check(self, k: str) -> None:
+        pf = self.report.primary.fractions
+        if pf is not None and not set(pf) <= set(self.coreset.fractions):
+            fail("report.primary.fractions", pf, f"each must be one of coreset.fractions {self.coreset.fractions}")
+        if self.eval.mode_eps and not set(self.eval.mode_eps) <= set(self.train.modes):
+            fail("eval.mode_eps", sorted(self.eval.mode_eps), f"keys must be modes of train.modes {self.train.modes}")
         for key, modes in (("coreset.adaptive_modes", self.coreset.adaptive_modes if self.coreset.adaptive else []),
                            ("coreset.survey_modes", self.coreset.survey_modes if self.coreset.survey_methods else []),
                            ("eval.autoattack_modes", self.eval.autoattack_modes)):
@@ -390,6 +439,16 @@ class Params:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+    def primary_fractions(self) -> list[float]:
+        """The fractions of the primary family (report.primary.fractions, or every coreset fraction)."""
+        pf = self.report.primary.fractions
+        return list(self.coreset.fractions) if pf is None else [f for f in self.coreset.fractions if f in pf]
+
+    def is_primary_group(self, scores: str, method: str, fraction: float) -> bool:
+        """A group of the primary family: the primary pair, scored by the main proxy, at a primary fraction."""
+        pc = self.report.primary
+        return scores == "main" and method in (pc.method, pc.comparator) and fraction in self.primary_fractions()
 
 
 def fraction_name(f: float) -> str:

@@ -121,11 +121,13 @@ RUNTIME = tuple(f"runtime.{k}" for k in ("device", "amp", "cpu_bf16", "channels_
 STAGE_PARAMS = {
     "select": ("coreset.methods", "coreset.fractions", "coreset.survey_methods", "coreset.survey_fractions",
                "coreset.transfer_methods", "train.seeds", "train.survey_seeds",  # which coresets a select stage makes
+               "report.primary.fractions",
                "coreset.balanced", "coreset.seed", "coreset.window", "coreset.p", "coreset.squared",
                "coreset.score_epochs", "coreset.ccs_score", "coreset.ccs_cutoff", "coreset.moderate_band"),
-    "train": ("train", *RUNTIME),
+    "train": ("train", *RUNTIME, "report.primary.fractions"),    # (which seeds a group trains: runs.fraction_seeds)
     "train_adaptive": ("train", *RUNTIME, "coreset.acs", "coreset.seed"),
-    "eval": ("eval", *RUNTIME),
+    # (how many test images a group's evaluation takes: eval.primary_n_test for the primary family's groups)
+    "eval": ("eval", *RUNTIME, "report.primary.method", "report.primary.comparator", "report.primary.fractions"),
 }
 PARAMS = Path("runs/params")
 

@@ -74,7 +74,8 @@ def _apgd(loss: str):
 
         def run(xb, yb, g):
             seed = int(torch.randint(0, 2 ** 31 - 1, (1,), generator=g, device=g.device)) if g is not None else 0
-            atk = torchattacks.APGD(model, norm="Linf", eps=eps, steps=cfg.strong_steps, n_restarts=cfg.restarts,
+            net = attacks.AmpLogits(model) if amp else model      # bf16 where the run is (runtime.cpu_bf16 / amp)
+            atk = torchattacks.APGD(net, norm="Linf", eps=eps, steps=cfg.strong_steps, n_restarts=cfg.restarts,
                                     loss=loss, seed=seed)
             return atk(xb, yb)
         return run

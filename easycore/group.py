@@ -113,7 +113,7 @@ def _peak_memory() -> Optional[int]:
 def evaluate_group(params: Params, group_runs: Sequence[runs.Run], *, progress: bool = True) -> list[dict]:
     """Evaluate every run of a group in one process, on test images decoded once (see benchmarks/eval_bulk.py for
     why the models are attacked one after the other rather than stacked)."""
-    from .pipeline import evaluate_named, load_test
+    from .pipeline import eval_n, evaluate_named, load_test
 
-    test = load_test(params)
+    test = load_test(params, n=eval_n(params, group_runs[0])) if group_runs else None
     return [evaluate_named(params, r, progress=progress, test=test) for r in group_runs]

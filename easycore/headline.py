@@ -21,6 +21,7 @@ from .config import Params, fraction_name
 
 
 def verdict_code(word: str) -> int | None:
+    word = word.split(" (K = ")[0]          # "... (K = 3: indicative)": the word itself
     if word.endswith(" better"):
         return 1
     if word.endswith(" worse"):
@@ -41,7 +42,7 @@ def headline(ver: pd.DataFrame, params: Params, n_test: int | None = None) -> di
             continue
         out[f"{r.mode}_f{fraction_name(r.fraction)}"] = {
             "diff": _num(r.diff), "verdict": verdict_code(r.verdict), "mde": _num(getattr(r, "mde", math.nan))}
-    out["n_test"] = int(n_test if n_test is not None else params.eval.n_test)
+    out["n_test"] = int(n_test if n_test is not None else params.eval.n_for(True))
     out["n_replicates"] = len(params.train.seeds)
     return out
 

@@ -251,14 +251,19 @@ def _proxy(params: Params, name: str, out_dir: Optional[Path], *, seed: int, pre
     feats, dists = [], []
     plain = make_loader(params, tr, batch_size=p.aign.batch_size, shuffle=False, augment=False, seed=pseed,
                         device=device, channels_last=False, shard=False)
-    for xb, _, _ in plain:  # final model: features + DeepFool distances, one pass in order
+    with_deepfool = runs.needs_deepfool(params, name, seed)
+    amp = use_amp(params.runtime, device)
+    for xb, _, _ in plain:  # final model: features (+ DeepFool distances where read), one pass in order
         with torch.no_grad():
             feats.append(net.features(xb).float().cpu())
-        dists.append(deepfool_distance(net, xb, steps=p.deepfool_steps,
-                                       num_classes=p.deepfool_candidates or None).float().cpu())
+        if with_deepfool:
+            dists.append(deepfool_distance(net, xb, steps=p.deepfool_steps, amp=amp,
+                                           num_classes=p.deepfool_candidates or None).float().cpu())
     arrays = tracker.matrices()
-    arrays.update(features=torch.cat(feats).numpy(), deepfool=torch.cat(dists).numpy(), labels=np.asarray(tr.labels),
+    arrays.update(features=torch.cat(feats).numpy(), labels=np.asarray(tr.labels),
                   tracked_epochs=np.asarray(tracker.tracked_epochs, dtype=np.int64))
+    if with_deepfool:
+        arrays["deepfool"] = torch.cat(dists).numpy()
     test_acc = accuracy(net, te if isinstance(te, ArrayDataset) else
                         make_loader(params, te, batch_size=p.aign.batch_size, shuffle=False, augment=False, seed=0,
                                     device=device))
@@ -305,8 +310,12 @@ def select_all(params: Params, scores: str = "main", *, prepared: Path = PREPARE
     """Every static coreset the pipeline makes from proxy run `scores` (`runs.selections`), in one process: the
     select stage of that proxy (its folder runs/coresets/<scores>/ is the stage's one output)."""
     pairs = runs.selections(params, scores)
-    if not pairs:
-        raise ArtifactError(f"params declare no coreset scored by proxy {scores!r}")
+    if not pairs:   # a transfer proxy whose scores are compared, not trained on (coreset.transfer_methods: [])
+        out = runs.ROOT / "coresets" / scores
+        write_json(out / "summary.json", {"scores": scores, "selections": []})
+        _say(f"select: no coreset is trained on proxy {scores}'s scores (coreset.transfer_methods is empty); "
+             f"wrote {out}/summary.json")
+        return []
     return [select(params, m, f, scores, seed=s, prepared=prepared) for m, f, s in pairs]
 
 
@@ -397,6 +406,8 @@ def _train_run(params: Params, out_dir: Path, *, mode: str, seed: int, indices: 
                                            seed=seed))
         source = f"adaptive {adaptive[0]} f={adaptive[1]:g}"
     cfg = dataclasses.replace(t, model=model or t.model)
+    if indices is None and adaptive is None and t.full_epochs:    # the full-data reference's own epochs
+        cfg = dataclasses.replace(cfg, epochs=t.full_epochs)
     dist.check_batch_size(cfg.batch_size, "train.batch_size")
     out_dir = Path(out_dir)
     label = name or out_dir.name                         # what the user reads; timings go by the run's path
@@ -461,7 +472,8 @@ def check_model_fits(model_path, mmeta: dict, info) -> None:
 
 def evaluate_run(params: Params, model_path: Path, out_dir: Path, *, prepared: Path = PREPARED,
                  progress: bool = True, name: Optional[str] = None) -> dict:
-    """Clean and attacked accuracy (eval params) of the model at `model_path` on the evaluated test images."""
+    """Clean and attacked accuracy (eval params, at the headline eps of the model's training mode) of the model at
+    `model_path` on the first eval.n_test test images."""
     test = load_test(params, prepared)
     return _evaluate(params, test, model_path, out_dir, progress=progress, name=name)
 
@@ -477,12 +489,13 @@ class TestImages:
     info: Optional[object] = None      # the test set's DataInfo (dataset, classes, channels: check_model_fits)
 
 
-def load_test(params: Params, prepared: Path = PREPARED) -> TestImages:
+def load_test(params: Params, prepared: Path = PREPARED, *, n: Optional[int] = None) -> TestImages:
+    """The first `n` (default eval.n_test) test images of the class-interleaved order, decoded, in position order."""
     from .evaluate import test_positions
 
     _, te = load_prepared(prepared, params)
     device = resolve_device(params.runtime.device)
-    positions = test_positions(te.labels, params.eval.n_test)     # spread over the classes (one rule: evaluate.py)
+    positions = test_positions(te.labels, params.eval.n_test if n is None else n)   # one rule: evaluate.py
     x, y = decode_at(params, te, positions)
     return TestImages(x.to(device), y.to(device), te.fingerprint, te.num_classes, device, te.info)
 
@@ -504,7 +517,8 @@ def _evaluate(params: Params, test: TestImages, model_path: Path, out_dir: Path,
     label = name or out_dir.name
     name = name or f"{out_dir.parent.name}/{out_dir.name}"
     t0 = time.perf_counter()
-    metrics, outcomes = evaluate_model(net, test.x, test.y, params.eval, seed=0,
+    cfg = dataclasses.replace(params.eval.for_mode(mmeta.get("mode") or ""), n_test=n)   # the mode's headline eps
+    metrics, outcomes = evaluate_model(net, test.x, test.y, cfg, seed=0,
                                        progress=progress, amp=use_amp(params.runtime, device))
     meta = {"fingerprint": test.fingerprint, "n": n, "checkpoint": str(model_path),
             "train": {k: mmeta.get(k) for k in ("model", "mode", "seed", "source", "n_train", "fingerprint", "counts")}}
@@ -516,9 +530,15 @@ def _evaluate(params: Params, test: TestImages, model_path: Path, out_dir: Path,
     return metrics
 
 
+def eval_n(params: Params, run) -> int:
+    """How many test images the evaluation of `run` (or of its group) takes: eval.primary_n_test for the primary
+    family's groups, eval.n_test for the others (a prefix of the same class-interleaved order)."""
+    return params.eval.n_for(params.is_primary_group(run.scores, run.method, run.fraction))
+
+
 def evaluate_named(params: Params, run: runs.Run, *, progress: bool = True, test: Optional[TestImages] = None) -> dict:
     """The evaluation of pipeline run `run` (`test`: the decoded test images, when a group already holds them)."""
-    test = test or load_test(params)
+    test = test or load_test(params, n=eval_n(params, run))
     return _evaluate(params, test, run.train_dir() / "model.safetensors", run.eval_dir(), progress=progress,
                      name=run.key)
 
@@ -558,13 +578,14 @@ def autoattack_survivors(params: Params, run: runs.Run, index, x, y, fingerprint
 
     arrays, _ = load_arrays(run.eval_dir() / "outcomes.npz", fingerprint=fingerprint)
     before = torch.as_tensor(arrays["robust"][np.asarray(index)])
+    eps = params.eval.for_mode(run.mode).eps
     after = before.clone()
     idx = before.nonzero().squeeze(1)
     if len(idx):
         net, _ = load_model(run.train_dir() / "model.safetensors", device)
         sel = idx.to(x.device)
         xs, ys = x[sel].to(device).float() / 255, y[sel].to(device)
-        after[idx] = autoattack(net, xs, ys, eps=params.eval.eps, seed=0, batch_size=params.eval.batch_size,
+        after[idx] = autoattack(net, xs, ys, eps=eps, seed=0, batch_size=params.eval.batch_size,
                                 progress=progress).cpu()
     return before, after
 
@@ -587,9 +608,14 @@ def autoattack_stage(params: Params, out_root: Path = runs.ROOT / "autoattack", 
     x_all, y_all = decode_at(params, te, evaluated[index])
     targets = autoattack_targets(params)
     summary = {"n": n, "eps": e.eps, "index": index.tolist(), "runs": {}}
+    if e.mode_eps:
+        summary["mode_eps"] = dict(sorted(e.mode_eps.items()))
     t0 = time.perf_counter()
+    absolute = evaluated[index]                                      # the subset's positions in the test set
     for run in targets:
-        before, after = autoattack_survivors(params, run, index, x_all, y_all, te.fingerprint, device,
+        own = test_positions(te.labels, eval_n(params, run))        # the images this run's evaluation took
+        at = np.searchsorted(own, absolute)                          # (a superset of `evaluated`: a prefix rule)
+        before, after = autoattack_survivors(params, run, at, x_all, y_all, te.fingerprint, device,
                                              progress=progress)
         save_arrays(out_root / run.key / "outcomes.npz", {"robust": before.numpy(), "robust_aa": after.numpy()},
                     {"fingerprint": te.fingerprint, "n": n, "run": run.key})

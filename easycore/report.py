@@ -161,25 +161,31 @@ def export_outcomes(results: Sequence[RunResult], path: str | os.PathLike,
     `evaluate.test_positions(labels, eval.n_test)`, 0..n-1 when n_test covers the set); 'autoattack/<run key>/<robust|robust_aa>' the AutoAttack
     stage's, over the images at positions meta['autoattack_index'] of those; 'labels' (int64) the attacked images'
     classes, when given (`read_labels`). `meta` (e.g. the scale) is stored beside."""
-    arrays, n = {}, set()
+    arrays, n, n_run = {}, set(), {}
     for r in results:
         for k, v in (r.outcomes.items() if r.ok else ()):
             arrays[f"{r.run.key}/{k}"] = np.packbits(np.asarray(v, dtype=bool))
             n.add(len(v))
+            n_run[r.run.key] = len(v)
     aa_n = set()
     aa = autoattack_outcomes(autoattack_root) if autoattack_root else {}
     for key in sorted(aa):
         for k in ("robust", "robust_aa"):
             arrays[f"autoattack/{key}/{k}"] = np.packbits(np.asarray(aa[key][k], dtype=bool))
             aa_n.add(len(aa[key][k]))
-    if len(n) > 1 or len(aa_n) > 1:
-        raise ValueError(f"export_outcomes: runs were attacked on different numbers of images ({sorted(n)}, "
-                         f"AutoAttack {sorted(aa_n)}); the verdict needs paired outcomes")
+    if len(aa_n) > 1:
+        raise ValueError(f"export_outcomes: AutoAttack attacked different numbers of images ({sorted(aa_n)})")
+    if labels is not None and n and len(labels) != max(n):
+        raise ValueError(f"export_outcomes: {len(labels)} labels for evaluations of up to {max(n)} images")
     if labels is not None:
         arrays["labels"] = np.asarray(labels, dtype=np.int64)
     missing = [f"{r.run.key}: {r.status}" for r in results if not r.ok]
     aa_index = read_json(Path(autoattack_root) / "summary.json").get("index") if aa else None
-    save_arrays(staged(path), arrays, {"format": OUTCOMES_FORMAT, "n": next(iter(n), 0),
+    # n: the largest evaluation (the labels' length); n_runs: the runs evaluated on fewer (a prefix of the same
+    # class-interleaved order, report.subset_of), absent when every run took n
+    big = max(n, default=0)
+    fewer = {k: v for k, v in sorted(n_run.items()) if v != big}
+    save_arrays(staged(path), arrays, {"format": OUTCOMES_FORMAT, "n": big, **({"n_runs": fewer} if fewer else {}),
                                       "n_autoattack": next(iter(aa_n), 0), "autoattack_index": aa_index,
                                       "missing": missing, **meta})
     return Path(path)
@@ -199,7 +205,8 @@ def read_outcomes(path: str | os.PathLike, params: Optional[Params] = None) -> t
             continue
         key, _, name = member.rpartition("/")
         n_key = "n_autoattack" if key.startswith("autoattack/") else "n"
-        unpacked = _unpack(path, member, bits, meta.get(n_key), n_key)
+        n_val = (meta.get("n_runs") or {}).get(key, meta.get(n_key)) if n_key == "n" else meta.get(n_key)
+        unpacked = _unpack(path, member, bits, n_val, n_key)
         if key.startswith("autoattack/"):
             aa.setdefault(key[len("autoattack/"):], {})[name] = unpacked
         else:
@@ -303,7 +310,8 @@ def cells(params: Params, mode: str) -> list[tuple[str, str, float]]:
     if mode in c.survey_modes:
         out += [("main", m, f) for m in c.survey_methods for f in c.survey_fractions]
     if mode in c.adaptive_modes:
-        out += [(runs.NONE, m, f) for m in c.adaptive for f in c.fractions]
+        out += [(runs.NONE, m, f) for m in c.adaptive for f in c.fractions
+                if c.adaptive_fractions is None or f in c.adaptive_fractions]
     return out + [(runs.NONE, runs.FULL, 1.0)]
 
 
@@ -343,7 +351,7 @@ def accuracy_stat(m: np.ndarray, *, n_boot: int = 4000) -> stats.CellStat:
                           n_seeds=m.shape[0], n_test=m.shape[1])
 
 
-def best_marks(outs: Mapping[str, Mapping[int, np.ndarray]], *, level: float = 0.95) -> list[str]:
+def best_marks(outs: Mapping[str, Mapping[int, np.ndarray]], *, level: float = 0.95, labels=None) -> list[str]:
     """The method with the highest accuracy, when its paired interval against the runner-up (on the replicates both
     hold, inference.paired) excludes 0; [] otherwise or with fewer than 2 common replicates."""
     from . import inference
@@ -352,7 +360,7 @@ def best_marks(outs: Mapping[str, Mapping[int, np.ndarray]], *, level: float = 0
         return []
     acc = {m: float(np.mean([v.mean() for v in r.values()])) for m, r in outs.items()}
     first, second = sorted(acc, key=acc.get, reverse=True)[:2]
-    seeds, a, b = paired_rows(outs[first], outs[second])
+    seeds, a, b = paired_rows(outs[first], outs[second], labels)
     if len(seeds) < 2:
         return []
     return [first] if inference.paired(a, b, level=level).lo > 0 else []
@@ -365,7 +373,7 @@ def _fmt(row) -> str:
 
 
 def accuracy_table(results: Sequence[RunResult], params: Params, mode: str, keys: Sequence[str], *,
-                   n_boot: int = 4000, frame: Optional[pd.DataFrame] = None) -> pd.DataFrame:
+                   n_boot: int = 4000, frame: Optional[pd.DataFrame] = None, labels=None) -> pd.DataFrame:
     """The paper's table for one mode, for reading: rows = methods (full data last), columns '<key> @ f=<f>',
     cells 'mean [95 % CI]' in %. In each column the best coreset method is bold only when its paired CI against
     the runner-up excludes 0 (`best_marks`); missing runs say why. No wall times (see `timing_table`); the
@@ -389,7 +397,7 @@ def accuracy_table(results: Sequence[RunResult], params: Params, mode: str, keys
                     m = seed_rows(results, scores=scores, method=method, fraction=f, mode=mode, key=key)
                     if m is not None:
                         outs[method] = m
-            for method in best_marks(outs) if len(outs) > 1 else ():
+            for method in best_marks(outs, labels=labels) if len(outs) > 1 else ():
                 col = f"{key} @ f={fraction_name(f)}"
                 table[method][col] = f"{BOLD}{table[method][col]}{BOLD}"
     cols = [f"{key} @ f={fraction_name(f)}" for f in fractions(params) for key in keys]
@@ -414,12 +422,45 @@ def seed_rows(results: Sequence[RunResult], *, scores: str, method: str, fractio
     return {r.run.seed: r.outcomes[key] for r in sorted(cell, key=lambda r: r.run.seed)}
 
 
-def paired_rows(a: Mapping[int, np.ndarray], b: Mapping[int, np.ndarray]) -> tuple[list[int], np.ndarray, np.ndarray]:
-    """(common seeds, a [K, n], b [K, n]) on the replicates both cells hold."""
+def subset_of(labels, n_from: int, n_to: int) -> np.ndarray:
+    """Positions, among the n_from images an evaluation of n_from took, of the n_to < n_from images an evaluation of
+    n_to took: both are prefixes of the one class-interleaved order (`evaluate.test_positions`), so the smaller set
+    is inside the larger. `labels`: the classes of the largest evaluated set (the whole test set when an evaluation
+    took all of it), as `read_labels` / `attacked_labels` give them."""
+    from .evaluate import test_positions
+
+    labels = np.asarray(labels)
+    if n_from > len(labels):
+        raise ValueError(f"labels of {len(labels)} images cannot place an evaluation of {n_from}")
+    lab = labels if n_from == len(labels) else labels[test_positions(labels, n_from)]
+    return test_positions(lab, n_to)
+
+
+def labels_of(labels, n: int) -> Optional[np.ndarray]:
+    """The classes of the n images an evaluation of n took (`labels`: those of the largest evaluated set)."""
+    if labels is None:
+        return None
+    labels = np.asarray(labels)
+    return labels if n == len(labels) else labels[subset_of(labels, len(labels), n)]
+
+
+def paired_rows(a: Mapping[int, np.ndarray], b: Mapping[int, np.ndarray], labels=None
+                ) -> tuple[list[int], np.ndarray, np.ndarray]:
+    """(common seeds, a [K, n], b [K, n]) on the replicates both cells hold and the test images both were attacked
+    on: where one cell was evaluated on more images (eval.primary_n_test), its outcomes are restricted to the other's
+    (`subset_of`, which needs `labels`)."""
     common = sorted(set(a) & set(b))
     if not common:
         return [], np.zeros((0, 0), bool), np.zeros((0, 0), bool)
-    return common, np.stack([a[s] for s in common]), np.stack([b[s] for s in common])
+    ma, mb = np.stack([a[s] for s in common]), np.stack([b[s] for s in common])
+    if ma.shape[1] != mb.shape[1]:
+        if labels is None:
+            raise ValueError(f"cells attacked on {ma.shape[1]} and {mb.shape[1]} test images: pass the labels to "
+                             f"pair them on the images both were attacked on")
+        n = min(ma.shape[1], mb.shape[1])
+        ma = ma[:, subset_of(labels, ma.shape[1], n)] if ma.shape[1] > n else ma
+        mb = mb[:, subset_of(labels, mb.shape[1], n)] if mb.shape[1] > n else mb
+    return common, ma, mb
 
 
 def _scores_of(params: Params, mode: str, method: str, fraction: float) -> Optional[str]:
@@ -439,19 +480,30 @@ def _full_pct(results, mode, key) -> float:
     return 100 * float(m.mean()) if m is not None else math.nan
 
 
+def _full_missing(results, params: Params, mode: str) -> list[int]:
+    """The declared full-data replicates of `mode` that are not evaluated (the eps rule needs every one)."""
+    have = {r.run.seed for r in results if r.ok and (r.run.method, r.run.mode) == (runs.FULL, mode)}
+    return [s for s in params.train.full_data_seeds() if s not in have]
+
+
 def primary_eps(results: Sequence[RunResult], params: Params, mode: str) -> tuple[float, str]:
-    """The primary family's eps for `mode` and the rule that chose it (report.primary): a number from the params,
-    or the largest eps > 0 of eval.eps_grid where the full-data model keeps >= min_full_robust robust accuracy (mean
-    over its replicates); the smallest eps > 0 when none does, or eval.eps when the full-data model is missing."""
+    """The primary family's eps for `mode` and the rule that chose it (report.primary): a number from the params;
+    else eval.mode_eps[mode] (the mode's headline eps, fixed before the run); else the largest eps > 0 of
+    eval.eps_grid where the full-data model keeps >= min_full_robust robust accuracy (mean over its replicates), the
+    smallest eps > 0 when none does. The rule refuses rather than moves: with a declared full-data replicate
+    missing it gives (nan, "missing runs (full data, replicate k)"), and the cells say so."""
     from .evaluate import eps_name
 
     pc = params.report.primary
     if pc.eps is not None:
         return float(pc.eps), "fixed in params"
+    if mode in params.eval.mode_eps:
+        return float(params.eval.mode_eps[mode]), "fixed in params (eval.mode_eps)"
+    miss = _full_missing(results, params, mode)
+    if miss:
+        return math.nan, f"missing runs (full data, replicate {', '.join(map(str, miss))})"
     grid = sorted(e for e in set(params.eval.eps_grid) | {params.eval.eps} if e > 0)
     acc = {e: _full_pct(results, mode, eps_name(e)) for e in grid}
-    if all(math.isnan(v) for v in acc.values()):
-        return float(params.eval.eps), "eval.eps (no full-data model to apply the rule)"
     ok = [e for e in grid if acc[e] >= 100 * pc.min_full_robust]
     if ok:
         return ok[-1], f"largest eps with full data >= {100 * pc.min_full_robust:g}% robust ({acc[ok[-1]]:.1f}%)"
@@ -464,28 +516,41 @@ def chance_pct(labels) -> float:
     return 100 * float(np.bincount(labels).max() / len(labels)) if len(labels) else math.nan
 
 
+def _pair(results, params, mode, fraction, key, a, b, labels):
+    """(seeds, a [K, n], b [K, n], labels of the n images) of two cells on their common replicates and images, or a
+    'missing runs (...)' string."""
+    ra, rb = _cell(results, params, mode, a, fraction, key), _cell(results, params, mode, b, fraction, key)
+    if ra is None or rb is None:
+        return "missing runs (" + ", ".join(m for m, r in ((a, ra), (b, rb)) if r is None) + ")"
+    seeds, ma, mb = paired_rows(ra, rb, labels)
+    if not seeds:
+        return "missing runs (no common replicate)"
+    return seeds, ma, mb, labels_of(labels, ma.shape[1])
+
+
 def compare_cells(results, params, mode: str, fraction: float, key: str, a: str, b: str, labels, *,
                   level: float) -> dict:
     """`a` - `b` in (mode, fraction) on outcome `key`: the paired difference with the replicate as the unit, in
-    points (inference.paired on the common replicates), accuracies, clean accuracies, validity. Not decided here."""
+    points, on both targets (inference.paired: new images and replicates; these images), accuracies, clean
+    accuracies, validity. Not decided here."""
     from . import inference
 
-    ra, rb = _cell(results, params, mode, a, fraction, key), _cell(results, params, mode, b, fraction, key)
     row = {"mode": mode, "fraction": fraction, "method": a, "comparator": b}
-    if ra is None or rb is None:
-        miss = [m for m, r in ((a, ra), (b, rb)) if r is None]
-        return row | {"status": "missing runs (" + ", ".join(miss) + ")"}
-    seeds, ma, mb = paired_rows(ra, rb)
-    if not seeds:
-        return row | {"status": "missing runs (no common replicate)"}
+    got = _pair(results, params, mode, fraction, key, a, b, labels)
+    if isinstance(got, str):
+        return row | {"status": got}
+    seeds, ma, mb, lab = got
     d = inference.paired(ma, mb, level=level)
-    ca, cb = _cell(results, params, mode, a, fraction, "clean"), _cell(results, params, mode, b, fraction, "clean")
+    fx = inference.paired(ma, mb, level=level, target="fixed")
+    clean = _pair(results, params, mode, fraction, "clean", a, b, labels)
+    ca, cb = (clean[1], clean[2]) if not isinstance(clean, str) else (None, None)
     row |= {"status": "ok", "k": d.k, "n": d.n, "method_pct": 100 * float(ma.mean()),
             "comparator_pct": 100 * float(mb.mean()),
-            "method_clean_pct": 100 * float(np.stack([ca[s] for s in seeds]).mean()) if ca else math.nan,
-            "comparator_clean_pct": 100 * float(np.stack([cb[s] for s in seeds]).mean()) if cb else math.nan,
-            "diff": 100 * d.diff, "se": 100 * d.se, "df": d.df, "p": d.p, "sd_rep": 100 * d.sd_rep, "_diff": d}
-    return _with_context(row, results, mode, key, labels)
+            "method_clean_pct": 100 * float(ca.mean()) if ca is not None else math.nan,
+            "comparator_clean_pct": 100 * float(cb.mean()) if cb is not None else math.nan,
+            "diff": 100 * d.diff, "se": 100 * d.se, "df": d.df, "p": d.p, "sd_rep": 100 * d.sd_rep,
+            "p_fixed": fx.p, "_diff": d, "_fixed": fx}
+    return _with_context(row, results, mode, key, lab)
 
 
 def _with_context(row: dict, results, mode: str, key: str, labels) -> dict:
@@ -501,6 +566,9 @@ def _label(m: str) -> str:
     return "EasyCore" if m == "easycore" else m
 
 
+INDICATIVE_K = 5   # rows with fewer replicates say "indicative" beside their word; no claim rests on one
+
+
 def _word(row, lo, hi) -> str:
     if row.get("status") != "ok":
         return row.get("status", "missing runs")
@@ -508,45 +576,56 @@ def _word(row, lo, hi) -> str:
         return f"not replicated (K={row['k']})"
     if not row["informative"]:
         return "uninformative (a model at or below a constant classifier)"
-    if lo > 0:
-        return f"{_label(row['method'])} better"
-    if hi < 0:
-        return f"{_label(row['method'])} worse"
-    return "no detectable difference"
+    word = ("no detectable difference" if not (lo > 0 or hi < 0) else
+            f"{_label(row['method'])} {'better' if lo > 0 else 'worse'}")
+    return word + (f" (K = {int(row['k'])}: indicative)" if row["k"] < INDICATIVE_K else "")
 
 
 def verdict(results: Sequence[RunResult], params: Params, *, labels=None) -> pd.DataFrame:
     """The verdict, one row per comparison (points; numbers and names only; `verdict_markdown` for reading):
 
-    primary    report.primary.method - comparator for every (mode, fraction of coreset.fractions) at the mode's
-               primary eps (`primary_eps`). Holm over this family alone. The printed interval decides: it is at
-               the level of the Holm step that decided the cell (1 - alpha / (m - r + 1) for the r-th smallest p;
-               1 - alpha / m where Holm stopped before it), so it excludes 0 exactly when the verdict is a
-               difference. MDE at `power` for the family's Bonferroni alpha / m.
-    secondary  (unadjusted 95 % intervals, labelled so): the same pair at every other eps; the class-balanced pair
-               (easycore_balanced - random_balanced) where surveyed; EasyCore against the best other method
-               (Hsu's comparison with the best: simultaneous over the others, on their common replicates).
+    primary    report.primary.method - comparator for every (mode, fraction of report.primary.fractions) at the
+               mode's primary eps (`primary_eps`). Holm over this family alone. The crossed interval (target: new
+               test images and new replicates) decides: it is at the level of the Holm step that decided the cell
+               (1 - alpha / (m - r + 1) for the r-th smallest p; 1 - alpha / m where Holm stopped before it), so it
+               excludes 0 exactly when the verdict is a difference (a Holm-step interval, not a simultaneous one).
+               Beside it, at the same level, the fixed-test-set interval (target: these test images, new
+               replicates: the t over the K per-replicate differences). MDE at `power` for the family's Bonferroni
+               alpha / m.
+    secondary  (unadjusted 95 % intervals, labelled so): the pair at the other fractions and at every other eps; the
+               class-balanced pair (easycore_balanced - random_balanced) where surveyed; EasyCore against the best
+               other method (Hsu's comparison with the best: Bonferroni-simultaneous over the m other methods, m
+               printed, on their common replicates).
 
-    A cell whose models are at or below a constant classifier on the attacked images (`labels`) is
-    "uninformative"; one with a single replicate is "not replicated" (no interval: the replicate variance cannot be
-    estimated); a missing replicate of either method leaves the cell undecided ("missing runs")."""
+    A cell whose models are at or below a constant classifier on the attacked images (`labels`: the classes of the
+    largest evaluated set) is "uninformative"; one with a single replicate is "not replicated"; fewer than
+    INDICATIVE_K replicates say "indicative" beside the word; a missing replicate of either method, or of the
+    full-data model whose rule picks the eps, leaves the cell undecided ("missing runs (...)")."""
     from . import inference
     from .evaluate import eps_name
 
     pc = params.report.primary
     alpha = 1 - pc.level
-    grid = sorted(e for e in set(params.eval.eps_grid) | {params.eval.eps} if e > 0)
+    prim_f = params.primary_fractions()
     rows = []
     for mode in params.train.modes:
         eps0, rule = primary_eps(results, params, mode)
+        if math.isnan(eps0):           # the rule refuses: every primary cell of the mode says which run is missing
+            for f in prim_f:
+                rows.append({"eps_255": math.nan, "family": "primary", "comparison": f"{pc.method} - {pc.comparator}",
+                             "eps_rule": rule, "mode": mode, "fraction": f, "method": pc.method,
+                             "comparator": pc.comparator, "status": rule})
+            continue
+        # the eps this mode's models were attacked at: the grid and the mode's headline eps
+        mode_grid = sorted(e for e in set(params.eval.eps_grid) | {params.eval.for_mode(mode).eps} if e > 0)
         for f in fractions(params):
-            for eps in grid:
+            for eps in mode_grid:
                 key = eps_name(eps)
                 base = {"eps_255": round(eps * 255, 3)}
                 if f in params.coreset.fractions:
-                    fam = "primary" if eps == eps0 else "secondary"
+                    fam = "primary" if eps == eps0 and f in prim_f else "secondary"
                     rows.append(base | {"family": fam, "comparison": f"{pc.method} - {pc.comparator}",
-                                        "eps_rule": rule if fam == "primary" else ""}
+                                        "eps_rule": rule if eps == eps0 else ""}
                                 | compare_cells(results, params, mode, f, key, pc.method, pc.comparator, labels,
                                                 level=pc.level))
                 if eps != eps0:
@@ -568,9 +647,10 @@ def verdict(results: Sequence[RunResult], params: Params, *, labels=None) -> pd.
     # the primary family: Holm; each cell's interval at its Holm step's level
     prim = df.index[df.family == "primary"]
     m = len(prim)
-    df["p_holm"] = math.nan
+    for c in ("p_holm", "lo", "hi", "mde", "fixed_lo", "fixed_hi"):
+        df[c] = math.nan
     df["ci_level"] = pc.level
-    df["lo"], df["hi"], df["mde"] = math.nan, math.nan, math.nan
+    df["ci_kind"] = ""
     df["verdict"] = ""
     decidable = [i for i in prim if df.at[i, "status"] == "ok" and df.at[i, "k"] >= 2]
     p_eff = [df.at[i, "p"] if df.at[i, "informative"] else 1.0 for i in decidable]   # never decided: last in Holm
@@ -580,19 +660,26 @@ def verdict(results: Sequence[RunResult], params: Params, *, labels=None) -> pd.
     for rank, j in enumerate(order):
         i = decidable[j]
         step_alpha = alpha / (m - rank)
+        step = f"Holm step {rank + 1} of {m}"
         if stopped or p_eff[j] > step_alpha:
             stopped = True
-            step_alpha = alpha / m
+            step_alpha, step = alpha / m, f"Holm: alpha / {m} (not rejected)"
         d = df.at[i, "_diff"].at(1 - step_alpha)
-        df.loc[i, ["lo", "hi", "ci_level", "p_holm"]] = [100 * d.lo, 100 * d.hi, 1 - step_alpha, adj[j]]
+        fx = df.at[i, "_fixed"].at(1 - step_alpha)
+        df.loc[i, ["lo", "hi", "ci_level", "p_holm", "fixed_lo", "fixed_hi"]] = [
+            100 * d.lo, 100 * d.hi, 1 - step_alpha, adj[j], 100 * fx.lo, 100 * fx.hi]
+        df.at[i, "ci_kind"] = step
         df.at[i, "mde"] = 100 * inference.mde(d, alpha=alpha / m, power=pc.power)
     for i in df.index:
         r = df.loc[i]
         if r["family"] == "secondary" and r.get("status") == "ok" and isinstance(r.get("_diff"), inference.Diff):
-            df.loc[i, ["lo", "hi"]] = [100 * r["_diff"].lo, 100 * r["_diff"].hi]
+            df.loc[i, ["lo", "hi", "fixed_lo", "fixed_hi"]] = [100 * r["_diff"].lo, 100 * r["_diff"].hi,
+                                                               100 * r["_fixed"].lo, 100 * r["_fixed"].hi]
+            df.at[i, "ci_kind"] = "unadjusted"
         vb = r.get("_best")
         if isinstance(vb, inference.VsBest):     # Hsu's simultaneous interval against the best other method
             df.loc[i, ["lo", "hi", "ci_level"]] = [100 * vb.lo, 100 * vb.hi, vb.level]
+            df.at[i, "ci_kind"] = f"simultaneous over m = {vb.m} (Bonferroni, Hsu)"
         r = df.loc[i]
         # primary: the step interval excludes 0 exactly when Holm rejects (same t, df), so the word it gives is Holm's
         word = _word(r, r.get("lo", math.nan), r.get("hi", math.nan))
@@ -601,16 +688,16 @@ def verdict(results: Sequence[RunResult], params: Params, *, labels=None) -> pd.
         df.at[i, "verdict"] = word
     df["paper_claim_points"] = df["mode"].map(PAPER_CLAIM)
     cols = ["family", "mode", "fraction", "eps_255", "comparison", "method", "comparator", "k", "n", "method_pct",
-            "comparator_pct", "diff", "lo", "hi", "ci_level", "p", "p_holm", "mde", "sd_rep", "verdict",
-            "method_clean_pct", "comparator_clean_pct", "full_pct", "full_clean_pct", "chance_pct", "informative",
-            "diff_without_top_class", "top_class", "eps_rule", "status", "paper_claim_points"]
-    df = _top_class(df, results, params, labels)
+            "comparator_pct", "diff", "lo", "hi", "ci_level", "ci_kind", "p", "p_holm", "fixed_lo", "fixed_hi",
+            "p_fixed", "mde", "sd_rep", "df", "verdict", "method_clean_pct", "comparator_clean_pct", "full_pct",
+            "full_clean_pct", "chance_pct", "informative", "eps_rule", "status", "paper_claim_points"]
+    df = df.drop(columns=[c for c in ("_diff", "_fixed", "_best", "se") if c in df])
     return df[[c for c in cols if c in df]].reset_index(drop=True)
 
 
 def _vs_best(results, params, mode, f, key, method, others, labels, level) -> dict:
     """Hsu's comparison with the best: `method` - max_j mu_j from Bonferroni-simultaneous intervals of
-    `method` - j on the replicates each pair shares."""
+    `method` - j on the replicates (and test images) each pair shares."""
     from . import inference
 
     ra = _cell(results, params, mode, method, f, key)
@@ -621,58 +708,33 @@ def _vs_best(results, params, mode, f, key, method, others, labels, level) -> di
         return row | {"comparator": "best other", "status": "missing runs (" + ", ".join(miss) + ")"}
     diffs, acc = {}, {}
     for j, r in rb.items():
-        seeds, ma, mb = paired_rows(ra, r)
+        seeds, ma, mb = paired_rows(ra, r, labels)
         diffs[j] = inference.paired(ma, mb, level=level)
         acc[j] = 100 * float(mb.mean())
     vb = inference.vs_best(diffs, level=level)
     best = vb.best or max(acc, key=acc.get)
     d = diffs[best]
-    seeds, ma, mb = paired_rows(ra, rb[best])
+    seeds, ma, mb = paired_rows(ra, rb[best], labels)
     row |= {"comparator": f"best other: {best}", "status": "ok", "k": d.k, "n": d.n,
             "method_pct": 100 * float(ma.mean()), "comparator_pct": acc[best], "diff": 100 * vb.diff if vb.m else
             100 * d.diff, "se": 100 * d.se, "df": d.df, "p": math.nan, "sd_rep": 100 * d.sd_rep, "_best": vb}
-    return _with_context(row, results, mode, key, labels)
-
-
-def _top_class(df: pd.DataFrame, results, params, labels) -> pd.DataFrame:
-    """For every decided row, the class that carries most of the difference and the difference without it (a
-    one-class artifact shows here); drops the working columns."""
-    from .evaluate import eps_name
-
-    df = df.copy()
-    df["top_class"], df["diff_without_top_class"] = "", math.nan
-    for i, r in df.iterrows():
-        if labels is None or r.get("status") != "ok" or not isinstance(r.get("comparator"), str):
-            continue
-        comp = r["comparator"].removeprefix("best other: ")
-        key = eps_name(r["eps_255"] / 255)
-        ra = _cell(results, params, r["mode"], r["method"], r["fraction"], key)
-        rb = _cell(results, params, r["mode"], comp, r["fraction"], key)
-        if not ra or not rb:
-            continue
-        _, ma, mb = paired_rows(ra, rb)
-        lab = np.asarray(labels)
-        d = (ma.astype(np.int8) - mb.astype(np.int8)).mean(0)
-        contrib = np.array([d[lab == c].sum() for c in range(int(lab.max()) + 1)])
-        top = int(np.argmax(np.abs(contrib)))
-        df.at[i, "top_class"] = str(top)
-        df.at[i, "diff_without_top_class"] = 100 * float(d[lab != top].mean())
-    return df.drop(columns=[c for c in ("_diff", "_best", "se", "df") if c in df])
+    return _with_context(row, results, mode, key, labels_of(labels, ma.shape[1]))
 
 
 def per_class_table(results: Sequence[RunResult], params: Params, ver: pd.DataFrame, labels,
                     classes: Optional[Sequence[str]] = None) -> pd.DataFrame:
-    """Per-class robust accuracy (%) of both methods of every primary cell (their common replicates) and the
-    difference in points: where one class could carry a difference, it shows."""
+    """The regime of every primary cell, per class: clean and robust accuracy (%) of both methods (mean over their
+    common replicates) and the robust difference in points. A class where a model is near 0 % clean is where a
+    difference can come from a near-constant classifier."""
     from .evaluate import eps_name
 
-    lab = np.asarray(labels)
     rows = []
     for r in ver[(ver.family == "primary") & (ver.status == "ok")].itertuples():
-        key = eps_name(r.eps_255 / 255)
-        ra = _cell(results, params, r.mode, r.method, r.fraction, key)
-        rb = _cell(results, params, r.mode, r.comparator, r.fraction, key)
-        _, ma, mb = paired_rows(ra, rb)
+        got = {key: _pair(results, params, r.mode, r.fraction, key, r.method, r.comparator, labels)
+               for key in ("clean", eps_name(r.eps_255 / 255))}
+        if any(isinstance(g, str) for g in got.values()):
+            continue
+        (_, ca, cb, lab), (_, ma, mb, _) = got["clean"], got[eps_name(r.eps_255 / 255)]
         for c in range(int(lab.max()) + 1):
             sel = lab == c
             if not sel.any():
@@ -680,14 +742,52 @@ def per_class_table(results: Sequence[RunResult], params: Params, ver: pd.DataFr
             a, b = 100 * float(ma[:, sel].mean()), 100 * float(mb[:, sel].mean())
             rows.append({"mode": r.mode, "fraction": r.fraction, "eps_255": r.eps_255,
                          "class": classes[c] if classes else c, "n": int(sel.sum()),
+                         f"{r.method} clean %": 100 * float(ca[:, sel].mean()),
+                         f"{r.comparator} clean %": 100 * float(cb[:, sel].mean()),
                          f"{r.method} %": a, f"{r.comparator} %": b, "diff": a - b})
     return pd.DataFrame(rows)
 
 
+def per_class_analysis(results: Sequence[RunResult], params: Params, ver: pd.DataFrame, labels,
+                       classes: Optional[Sequence[str]] = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The pre-specified per-class analysis of every primary cell (easycore/inference.py), two frames:
+    tests     one row per cell: the class x method interaction test (replicate as the unit, Greenhouse-Geisser;
+              target: these test images) and how many per-class / leave-one-class-out intervals exclude 0;
+    classes   one row per (cell, class): the class's difference with its Bonferroni-simultaneous interval over the C
+              classes, and the difference without that class (leave-one-class-out, every class) with its interval,
+              simultaneous over the C leave-outs, judged against 0. Points."""
+    from . import inference
+    from .evaluate import eps_name
+
+    level = params.report.primary.level
+    tests, per = [], []
+    for r in ver[(ver.family == "primary") & (ver.status == "ok")].itertuples():
+        got = _pair(results, params, r.mode, r.fraction, eps_name(r.eps_255 / 255), r.method, r.comparator, labels)
+        if isinstance(got, str) or got[3] is None:
+            continue
+        _, ma, mb, lab = got
+        d = ma.astype(np.int8) - mb.astype(np.int8)
+        it = inference.interaction(d, lab)
+        pcs = inference.per_class_diffs(d, lab, level=level)
+        loco = inference.leave_one_class_out(d, lab, level=level)
+        cell = {"mode": r.mode, "fraction": r.fraction, "eps_255": r.eps_255}
+        tests.append(cell | {"K": it.k, "classes": it.classes, "F": it.f, "df1 (GG)": it.df1, "df2 (GG)": it.df2,
+                             "GG eps": it.gg_eps, "p interaction": it.p,
+                             "classes with a difference": int(sum(x.lo > 0 or x.hi < 0 for x in pcs)),
+                             "leave-outs excluding 0": int(sum(x.lo > 0 or x.hi < 0 for x in loco)),
+                             "diff": r.diff})
+        for c, (x, y) in enumerate(zip(pcs, loco)):
+            per.append(cell | {"class": classes[c] if classes else c, "n": x.n, "diff": 100 * x.diff,
+                               "lo": 100 * x.lo, "hi": 100 * x.hi,
+                               "without class": 100 * y.diff, "without lo": 100 * y.lo, "without hi": 100 * y.hi,
+                               "level": x.level})
+    return pd.DataFrame(tests), pd.DataFrame(per)
+
+
 def comparisons(results: Sequence[RunResult], params: Params, mode: str, fraction: float, key: str, *,
-                reference: str, level: float = 0.95) -> pd.DataFrame:
+                reference: str, level: float = 0.95, labels=None) -> pd.DataFrame:
     """Secondary, unadjusted: `reference` - every other coreset method of (mode, fraction) on outcome `key`, paired
-    on their common replicates (inference.paired): difference in points, 95 % interval, p, K, n."""
+    on their common replicates and test images (inference.paired): difference in points, 95 % interval, p, K, n."""
     from . import inference
 
     ra = _cell(results, params, mode, reference, fraction, key)
@@ -700,14 +800,15 @@ def comparisons(results: Sequence[RunResult], params: Params, mode: str, fractio
         rb = seed_rows(results, scores=s, method=m, fraction=f, mode=mode, key=key)
         if rb is None:
             continue
-        seeds, ma, mb = paired_rows(ra, rb)
+        seeds, ma, mb = paired_rows(ra, rb, labels)
         if not seeds:
             continue
         d = inference.paired(ma, mb, level=level)
+        word = ("not replicated" if d.k < 2 else "reference better" if d.lo > 0 else
+                "reference worse" if d.hi < 0 else "no detectable difference")
         rows.append({"mode": mode, "fraction": fraction, "key": key, "reference": reference, "method": m,
                      "k": d.k, "n": d.n, "diff": 100 * d.diff, "lo": 100 * d.lo, "hi": 100 * d.hi, "p_value": d.p,
-                     "verdict": ("not replicated" if d.k < 2 else "reference better" if d.lo > 0 else
-                                 "reference worse" if d.hi < 0 else "no detectable difference")})
+                     "verdict": word + (f" (K = {d.k}: indicative)" if 2 <= d.k < INDICATIVE_K else "")})
     return pd.DataFrame(rows)
 
 
@@ -718,25 +819,29 @@ def _p(p) -> str:
 
 
 def verdict_markdown(v: pd.DataFrame, family: Optional[str] = None) -> pd.DataFrame:
-    """The verdict for reading (points): one row per comparison of `family` (all when None)."""
+    """The verdict for reading (points): one row per comparison of `family` (all when None). "diff [CI]" is the
+    interval that decided the word (target: new test images and new replicates); "these images" the fixed-test-set
+    interval at the same level (target: these test images, new replicates)."""
     rows = []
     for _, r in (v if family is None else v[v.family == family]).iterrows():
         ok = r.get("status") == "ok"
         pct = lambda k: f"{r[k]:.1f}" if ok and pd.notna(r.get(k)) else "-"   # noqa: E731
         ci = (f"{r['diff']:+.1f} [{r['lo']:+.1f}, {r['hi']:+.1f}]" if ok and pd.notna(r.get("lo")) else
               f"{r['diff']:+.1f}" if ok and pd.notna(r.get("diff")) else "-")
-        row = {"family": r["family"], "mode": r["mode"], "fraction": r["fraction"], "eps": f"{r['eps_255']:g}/255",
+        fixed = (f"[{r['fixed_lo']:+.1f}, {r['fixed_hi']:+.1f}]" if ok and pd.notna(r.get("fixed_lo")) else "-")
+        row = {"family": r["family"], "mode": r["mode"], "fraction": r["fraction"],
+               "eps": f"{r['eps_255']:g}/255" if pd.notna(r.get("eps_255")) else "-",
                "comparison": r["comparison"].replace("best other (Hsu)", r.get("comparator", "best other"))
                if ok else r["comparison"],
                "K x n": f"{int(r['k'])} x {int(r['n'])}" if ok else "-",
                "method % (clean)": f"{pct('method_pct')} ({pct('method_clean_pct')})",
                "comparator % (clean)": f"{pct('comparator_pct')} ({pct('comparator_clean_pct')})",
-               "diff [CI] (points)": ci, "CI level": f"{100 * r['ci_level']:.2f}%" if ok and pd.notna(r.get("lo")) else "-",
+               "diff [CI] (points)": ci,
+               "CI": (f"{100 * r['ci_level']:.2f}%, {r['ci_kind']}" if ok and pd.notna(r.get("lo")) else "-"),
+               "these images [CI]": fixed,
                "p (Holm)": _p(r.get("p_holm")) if r["family"] == "primary" else "secondary",
                "MDE": f"{r['mde']:.1f}" if pd.notna(r.get("mde")) else "-",
                "verdict": r["verdict"],
-               "without top class": (f"{r['diff_without_top_class']:+.1f} (class {r['top_class']})"
-                                     if pd.notna(r.get("diff_without_top_class")) else "-"),
                "full data % (clean)": f"{pct('full_pct')} ({pct('full_clean_pct')})",
                "chance %": pct("chance_pct")}
         rows.append(row)
@@ -744,8 +849,8 @@ def verdict_markdown(v: pd.DataFrame, family: Optional[str] = None) -> pd.DataFr
 
 
 def attacked_labels(params: Params, prepared: Path = Path("data/prepared")) -> Optional[np.ndarray]:
-    """Labels of the attacked test images (the prepared test set at evaluate.test_positions), None when the
-    prepared set is absent."""
+    """Labels of the attacked test images of the largest evaluation (the prepared test set at
+    evaluate.test_positions for max(eval.n_test, eval.primary_n_test)), None when the prepared set is absent."""
     from .evaluate import test_positions
     from .store import load_tensors
 
@@ -753,7 +858,7 @@ def attacked_labels(params: Params, prepared: Path = Path("data/prepared")) -> O
     if not f.exists():
         return None
     y = load_tensors(f)[0]["y"].numpy()
-    return y[test_positions(y, params.eval.n_test)]
+    return y[test_positions(y, max(params.eval.n_test, params.eval.primary_n_test))]
 
 
 def autoattack_outcomes(root: Path = runs.ROOT / "autoattack") -> dict:

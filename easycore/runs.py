@@ -119,6 +119,23 @@ def proxy_seeds(params: Params, name: str) -> list[int]:
     return list(params.train.seeds) if name == "main" else params.train.secondary_seeds()
 
 
+def needs_deepfool(params: Params, name: str, seed: int) -> bool:
+    """Whether proxy run `name` of replicate `seed` computes DeepFool distances (the costliest part of a proxy on
+    the CPU: ~4 min on 50,000 images): where a selection of that replicate ranks by them (methods whose records
+    need `deepfool`, or CCS stratified on them), and for the main proxy of the first replicate, which the report
+    notebooks read (hardness vs vulnerability, score correlations)."""
+    from .methods import METHODS
+
+    c = params.coreset
+    if name == "main" and int(seed) == int(params.train.seeds[0]):
+        return True
+    for m, _, s in selections(params, name):
+        e = METHODS.get(m)
+        if s == int(seed) and ("deepfool" in e.needs or (m == "ccs" and c.ccs_score == "deepfool")):
+            return True
+    return False
+
+
 def state_path_for(out_dir: Path) -> Path:
     out_dir = Path(out_dir)
     return out_dir.parent / f".{out_dir.name}.state.pt"
@@ -143,15 +160,24 @@ def expected_runs(params: Params) -> list[Run]:
     scored by every other proxy, standard mode)."""
     c, t = params.coreset, params.train
     s2 = t.secondary_seeds()   # survey, adaptive, full-data and transfer groups: the first train.survey_seeds
-    runs = [Run("main", m, f, mode, s) for m in c.methods for f in c.fractions for mode in t.modes for s in t.seeds]
+    runs = [Run("main", m, f, mode, s) for m in c.methods for f in c.fractions for mode in t.modes
+            for s in fraction_seeds(params, f)]
     runs += [Run("main", m, f, mode, s) for m in c.survey_methods for f in c.survey_fractions for mode in c.survey_modes
              for s in s2]
-    runs += [Run(NONE, m, f, mode, s) for m in c.adaptive for f in c.fractions for mode in c.adaptive_modes
-             for s in s2]
-    runs += [Run(NONE, FULL, 1.0, mode, s) for mode in t.modes for s in s2]
+    runs += [Run(NONE, m, f, mode, s) for m in c.adaptive for f in c.fractions
+             if c.adaptive_fractions is None or f in c.adaptive_fractions for mode in c.adaptive_modes for s in s2]
+    runs += [Run(NONE, FULL, 1.0, mode, s) for mode in t.modes for s in t.full_data_seeds()]
     runs += [Run(p, m, f, "standard", s) for p in params.proxy.transfer_models
              for m in c.transfer_methods for f in c.fractions for s in s2]
     return runs
+
+
+def fraction_seeds(params: Params, fraction: float) -> list[int]:
+    """The replicates of coreset.methods at `fraction`: every seed at a fraction of the primary family
+    (report.primary.fractions; all when null), the secondary seeds at the others."""
+    if fraction in params.primary_fractions():
+        return list(params.train.seeds)
+    return params.train.secondary_seeds()
 
 
 def expected_groups(params: Params) -> dict[Group, list[Run]]:
@@ -171,7 +197,7 @@ def selections(params: Params, scores: str) -> list[tuple[str, float, int]]:
     out = []
     for s in proxy_seeds(params, scores):
         if scores == "main":
-            out += [(m, f, s) for m in c.methods for f in c.fractions]
+            out += [(m, f, s) for m in c.methods for f in c.fractions if s in fraction_seeds(params, f)]
             out += [(m, f, s) for m in c.survey_methods for f in c.survey_fractions if s in s2]
         else:
             out += [(m, f, s) for m in c.transfer_methods for f in c.fractions if s in s2]

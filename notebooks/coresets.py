@@ -44,11 +44,12 @@ report.save_table(runs_df.set_index(["scores", "method", "fraction", "mode", "se
 report.save_table(report.timing_table(results), "coresets_train_minutes", out_dir="runs/timings/report",
                   caption="*Mean train wall time per run (minutes), by mode and method.*");
 keys = ["clean"] + [ATTACKS.get(a).label(P.eval) for a in P.eval.attacks] + ["robust"]
+labels = report.read_labels(outcomes_path) if outcomes_path else report.attacked_labels(P)
 
 # %%
 for mode in P.train.modes:
     frame = report.cell_frame(results, P, mode, keys, n_boot=n_boot)
-    table = report.accuracy_table(results, P, mode, keys, n_boot=n_boot, frame=frame)
+    table = report.accuracy_table(results, P, mode, keys, n_boot=n_boot, frame=frame, labels=labels)
     cap = report.scale_caption(P, info, what=f"{mode} training. ")
     report.save_table(table, f"coresets_{mode}", caption=cap, out_dir=TAB, csv=frame)
     display(Markdown(f"### {mode}\n\n" + report.to_markdown(table, cap)))
@@ -59,16 +60,18 @@ for mode in P.train.modes:
 # the paired difference over the replicates both methods hold and the same test images, with a t interval whose
 # variance counts replicates and images (crossed random effects; `easycore/inference.py`).
 #
-# **Primary** (pre-registered in `report.primary`, written before the run): the primary method minus its comparator
-# for every training mode and main fraction at the mode's primary eps (`report.primary.eps`, or the rule: the largest
-# eps where the full-data model keeps `min_full_robust` robust accuracy). Holm over this family alone; the interval
-# printed beside each verdict is the one that decided it (at its Holm step's level), and the MDE is the difference
-# the cell could detect at the stated power. **Secondary** (unadjusted 95 %, labelled so): other eps, the
-# class-balanced pair, and EasyCore against the best other method (Hsu's comparison with the best). A cell whose
+# **Primary** (`report.primary`): the primary method minus its comparator for every training mode at the primary
+# fractions (`report.primary.fractions`, every replicate), at the mode's primary eps (`eval.mode_eps`,
+# `report.primary.eps`, or the rule: the largest eps where the full-data model keeps `min_full_robust` robust
+# accuracy). Holm over this family alone; the interval printed beside each verdict is the one that decided it (at its
+# Holm step's level; a Holm-step interval, not a simultaneous one): its target is new test images AND new replicates.
+# Beside it, at the same level, the interval for these test images only (new replicates). The MDE is the difference
+# the cell could detect at the stated power. **Secondary** (unadjusted 95 %, labelled so): the pair at the other
+# fractions, other eps, the class-balanced pair, and EasyCore against the best other method (Hsu's comparison with the
+# best, simultaneous over the m methods printed). Rows with fewer than 5 replicates are indicative. A cell whose
 # models are at or below a constant classifier on the attacked images is uninformative, never ranked.
 
 # %%
-labels = report.read_labels(outcomes_path) if outcomes_path else report.attacked_labels(P)
 ver = report.verdict(results, P, labels=labels)
 cap = report.scale_caption(P, info, what="Verdict. ")
 report.save_table(report.verdict_markdown(ver, "primary"), "verdict_primary", caption=cap, out_dir=TAB, index=False)
@@ -78,7 +81,7 @@ report.save_table(report.verdict_markdown(ver), "verdict", caption=cap, out_dir=
 display(Markdown(report.to_markdown(report.verdict_markdown(ver, "primary"), "**Primary family** " + cap, index=False)))
 display(Markdown(report.to_markdown(report.verdict_markdown(ver, "secondary"), "**Secondary** (unadjusted)", index=False)))
 # the one DVC metric holds the headline only (easycore/headline.py); every cell goes to a plain output
-report.save_json(headline.headline(ver, P, n_test=min(P.eval.n_test, info["test"]["n"])), f"{P.report.dir}/summary.json")
+report.save_json(headline.headline(ver, P, n_test=min(P.eval.n_for(True), info["test"]["n"])), f"{P.report.dir}/summary.json")
 report.save_json(report.summary(results, P), TAB / "summary_full.json")
 if not outcomes_path:
     report.export_outcomes(results, f"{P.report.dir}/outcomes.npz", labels=labels, scale=cap)
@@ -86,20 +89,36 @@ print(f"wrote {P.report.dir}/summary.json and {P.report.dir}/outcomes.npz (every
       "report.read_outcomes recomputes the verdict without retraining)")
 
 # %% [markdown]
-# ### Per class, for the primary cells
-# Robust accuracy per class of both methods (mean over their replicates) and the difference: where one class carries
-# a difference, it shows here (the verdict table also gives the difference without the class that carries most).
+# ### Per class, for the primary cells (pre-specified)
+# The regime: clean and robust accuracy per class of both methods (mean over their replicates). Then the analysis
+# fixed before the run (`report.per_class_analysis`): the class x method interaction test with the replicate as the
+# unit (do the classes disagree about the difference? target: these test images), every class's difference with
+# intervals simultaneous over the classes, and the difference without each class in turn (every class, intervals
+# simultaneous over the leave-outs, each judged against 0).
 
 # %%
 if labels is not None and len(ver):
     pc = report.per_class_table(results, P, ver, labels, classes=info.get("classes"))
     if not pc.empty:
         report.save_table(pc.round(2), "verdict_per_class", out_dir=TAB, index=False,
-                          caption="*Per-class robust accuracy (%) of the primary cells, difference in points.*")
+                          caption="*Per class, every primary cell: clean and robust accuracy (%) of both methods "
+                                  "(mean over their replicates), robust difference in points.*")
         display(pc.round(1))
+    tests, per = report.per_class_analysis(results, P, ver, labels, classes=info.get("classes"))
+    if not tests.empty:
+        report.save_table(tests.round(4), "per_class_tests", out_dir=TAB, index=False,
+                          caption="*Class x method interaction (repeated-measures ANOVA over the replicates, "
+                                  "Greenhouse-Geisser; target: these test images) and how many per-class and "
+                                  "leave-one-class-out intervals exclude 0, per primary cell.*")
+        report.save_table(per.round(2), "per_class_intervals", out_dir=TAB, index=False,
+                          caption="*Per class (points): the class's difference with its interval simultaneous over "
+                                  "the classes; the difference without the class (leave-one-class-out) with its "
+                                  "interval simultaneous over the leave-outs. Target: new images and replicates.*")
+        display(tests.round(4))
 
 # %%
-n_img = min(P.eval.n_test, info["test"]["n"])
+n_img = min(P.eval.n_for(True), info["test"]["n"])          # the primary family's; other groups: eval.n_test
+eps_of = {mode: f"{P.eval.for_mode(mode).eps * 255:g}/255" for mode in P.train.modes}   # each mode's headline eps
 seeds = f"{len(P.train.seeds)} replicate{'s' if len(P.train.seeds) > 1 else ''}"
 if len(ver) and (ver.status == "ok").any():
     fig = plots.verdict_figure(ver, f"The verdict: paired differences over {n_img} test images x up to {seeds}; "
@@ -115,12 +134,12 @@ comps = []
 for mode in P.train.modes:
     for f in report.fractions(P):
         for ref in ("easycore", "random"):
-            comps.append(report.comparisons(results, P, mode, f, "robust", reference=ref))
+            comps.append(report.comparisons(results, P, mode, f, "robust", reference=ref, labels=labels))
 comps = pd.concat([c for c in comps if not c.empty], ignore_index=True) if any(not c.empty for c in comps) else pd.DataFrame()
 if not comps.empty:
     report.save_table(comps.round(4), "comparisons", out_dir=TAB, index=False,
-                      caption=f"*Secondary (unadjusted): paired differences in robust accuracy at eps "
-                              f"{P.eval.eps * 255:.0f}/255 (points).*")
+                      caption=f"*Secondary (unadjusted): paired differences in robust accuracy at each mode's "
+                              f"headline eps (points).*")
     display(comps.round(3))
 
 # %% [markdown]
@@ -136,7 +155,7 @@ if aa.empty:
     display(Markdown("AutoAttack was not run (`eval.autoattack_modes` is empty)."))
 else:
     report.save_table(aa, "autoattack", out_dir=TAB, index=False,
-                      caption=f"*AutoAttack (standard, torchattacks) at eps {P.eval.eps * 255:.0f}/255 on "
+                      caption=f"*AutoAttack (standard, torchattacks) at eps {', '.join(f'{m} {e}' for m, e in eps_of.items())} on "
                               f"{P.eval.autoattack_n} test images spread over the classes: robust accuracy before / after, mean [95% CI] in %.*")
     display(aa)
 
@@ -161,8 +180,8 @@ cv = cv.assign(eps_255=(cv.eps * 255).round(3), robust_pct=100 * cv["mean"], lo_
 
 # %%
 frames = {mode: report.cell_frame(results, P, mode, ["robust", "clean"], n_boot=2000) for mode in P.train.modes}
-fig = plots.fraction_figure(frames, "robust", f"Robust accuracy at eps {P.eval.eps * 255:.0f}/255 vs coreset "
-                                              f"fraction ({n_img} test images x {seeds})")
+fig = plots.fraction_figure(frames, "robust", f"Robust accuracy at eps {', '.join(f'{m} {e}' for m, e in eps_of.items())} "
+                                              f"vs coreset fraction (up to {n_img} test images x {seeds})")
 report.save_figure(fig, "robust_vs_fraction", P.report.formats, out_dir=FIG); plt.show()
 rf = pd.concat([f.assign(mode=m) for m, f in frames.items()], ignore_index=True)
 rf = rf[(rf.key == "robust") & (rf.status == "ok")]
@@ -173,8 +192,8 @@ for p in plots.write_dvc_plots(cv, rf, ver, f"{P.report.dir}/plots"):
 
 # %%
 for mode in P.train.modes:
-    fig = plots.accuracy_figure(frames[mode], title=f"{mode}: robust (worst case at {P.eval.eps * 255:.0f}/255 over "
-                                                    f"{attacks}) and clean accuracy, {n_img} test images x {seeds}")
+    fig = plots.accuracy_figure(frames[mode], title=f"{mode}: robust (worst case at {eps_of[mode]} over "
+                                                    f"{attacks}) and clean accuracy, up to {n_img} test images x {seeds}")
     report.save_figure(fig, f"accuracy_{mode}", P.report.formats, out_dir=FIG); plt.show()
 
 # %%

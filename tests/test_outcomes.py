@@ -13,7 +13,7 @@ from easycore.config import load_params
 from easycore.store import ArtifactError, save_arrays
 
 ROOT = Path(__file__).resolve().parents[1]
-STUDY = ROOT / "reports" / "study"
+STUDY = ROOT / "reports" / "study-small"
 
 
 def _fake_results(n=37, seeds=(0, 1), rng=np.random.default_rng(0)):
@@ -57,11 +57,11 @@ def test_other_npz_refused(tmp_path):
         report.read_outcomes(tmp_path / "x.npz")
 
 
-@pytest.mark.skipif(not (STUDY / "outcomes.npz").exists(), reason="no committed study under reports/study")
+@pytest.mark.skipif(not (STUDY / "outcomes.npz").exists(), reason="no committed study under reports/study-small")
 def test_committed_study_verdict_recomputed_from_committed_outcomes():
-    """The committed verdict table (reports/study/tables/coresets/verdict.csv) equals the verdict recomputed from
+    """The committed verdict table (reports/study-small/tables/coresets/verdict.csv) equals the verdict recomputed from
     the committed per-image outcomes and labels (closed forms: no Monte-Carlo): same numbers, same words."""
-    params = load_params(ROOT / "params-study.yaml")
+    params = load_params(ROOT / "params-study-small.yaml")
     results, aa = report.read_outcomes(STUDY / "outcomes.npz", params)
     assert all(r.ok for r in results), [r.run.key for r in results if not r.ok][:5]
     assert len(results) == len(runs.expected_runs(params))

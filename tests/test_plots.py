@@ -1,6 +1,6 @@
 """The report figures (easycore/plots.py): no overlapping text at the saved size, one fixed colour per method in
 every figure, the verdict names each row's comparator; rendered from the study's committed per-image outcomes
-(reports/study/outcomes.npz: 17 methods, 2 fractions, 2 modes, 3 seeds) and from a small synthetic set."""
+(reports/study-small/outcomes.npz: 17 methods, 2 fractions, 2 modes, 3 seeds) and from a small synthetic set."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -19,14 +19,14 @@ from easycore.config import load_params  # noqa: E402
 from easycore.registry import registry  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-STUDY = ROOT / "reports/study/outcomes.npz"
+STUDY = ROOT / "reports/study-small/outcomes.npz"
 
 
 @pytest.fixture(scope="module")
 def study():
     if not STUDY.exists():
-        pytest.skip("reports/study/outcomes.npz is not committed")
-    P = load_params(ROOT / "params-study.yaml")
+        pytest.skip("reports/study-small/outcomes.npz is not committed")
+    P = load_params(ROOT / "params-study-small.yaml")
     results, _ = report.read_outcomes(STUDY, P)
     ver = report.verdict(results, P, labels=report.read_labels(STUDY))
     frames = {m: report.cell_frame(results, P, m, ["robust", "clean"], n_boot=200) for m in P.train.modes}

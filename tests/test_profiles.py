@@ -70,8 +70,14 @@ def tiny(profile: dict, data_root: Path) -> dict:
              survey_fractions=[0.5] if c["survey_fractions"] else [], adaptive=c["adaptive"][:1],
              transfer_methods=c["transfer_methods"][:1], score_epochs=1)
     c["acs"].update(every=1, batch_size=0)
+    if c.get("adaptive_fractions") is not None:
+        c["adaptive_fractions"] = [0.5]
+    if (r.get("primary") or {}).get("fractions") is not None:
+        r["primary"]["fractions"] = [0.5]
     modes = [m for m in t["modes"] if m in e["autoattack_modes"]][:1] or t["modes"][:1]
     t.update(epochs=1, batch_size=32 if imagenet else 8, seeds=[0], survey_seeds=0, modes=modes, eval_every=0)
+    if t.get("full_seeds") or t.get("full_epochs"):
+        t.update(full_seeds=0, full_epochs=1)
     t["optim"].update(lr=min(t["optim"]["lr"], 0.001 if imagenet else 0.01))
     px["optim"].update(lr=min(px["optim"]["lr"], 0.01))
     t["attack"].update(steps=1)
@@ -79,6 +85,10 @@ def tiny(profile: dict, data_root: Path) -> dict:
              survey_modes=[m for m in c["survey_modes"] if m in modes] or modes)
     e.update(n_test=n_test // 2, batch_size=32, pgd_steps=1, strong_steps=1, grid_steps=1, autoattack_n=4, sanity_n=4,
              autoattack_modes=[m for m in e["autoattack_modes"] if m in modes])
+    if e.get("primary_n_test"):                 # the primary family on the whole (tiny) test set, the rest on half
+        e["primary_n_test"] = n_test
+    if e.get("mode_eps"):
+        e["mode_eps"] = {m: v for m, v in e["mode_eps"].items() if m in modes}
     r.update(grid_per_class=1, formats=["png"])
     return p
 
@@ -125,8 +135,13 @@ def test_every_shipped_profile_runs_dvc_repro_to_the_end(profile, tmp_path, env)
         assert (rep / "notebooks" / f"{nb}.ipynb").exists(), nb
     summary = json.loads((rep / "summary.json").read_text())
     assert summary, "the verdict summary is empty"
-    n_eval = params["eval"]["n_test"]
-    for m in (work / "runs" / "eval").rglob("metrics.json"):
-        assert json.loads(m.read_text())["clean"]["n"] == n_eval
+    from easycore import runs
+    from easycore.config import params_from_dict
+
+    P = params_from_dict(params)
+    for m in (work / "runs" / "eval").rglob("metrics.json"):   # primary groups: eval.primary_n_test when set
+        r = runs.parse(str(m.parent.relative_to(work / "runs" / "eval")))
+        assert json.loads(m.read_text())["clean"]["n"] == P.eval.n_for(P.is_primary_group(r.scores, r.method,
+                                                                                             r.fraction))
     if params["proxy"]["aign"]["mode"] == "inline":          # L2 only: the ablations leave the other norms out
         assert "norm L1" not in (rep / "tables" / "ablations" / "ablations.md").read_text()

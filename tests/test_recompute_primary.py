@@ -1,5 +1,5 @@
-"""Issue 21: the committed primary table (reports/study/tables/coresets/verdict.csv, family "primary") recomputed from
-the committed per-image outcomes (reports/study/outcomes.npz) by a small independent implementation: numpy reads the
+"""Issue 21: the committed primary table (reports/study-small/tables/coresets/verdict.csv, family "primary") recomputed from
+the committed per-image outcomes (reports/study-small/outcomes.npz) by a small independent implementation: numpy reads the
 packed bits, the crossed images x replicates interval is written out here from the two-way ANOVA mean squares
 (Satterthwaite df, scipy.stats.t), Holm by hand, and the eps rule from the full-data model's outcomes. No easycore
 statistics code is used."""
@@ -14,7 +14,7 @@ import yaml
 from scipy import stats
 
 ROOT = Path(__file__).resolve().parents[1]
-STUDY = ROOT / "reports/study"
+STUDY = ROOT / "reports/study-small"
 
 
 def _vector(z, n, member):
@@ -40,7 +40,7 @@ def _interval(d: np.ndarray, level: float):
 
 @pytest.mark.skipif(not (STUDY / "tables/coresets/verdict.csv").exists(), reason="no committed study")
 def test_committed_primary_table_recomputes_independently():
-    params = yaml.safe_load((ROOT / "params-study.yaml").read_text())
+    params = yaml.safe_load((ROOT / "params-study-small.yaml").read_text())
     prim = params["report"]["primary"]
     seeds = params["train"]["seeds"]
     level, alpha = prim["level"], 1 - prim["level"]

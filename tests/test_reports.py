@@ -18,7 +18,7 @@ from easycore.notebook import image_outputs
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "reports"
-STUDY = ROOT / "reports/study"
+STUDY = ROOT / "reports/study-small"
 
 
 def drawing_cells(nb) -> dict[int, bool]:
@@ -67,7 +67,7 @@ def _notebooks(folder: Path, marks=()):
 
 
 # the study declares no transfer proxies: its transfer notebook says so and draws nothing
-_NO_TRANSFER = pytest.mark.skip(reason="params-study.yaml has no proxy.transfer_models: nothing to draw")
+_NO_TRANSFER = pytest.mark.skip(reason="params-study-small.yaml has no proxy.transfer_models: nothing to draw")
 
 
 def _study_notebooks():

@@ -1,7 +1,8 @@
 """Issue 21: the verdict (report.verdict) on synthetic runs with known answers: the pre-registered primary family with
 Holm over it alone and the interval that decided each cell printed beside it; the primary eps rule; one replicate is
 "not replicated"; a model at or below a constant classifier makes a cell uninformative; a one-class difference shows
-in the difference without its top class; every number is closed-form (the same twice, no seed)."""
+in the pre-specified per-class analysis; both targets printed; the eps rule refuses rather than moves; every number is
+closed-form (the same twice, no seed)."""
 from __future__ import annotations
 
 import math
@@ -105,14 +106,81 @@ def test_one_replicate_is_not_replicated_and_below_chance_is_uninformative():
     assert headline(ver, P, N)["standard_f0.1"]["verdict"] is None
 
 
-def test_a_one_class_difference_shows_without_its_top_class_and_per_class():
+def test_a_one_class_difference_is_found_by_the_pre_specified_per_class_analysis():
+    """EasyCore better on class 8 only: the interaction test rejects, class 8 is the one class whose simultaneous
+    interval excludes 0, and leaving class 8 out (every class is left out in turn) gives the smallest difference."""
     P = _params()
-    ver = report.verdict(_results(P, {}, shift={"easycore": {8: 0.6}}), P, labels=LABELS)
+    res = _results(P, {}, shift={"easycore": {8: 0.6}})
+    ver = report.verdict(res, P, labels=LABELS)
     cell = ver[(ver.family == "primary") & (ver["mode"] == "standard") & (ver.fraction == 0.1)].iloc[0]
-    assert cell["diff"] > 3 and cell.top_class == "8" and abs(cell.diff_without_top_class) < 2.5
-    pc = report.per_class_table(_results(P, {}, shift={"easycore": {8: 0.6}}), P, ver, LABELS)
+    assert cell["diff"] > 3 and "top_class" not in ver and "diff_without_top_class" not in ver
+    pc = report.per_class_table(res, P, ver, LABELS)
     top = pc[(pc["mode"] == "standard") & (pc.fraction == 0.1)].set_index("class")["diff"]
-    assert top.idxmax() == 8 and top[8] > 40
+    assert top.idxmax() == 8 and top[8] > 40 and "easycore clean %" in pc
+    tests, per = report.per_class_analysis(res, P, ver, LABELS)
+    t = tests[(tests["mode"] == "standard") & (tests.fraction == 0.1)].iloc[0]
+    assert t["p interaction"] < 0.001 and t["classes with a difference"] == 1
+    rows = per[(per["mode"] == "standard") & (per.fraction == 0.1)].set_index("class")
+    assert rows.loc[8, "lo"] > 0 and len(rows) == 10 and rows["without class"].idxmin() == 8
+    assert abs(rows.loc[8, "without class"]) < 2.5
+
+
+def test_both_targets_are_printed_and_the_crossed_one_decides():
+    """Every primary row carries the crossed interval (which decides the word) and, at the same level, the
+    fixed-test-set interval (the t over the per-replicate differences)."""
+    P = _params()
+    ver = report.verdict(_results(P, {("easycore", "trades", 0.1): 0.36}), P, labels=LABELS)
+    prim = ver[ver.family == "primary"]
+    assert prim[["fixed_lo", "fixed_hi", "p_fixed"]].notna().all().all()
+    assert (prim.ci_kind.str.startswith("Holm")).all()
+    assert (prim.df >= prim.k - 1).all()
+    md = report.verdict_markdown(ver, "primary")
+    assert "these images [CI]" in md and md["CI"].str.contains("Holm").all()
+
+
+def test_the_eps_rule_refuses_rather_than_moves():
+    """A missing full-data replicate leaves the mode's primary cells as "missing runs (full data, replicate k)",
+    in the table and without a headline entry; it never moves the eps."""
+    P = _params()
+    res = [r for r in _results(P, {}, full=0.3) if not (r.run.method == runs.FULL and r.run.mode == "trades"
+                                                         and r.run.seed == 2)]
+    ver = report.verdict(res, P, labels=LABELS)
+    prim = ver[(ver.family == "primary") & (ver["mode"] == "trades")]
+    assert (prim.status == "missing runs (full data, replicate 2)").all() and (prim.verdict == prim.status).all()
+    assert set(ver[(ver.family == "primary") & (ver["mode"] == "standard")].eps_255) == {4.0}
+    h = headline(ver, P, N)
+    assert "trades_f0.1" not in h and "standard_f0.1" in h
+
+
+def test_mode_eps_primary_fractions_and_fewer_images_for_the_others():
+    """eval.mode_eps fixes each mode's primary eps; report.primary.fractions makes 0.3 secondary with the secondary
+    replicates (indicative with K = 3); a pair evaluated on fewer images (eval.n_test < primary_n_test) is
+    compared on the images both were attacked on (the prefix of the class-interleaved order)."""
+    from easycore.evaluate import test_positions
+
+    P = params_from_dict({
+        "coreset": {"methods": ["easycore", "random"], "fractions": [0.1, 0.3], "survey_methods": ["hard"],
+                    "survey_fractions": [0.1], "survey_modes": ["trades"]},
+        "train": {"modes": ["standard", "trades"], "seeds": [0, 1, 2, 3, 4, 5], "survey_seeds": 3},
+        "eval": {"eps": 8 / 255, "eps_grid": [0.0], "n_test": 100, "primary_n_test": N,
+                 "mode_eps": {"standard": 2 / 255, "trades": 8 / 255}},
+        "report": {"primary": {"fractions": [0.1]}}})
+    assert {(r.fraction, len({x.seed for x in runs.expected_runs(P) if x.fraction == r.fraction
+                              and x.method == "easycore"})) for r in runs.expected_runs(P)
+            if r.method == "easycore"} == {(0.1, 6), (0.3, 3)}
+    res = _results(P, {("hard", "trades", 0.1): 0.9})
+    sub = test_positions(LABELS, 100)
+    for r in res:                       # the non-primary groups were attacked on the first 100 images only
+        if not P.is_primary_group(r.run.scores, r.run.method, r.run.fraction):
+            r.outcomes = {k: v[sub] for k, v in r.outcomes.items()}
+    ver = report.verdict(res, P, labels=LABELS)
+    prim = ver[ver.family == "primary"]
+    assert set(zip(prim["mode"], prim.fraction, prim.eps_255)) == {("standard", 0.1, 2.0), ("trades", 0.1, 8.0)}
+    assert (prim.n == N).all() and (prim.k == 6).all()
+    sec = ver[(ver.family == "secondary") & (ver.fraction == 0.3)]
+    assert (sec.k == 3).all() and (sec.n == 100).all() and sec.verdict.str.endswith("(K = 3: indicative)").all()
+    best = ver[ver.comparison == "easycore - best other (Hsu)"].iloc[0]
+    assert best.n == 100 and best.k == 3 and "m = 2" in best.ci_kind
 
 
 def test_best_other_is_hsu_over_the_common_replicates():
@@ -125,6 +193,7 @@ def test_best_other_is_hsu_over_the_common_replicates():
     ver = report.verdict(_results(P, accs), P, labels=LABELS)
     best = ver[ver.comparison == "easycore - best other (Hsu)"].iloc[0]
     assert best.comparator == "best other: hard" and best.k == 3            # paired on the 3 replicates both hold
-    assert best.verdict == "EasyCore worse than the best other" and best.hi < 0
+    assert best.verdict == "EasyCore worse than the best other (K = 3: indicative)" and best.hi < 0
+    assert best.ci_kind == "simultaneous over m = 3 (Bonferroni, Hsu)"   # random, hard, el2n
     prim = ver[ver.family == "primary"].iloc[0]
     assert prim.k == 6 and not math.isnan(prim.p_holm)
