@@ -163,6 +163,9 @@ def export_outcomes(results: Sequence[RunResult], path: str | os.PathLike,
     classes, when given (`read_labels`). `meta` (e.g. the scale) is stored beside."""
     arrays, n, n_run = {}, set(), {}
     for r in results:
+        if r.ok and len({len(v) for v in r.outcomes.values()}) > 1:
+            raise ValueError(f"export_outcomes: {r.run.key}'s outcomes have different numbers of images "
+                             f"({sorted({len(v) for v in r.outcomes.values()})})")
         for k, v in (r.outcomes.items() if r.ok else ()):
             arrays[f"{r.run.key}/{k}"] = np.packbits(np.asarray(v, dtype=bool))
             n.add(len(v))

@@ -352,3 +352,12 @@ def test_run_select_good(tmp_path, blobs):
     s2 = cs.run_select("kcenter", 0.1, src, out / "k.npy", out / "k.json", fingerprint="fp0", labels=labels,
                        balanced=False, seed=0, device="cpu", p=math.inf)
     assert s2["scores"] is None and s2["n_selected"] == 40
+
+
+def test_the_deepfool_methods_list_matches_the_registry():
+    """runs.DEEPFOOL_METHODS (which proxy replicates compute DeepFool) names exactly the registered methods whose
+    records need `deepfool`."""
+    from easycore import runs
+    from easycore.methods import METHODS
+
+    assert set(runs.DEEPFOOL_METHODS) == {e.name for e in METHODS.entries() if "deepfool" in e.needs}

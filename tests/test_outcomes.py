@@ -43,12 +43,28 @@ def test_round_trip_keeps_every_bit(tmp_path):
     assert runs.Run("main", "hard", 0.1, "standard", 0) not in by       # a missing run is not invented
 
 
-def test_unequal_image_counts_refused(tmp_path):
+def test_runs_on_fewer_images_round_trip_and_unequal_counts_within_a_run_are_refused(tmp_path):
+    """Runs evaluated on fewer test images (eval.n_test < eval.primary_n_test) keep their own n (meta n_runs) and come
+    back bit for bit; one run whose outcomes differ in length, or labels that do not fit the largest evaluation,
+    are refused and nothing is written."""
     res = _fake_results()
-    res[0] = report.RunResult(res[0].run, "ok", {}, {"clean": np.ones(5, bool), "robust": np.ones(5, bool)})
+    res[0] = report.RunResult(res[0].run, "ok", {}, {"clean": np.ones(5, bool), "robust": np.zeros(5, bool)})
+    labels = np.arange(37) % 10
+    path = report.export_outcomes(res, tmp_path / "o.npz", autoattack_root=None, labels=labels)
+    back, _ = report.read_outcomes(path)
+    by = {r.run: r for r in back}
+    for r in res:
+        if r.ok:
+            for k, v in r.outcomes.items():
+                np.testing.assert_array_equal(by[r.run].outcomes[k], v)
+    np.testing.assert_array_equal(report.read_labels(path), labels)
+    bad = list(res)
+    bad[1] = report.RunResult(res[1].run, "ok", {}, {"clean": np.ones(5, bool), "robust": np.ones(6, bool)})
     with pytest.raises(ValueError, match="different numbers of images"):
-        report.export_outcomes(res, tmp_path / "o.npz", autoattack_root=None)
-    assert not (tmp_path / "o.npz").exists()
+        report.export_outcomes(bad, tmp_path / "bad.npz", autoattack_root=None)
+    with pytest.raises(ValueError, match="labels for evaluations"):
+        report.export_outcomes(res, tmp_path / "bad.npz", autoattack_root=None, labels=labels[:30])
+    assert not (tmp_path / "bad.npz").exists()
 
 
 def test_other_npz_refused(tmp_path):
