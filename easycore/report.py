@@ -907,11 +907,12 @@ def autoattack_table(params: Params, root: Path = runs.ROOT / "autoattack", *, o
 def curves(results: Sequence[RunResult], params: Params, mode: str, fraction: float, *,
            n_boot: int = 2000) -> pd.DataFrame:
     """Robust accuracy vs eps (worst case, monotone) per method with 95 % CIs, for (mode, fraction); the full-data
-    reference included. Long frame: method, eps, mean, lo, hi (fractions in [0, 1])."""
+    reference included. Long frame: method, eps, mean, lo, hi (fractions in [0, 1]), n_seeds. The eps: eval.eps_grid
+    and the mode's headline eps (eval.mode_eps, else eval.eps: the eps its models were attacked at)."""
     from .evaluate import eps_name
 
     rows = []
-    grid = sorted(set(params.eval.eps_grid) | {params.eval.eps})
+    grid = sorted(set(params.eval.eps_grid) | {params.eval.for_mode(mode).eps})
     for scores, method, f in cells(params, mode):
         if f not in (fraction, 1.0) or (f == 1.0 and method != runs.FULL):
             continue
@@ -919,7 +920,8 @@ def curves(results: Sequence[RunResult], params: Params, mode: str, fraction: fl
             m = outcome_matrix(results, scores=scores, method=method, fraction=f, mode=mode, key=eps_name(eps))
             if m is not None:
                 s = accuracy_stat(m, n_boot=n_boot)
-                rows.append({"method": method, "eps": eps, "mean": s.mean, "lo": s.lo, "hi": s.hi})
+                rows.append({"method": method, "eps": eps, "mean": s.mean, "lo": s.lo, "hi": s.hi,
+                             "n_seeds": s.n_seeds})
     return pd.DataFrame(rows)
 
 
