@@ -262,7 +262,7 @@ class Recorder:
         `deepfool_candidates` top classes, 0 = all: the pipeline's proxy.deepfool_steps / deepfool_candidates)."""
         from .attacks import deepfool_distance
 
-        fn = self.features or (lambda m, x: m.features(x)) if (self.features or _has_head(model)) else None
+        fn = self.features or ((lambda m, x: m.features(x)) if _has_head(model) else None)
         if features and fn is None:
             raise ValueError("final(features=True) needs the penultimate features: a model with `features` and `fc` "
                              "(the easycore models) or Recorder(features=fn), fn(model, x) -> [B, d]; or "
@@ -404,11 +404,9 @@ def select_method(method: str, records, fraction: float, *, labels=None, balance
             raise ValueError("no labels: pass labels=..., or Recorder(labels=...), or score with end_epoch first")
         labels = rec["labels"]
     labels = np.asarray(labels.cpu() if torch.is_tensor(labels) else labels, dtype=np.int64)
-    missing = [k for k in _needed_keys(method, p=float(opts.get("p", 2.0)), ccs_score=opts.get("ccs_score", "aign"))
-               if k not in rec]
-    if missing:
-        raise ValueError(f"{method!r} needs {needs(method, p=float(opts.get('p', 2.0)), ccs_score=opts.get('ccs_score', 'aign'))}; "
-                         f"the records hold {sorted(rec)}")
+    how = dict(p=float(opts.get("p", 2.0)), ccs_score=opts.get("ccs_score", "aign"))
+    if any(k not in rec for k in _needed_keys(method, **how)):
+        raise ValueError(f"{method!r} needs {needs(method, **how)}; the records hold {sorted(rec)}")
     return _select(method, rec, labels, fraction, balanced=balanced, seed=seed, **opts)
 
 
