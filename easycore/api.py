@@ -1,19 +1,38 @@
-"""EasyCore on your own data, model and training loop: record AIGN while you train, then select a coreset.
+"""EasyCore and every other static coreset method on your own data, model and training loop: record while you
+train, then select a coreset; or one call that does both.
 
     import easycore.api as ec
 
-    rec = ec.AIGNRecorder(n=len(train_set))               # exact AIGN (the pipeline's default)
+    keep = ec.coreset(train_set, make_model, fraction=0.1)        # one call: train a proxy, record, select (EasyCore)
+    keep = ec.coreset(train_set, make_model, 0.1, method="el2n", device="cuda", epochs=20)
+
+In your own loop:
+
+    rec = ec.Recorder(n=len(train_set))                   # exact AIGN and the training dynamics, once per epoch
     for epoch in range(epochs):
         for x, y in train_loader:                          # your training step, unchanged
             ...
         rec.end_epoch(model, score_loader)                 # score_loader: the un-augmented train set, in order
-    keep = ec.select(rec.scores(), fraction=0.1, labels=train_labels, balanced=True)   # indices to keep
+    rec.final(model, score_loader)                         # features and DeepFool distances (only some methods)
+    keep = ec.select(rec.scores(), fraction=0.1, labels=train_labels, balanced=True)   # EasyCore: indices to keep
+    keep = ec.select_method("forgetting", rec, fraction=0.1)                          # any static method
     subset = torch.utils.data.Subset(train_set, keep)
 
-`inline` mode (nearly free: the input gradient of your own training step) needs `x.requires_grad_(True)` before the
-forward pass and one call per batch after `loss.backward()`:
+What each method needs (`ec.needs(method)` says it in words; `ec.select_method` refuses with that sentence):
 
-    rec = ec.AIGNRecorder(n=len(train_set), mode="inline")
+    easycore, hard, easycore_balanced, ccs   AIGN: end_epoch (exact or inline)
+    el2n, forgetting, aum, entropy, margin   the dynamics (loss, correctness, margin, EL2N, entropy per epoch): end_epoch
+                                             in exact mode (one eval-mode pass over the scoring loader gives both)
+    grand                                    the penultimate features in that pass: a model with `features` and `fc`
+                                             (the easycore models), or Recorder(features=fn), fn(model, x) -> [B, d]
+    moderate, kcenter, herding               the final model's features: final(model, loader) with features as above
+    deepfool, deepfool_far                   the final model's DeepFool distances: final(model, loader)
+    random, random_balanced                  nothing but the labels
+
+`inline` mode (nearly free: the input gradient of your own training step) records AIGN (L2) only; it needs
+`x.requires_grad_(True)` before the forward pass and one call per batch after `loss.backward()`:
+
+    rec = ec.Recorder(n=len(train_set), mode="inline")
     for epoch in range(epochs):
         for x, y, idx in train_loader:                     # idx: the samples' positions in train_set
             x.requires_grad_(True)
@@ -23,43 +42,83 @@ forward pass and one call per batch after `loss.backward()`:
         rec.end_epoch()
 
 These are the pipeline's own functions (`easycore.aign.AIGNTracker` accumulates the per-epoch rows,
-`easycore.aign.aign_scores` averages them, `easycore.coresets.select_by_score` keeps the lowest), so a score or a
-selection made here equals the pipeline's for the same records. `rec.records()` returns the per-epoch matrices
-under the keys the coreset registry reads (`aign_l1`, `aign_l2`, `aign_linf`, `labels` when given), so
-`easycore.coresets.select("easycore" | "hard" | ..., rec.records(), labels, fraction)` works on them too.
+`easycore.aign.dynamics_from_logits` the dynamics, `easycore.attacks.deepfool_distance` the distances,
+`easycore.coresets.select` / `select_by_score` choose), so a score or a selection made here equals the pipeline's for
+the same records. `rec.records()` returns them under the keys the coreset registry reads (`aign_l1`, `aign_l2`,
+`aign_linf`, `loss`, `correct`, `margin`, `el2n`, `grand`, `entropy` [epochs, n]; `features` [n, d], `deepfool` [n];
+`labels`: given, or seen in the first scoring pass).
+
+The scoring loader must yield every training sample once, in the order of the set ((x, y) batches), or with its
+positions ((x, y, idx) batches). A shuffling loader without positions attributes each record to another sample:
+`end_epoch` warns when the loader's sampler is random, and refuses when its labels disagree with the labels of the
+positions it implies.
 
 Works on CPU and CUDA: the gradients are computed where the model is; the records are kept on the CPU.
+`AIGNRecorder` is the same class as `Recorder` (its earlier name).
 """
 from __future__ import annotations
 
 import math
-from typing import Iterable, Optional
+import warnings
+from typing import Any, Callable, Iterable, Mapping, Optional
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .aign import AIGNTracker, _norms, aign_scores, norm_key
+from .aign import DYNAMICS, AIGNTracker, _norms, aign_scores, dynamics_from_logits, norm_key
 from .coresets import budget, check_fraction, select_by_score
+from .methods import METHODS, score_names   # every registered method, the adaptive ones included
 
-__all__ = ["AIGNRecorder", "input_grad_norms", "select"]
+__all__ = ["Recorder", "AIGNRecorder", "input_grad_norms", "select", "select_method", "needs", "coreset"]
+
+FeatureFn = Callable[[torch.nn.Module, torch.Tensor], torch.Tensor]
 
 
 def input_grad_norms(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
     """Per-sample ||d CE(model(x_i), y_i) / d x_i|| in L1, L2 and Linf (keys aign_l1, aign_l2, aign_linf), in
     eval mode (the model's mode is restored): each sample's own gradient, independent of the rest of the batch
     (as long as the model has no batch-coupled layers in eval mode). CPU float32 tensors [B]."""
+    return {k: v for k, v in _scoring_pass(model, x, y, dynamics=False).items() if k.startswith("aign_")}
+
+
+def _has_head(model: torch.nn.Module) -> bool:
+    """An easycore-style model: logits = model.fc(model.features(x)), fc linear (the pipeline's proxy models)."""
+    return callable(getattr(model, "features", None)) and isinstance(getattr(model, "fc", None), torch.nn.Linear)
+
+
+def _scoring_pass(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *, dynamics: bool = True,
+                  features: Optional[FeatureFn] = None) -> dict[str, torch.Tensor]:
+    """One eval-mode forward and input backward of a batch (the model's mode restored): the input-gradient norms
+    and, with `dynamics`, the per-sample dynamics of `aign.dynamics_from_logits` (as the pipeline's exact pass:
+    for a model with `features` and `fc` the logits are fc(features(x)), one forward). GraNd needs the penultimate
+    features: left out when the model has no `features`/`fc` and no `features` function is given."""
     was_training = model.training
     model.eval()
     try:
         with torch.enable_grad():
             xr = x.detach().clone().requires_grad_(True)
-            loss = F.cross_entropy(model(xr).float(), y, reduction="sum")
+            feats = None
+            if _has_head(model) and features is None:
+                feats = model.features(xr)
+                logits = model.fc(feats)
+            else:
+                logits = model(xr)
+            loss = F.cross_entropy(logits.float(), y, reduction="sum")
             (g,) = torch.autograd.grad(loss, xr)
+        out = {"aign_l1": _norms(g, 1), "aign_l2": _norms(g, 2), "aign_linf": _norms(g, math.inf)}
+        if dynamics:
+            if feats is None and features is not None:
+                with torch.no_grad():
+                    feats = features(model, x.detach())
+            dyn = dynamics_from_logits(logits.detach(), y,
+                                       feats.detach().flatten(1) if feats is not None else logits.detach())
+            if feats is None:
+                dyn.pop("grand")
+            out.update(dyn)
     finally:
         model.train(was_training)
-    return {"aign_l1": _norms(g, 1).float().cpu(), "aign_l2": _norms(g, 2).float().cpu(),
-            "aign_linf": _norms(g, math.inf).float().cpu()}
+    return {k: v.detach().cpu() if k == "correct" else v.detach().float().cpu() for k, v in out.items()}
 
 
 def _device(model: torch.nn.Module) -> torch.device:
@@ -69,28 +128,44 @@ def _device(model: torch.nn.Module) -> torch.device:
         return torch.device("cpu")
 
 
-class AIGNRecorder:
-    """Records per-sample input-gradient norms once per epoch, for `n` training samples.
+def _shuffles(loader) -> bool:
+    """Whether a torch DataLoader draws its samples in a random order (a random sampler, or a batch sampler over one)."""
+    from torch.utils.data import RandomSampler, SubsetRandomSampler, WeightedRandomSampler
+
+    random = (RandomSampler, SubsetRandomSampler, WeightedRandomSampler)
+    inner = getattr(getattr(loader, "batch_sampler", None), "sampler", None)
+    return isinstance(getattr(loader, "sampler", None), random) or isinstance(inner, random)
+
+
+class Recorder:
+    """Records per-sample input-gradient norms (AIGN) and the training dynamics once per epoch, for `n` training
+    samples, and (optionally) the final model's features and DeepFool distances: the records every static coreset
+    method ranks by (`needs` says which method needs what).
 
     mode 'exact': `end_epoch(model, loader)` runs one eval-mode pass over `loader` (the un-augmented training set;
     batches (x, y) in the order of the set, or (x, y, idx) with idx the positions in the set) and records L1, L2 and
-    Linf norms. mode 'inline': `batch(idx, x_grad)` after each training step's backward (x_grad: the input
-    gradient of the batch's MEAN loss; rescaled by the batch size), `end_epoch()` closes the epoch; L2 only.
+    Linf norms and, with `dynamics` (default), loss, correctness, margin, EL2N, entropy (and GraNd where the
+    penultimate features are known: a model with `features` and `fc`, or `features=fn`, fn(model, x) -> [B, d]).
+    mode 'inline': `batch(idx, x_grad)` after each training step's backward (x_grad: the input gradient of the
+    batch's MEAN loss; rescaled by the batch size), `end_epoch()` closes the epoch; AIGN (L2) only.
     `every`: record every k-th epoch (and the last one when `epochs` is given).
     """
 
     def __init__(self, n: int, *, mode: str = "exact", every: int = 1, epochs: Optional[int] = None,
-                 labels: Optional[Iterable[int]] = None):
+                 labels: Optional[Iterable[int]] = None, dynamics: bool = True, features: Optional[FeatureFn] = None):
         if mode not in ("exact", "inline"):
             raise ValueError(f"mode must be 'exact' or 'inline', got {mode!r}")
         if int(n) < 1 or int(every) < 1:
             raise ValueError(f"n and every must be >= 1, got n={n}, every={every}")
         self.n, self.mode = int(n), mode
-        self.labels = None if labels is None else np.asarray(labels, dtype=np.int64)
+        self.labels = None if labels is None else np.asarray(
+            labels.cpu() if torch.is_tensor(labels) else labels, dtype=np.int64)
         if self.labels is not None and self.labels.shape != (self.n,):
             raise ValueError(f"labels must have shape ({self.n},), got {self.labels.shape}")
+        self.dynamics, self.features = bool(dynamics) and mode == "exact", features
         # epochs=10**9: without a known last epoch only every k-th epoch is tracked
         self._tracker = AIGNTracker(n=self.n, mode=mode, every=int(every), epochs=int(epochs or 10 ** 9))
+        self._final: dict[str, np.ndarray] = {}
         self.epoch = 0
         self._open = False
 
@@ -121,7 +196,7 @@ class AIGNRecorder:
             if model is None or loader is None:
                 raise ValueError("exact mode: end_epoch(model, loader) needs the model and the un-augmented loader")
             if t.tracks(self.epoch):
-                exact = self._exact(model, loader)
+                exact = self._pass(model, loader, dynamics=self.dynamics)
         else:
             if not self._open:
                 t.start_epoch(self.epoch, "cpu")
@@ -133,12 +208,17 @@ class AIGNRecorder:
         self.epoch += 1
         self._open = False
 
-    def _exact(self, model: torch.nn.Module, loader) -> dict[str, torch.Tensor]:
-        device = _device(model)
-        out = {k: torch.full((self.n,), float("nan")) for k in ("aign_l1", "aign_l2", "aign_linf")}
+    def _batches(self, loader):
+        """(x, y, positions [B] on the CPU) of every batch of a scoring loader, checked: positions inside [0, n),
+        labels that agree with `labels` (given, or seen in the first pass) at those positions."""
+        if _shuffles(loader):
+            warnings.warn("the scoring loader shuffles (its sampler draws at random): without positions in its "
+                          "batches, each record goes to another sample; use shuffle=False for scoring, or yield "
+                          "(x, y, idx) batches", UserWarning, stacklevel=4)
+        seen = np.full(self.n, -1, dtype=np.int64) if self.labels is None else None
         pos = 0
         for b in loader:
-            x, y = b[0].to(device), b[1].to(device)
+            x, y = b[0], b[1]
             if len(b) > 2:
                 idx = torch.as_tensor(b[2], dtype=torch.long).cpu()
             else:
@@ -146,13 +226,69 @@ class AIGNRecorder:
             pos += len(y)
             if len(idx) and (int(idx.min()) < 0 or int(idx.max()) >= self.n):
                 raise ValueError(f"the loader yields positions outside [0, {self.n}): is n the training set's size?")
-            for k, v in input_grad_norms(model, x, y).items():
+            yc = torch.as_tensor(y).cpu().numpy().astype(np.int64)
+            if self.labels is not None and not np.array_equal(self.labels[idx.numpy()], yc):
+                raise ValueError("the scoring loader's labels disagree with the labels of the positions it implies: "
+                                 "it is shuffled (or another set); score with shuffle=False, or yield (x, y, idx)")
+            if seen is not None:
+                seen[idx.numpy()] = yc
+            yield x, torch.as_tensor(y), idx
+        if seen is not None and (seen >= 0).all():
+            self.labels = seen          # the first complete pass fixes the labels; later passes are checked
+
+    def _pass(self, model: torch.nn.Module, loader, *, dynamics: bool) -> dict[str, torch.Tensor]:
+        device = _device(model)
+        out: dict[str, torch.Tensor] = {}
+        covered = torch.zeros(self.n, dtype=torch.bool)
+        for x, y, idx in self._batches(loader):
+            rec = _scoring_pass(model, x.to(device), y.to(device), dynamics=dynamics, features=self.features)
+            for k, v in rec.items():
+                if k not in out:
+                    out[k] = torch.zeros(self.n, dtype=torch.bool) if k == "correct" else \
+                        torch.full((self.n,), float("nan"))
                 out[k][idx] = v
-        missing = int(torch.isnan(out["aign_l2"]).sum())
+            covered[idx] = True
+        missing = int((~covered).sum())
         if missing:
             raise ValueError(f"the scoring loader covered {self.n - missing} of {self.n} samples; it must yield "
                              "every training sample once (no drop_last, no sampler that skips)")
         return out
+
+    def final(self, model: torch.nn.Module, loader, *, features: bool = True, deepfool: bool = True,
+              deepfool_steps: int = 50, deepfool_candidates: int = 0) -> None:
+        """Records of the final model (the pipeline's proxy computes them after its last epoch): the penultimate
+        `features` [n, d] (moderate, kcenter, herding; needs a model with `features` or Recorder(features=fn)) and
+        the L2 DeepFool distance to the boundary [n] (deepfool, deepfool_far; `deepfool_steps` iterations over the
+        `deepfool_candidates` top classes, 0 = all: the pipeline's proxy.deepfool_steps / deepfool_candidates)."""
+        from .attacks import deepfool_distance
+
+        fn = self.features or ((lambda m, x: m.features(x)) if _has_head(model) else None)
+        if features and fn is None:
+            raise ValueError("final(features=True) needs the penultimate features: a model with `features` and `fc` "
+                             "(the easycore models) or Recorder(features=fn), fn(model, x) -> [B, d]; or "
+                             "final(..., features=False)")
+        device = _device(model)
+        feats, dists = torch.zeros(0), torch.full((self.n,), float("nan"))
+        was_training = model.training
+        model.eval()
+        try:
+            for x, y, idx in self._batches(loader):
+                x = x.to(device)
+                if features:
+                    with torch.no_grad():
+                        f = fn(model, x).flatten(1).float().cpu()
+                    if feats.numel() == 0:
+                        feats = torch.full((self.n, f.shape[1]), float("nan"))
+                    feats[idx] = f
+                if deepfool:
+                    dists[idx] = deepfool_distance(model, x, steps=deepfool_steps,
+                                                   num_classes=deepfool_candidates or None).float().cpu()
+        finally:
+            model.train(was_training)
+        if features:
+            self._final["features"] = feats.numpy()
+        if deepfool:
+            self._final["deepfool"] = dists.numpy()
 
     # -- results -----------------------------------------------------------------------------------
     @property
@@ -160,12 +296,15 @@ class AIGNRecorder:
         return list(self._tracker.tracked_epochs)
 
     def records(self) -> dict[str, np.ndarray]:
-        """The per-epoch matrices [tracked epochs, n] (aign_l2; exact mode also aign_l1, aign_linf), plus
-        `labels` when given: the artifact layout `easycore.coresets.select` reads."""
+        """The per-epoch matrices [tracked epochs, n] (aign_l2; exact mode also aign_l1, aign_linf and the
+        dynamics), the final model's `features` / `deepfool` when `final` ran, and `labels` (given or seen): the
+        artifact layout `easycore.coresets.select` reads."""
         if not self._tracker.tracked_epochs:
             raise ValueError("no epoch recorded yet: call end_epoch() after each epoch")
         m = self._tracker.matrices()
-        out = {k: v for k, v in m.items() if k.startswith("aign_") and k != "aign_inline_l2"}
+        keep = ("aign_l1", "aign_l2", "aign_linf") + (DYNAMICS if self.mode == "exact" else ())
+        out = {k: v for k, v in m.items() if k in keep}
+        out.update(self._final)
         if self.labels is not None:
             out["labels"] = self.labels
         return out
@@ -178,6 +317,9 @@ class AIGNRecorder:
         if key not in rec:
             raise ValueError(f"p={p} was not recorded (inline mode records L2 only)")
         return aign_scores(rec[key], window, squared=squared)
+
+
+AIGNRecorder = Recorder
 
 
 def select(scores, fraction: float, *, labels=None, balanced: bool = False, keep: str = "low",
@@ -196,3 +338,136 @@ def select(scores, fraction: float, *, labels=None, balanced: bool = False, keep
     idx = select_by_score(scores, labels, fraction, keep=keep, balanced=balanced, seed=seed)
     assert balanced or len(idx) == budget(fraction, len(scores))
     return idx
+
+
+# ----------------------------------------------------------------------------- every static method
+# what a Recorder call produces each record key (the sentence `needs` and `select_method` say)
+_WHERE = {
+    "aign": "AIGN: Recorder(...).end_epoch(model, loader) every epoch (exact mode; inline mode gives L2 only)",
+    "loss": "the dynamics: end_epoch(model, loader) in exact mode", "correct": "the dynamics: end_epoch(model, "
+    "loader) in exact mode", "margin": "the dynamics: end_epoch(model, loader) in exact mode",
+    "el2n": "the dynamics: end_epoch(model, loader) in exact mode",
+    "entropy": "the dynamics: end_epoch(model, loader) in exact mode",
+    "grand": "end_epoch(model, loader) in exact mode with the penultimate features known: a model with `features` "
+             "and `fc`, or Recorder(features=fn)",
+    "features": "the final model's features: final(model, loader) (a model with `features`, or "
+                "Recorder(features=fn))",
+    "deepfool": "the final model's DeepFool distances: final(model, loader)",
+}
+
+
+def _needed_keys(method: str, *, p: float = 2.0, ccs_score: str = "aign") -> list[str]:
+    """The record keys `method` reads (ccs: those of the method that ranks by its ccs_score)."""
+    keys = []
+    for k in METHODS.get(method).needs:
+        if k == "aign":
+            keys.append(norm_key(p))
+        elif k == "ccs_score":
+            by = next((m for m, e in METHODS.items() if e.score == ccs_score and e.keep in ("low", "high")), None)
+            if by is None:
+                raise ValueError(f"ccs_score must be one of {score_names()}, got {ccs_score!r}")
+            keys += _needed_keys(by, p=p)
+        else:
+            keys.append(k)
+    return keys
+
+
+def needs(method: str, *, p: float = 2.0, ccs_score: str = "aign") -> str:
+    """What `method` needs recorded, in words: which Recorder call produces it ('' for a method that needs the
+    labels only: random, random_balanced)."""
+    e = METHODS.get(method)
+    if e.kind != "static":
+        raise ValueError(f"{method!r} is not a static method ({e.kind}: " + (
+            "re-selected during the pipeline's training, easycore train" if e.kind == "adaptive" else
+            "the whole training set") + "): it is not chosen from records")
+    out = []
+    for k in _needed_keys(method, p=p, ccs_score=ccs_score):
+        base = "aign" if k.startswith("aign_") else k
+        out.append(f"`{k}` ({_WHERE.get(base, 'a record of the pipeline proxy')})")
+    return "; ".join(dict.fromkeys(out))
+
+
+def select_method(method: str, records, fraction: float, *, labels=None, balanced: bool = False, seed: int = 0,
+                  **opts: Any) -> np.ndarray:
+    """The coreset of any static method (`easycore methods` lists them) from a Recorder or its `records()`: the
+    pipeline's `coresets.select` on them (same options: window, p, squared, score_epochs, ccs_score, ccs_cutoff,
+    moderate_band, device). Labels: given, or the records'. A record the method needs and the records lack is
+    named with the Recorder call that produces it."""
+    from .coresets import select as _select
+
+    rec: Mapping[str, np.ndarray] = records.records() if isinstance(records, Recorder) else records
+    e = METHODS.get(method)
+    if e.kind != "static":
+        needs(method)                 # raises: adaptive and reference methods are not chosen from records
+    if labels is None:
+        if "labels" not in rec:
+            raise ValueError("no labels: pass labels=..., or Recorder(labels=...), or score with end_epoch first")
+        labels = rec["labels"]
+    labels = np.asarray(labels.cpu() if torch.is_tensor(labels) else labels, dtype=np.int64)
+    how = dict(p=float(opts.get("p", 2.0)), ccs_score=opts.get("ccs_score", "aign"))
+    if any(k not in rec for k in _needed_keys(method, **how)):
+        raise ValueError(f"{method!r} needs {needs(method, **how)}; the records hold {sorted(rec)}")
+    return _select(method, rec, labels, fraction, balanced=balanced, seed=seed, **opts)
+
+
+# ----------------------------------------------------------------------------- one call
+def _labels_of(dataset) -> Optional[np.ndarray]:
+    t = getattr(dataset, "targets", None)
+    if t is None and isinstance(dataset, torch.utils.data.TensorDataset) and len(dataset.tensors) > 1:
+        t = dataset.tensors[1]
+    if t is None:
+        return None
+    return np.asarray(t.cpu() if torch.is_tensor(t) else t, dtype=np.int64)
+
+
+def coreset(dataset, model_fn: Callable[[], torch.nn.Module], fraction: float, *, method: str = "easycore",
+            epochs: int = 10, batch_size: int = 128, lr: float = 0.05, momentum: float = 0.9,
+            weight_decay: float = 5e-4, device: Optional[str | torch.device] = None, seed: int = 0,
+            balanced: bool = False, score_dataset=None, num_workers: int = 0, deepfool_steps: int = 50,
+            return_records: bool = False, **opts: Any):
+    """One call for the common case: train a proxy `model_fn()` on `dataset` for `epochs` (plain SGD, Nesterov
+    momentum, one-cycle learning rate peaking at `lr`, cross-entropy; shuffled batches seeded by `seed`), record
+    every static method's scores after each epoch on `score_dataset` (the un-augmented training set, in order;
+    default `dataset`), and return the indices (int64) `method` keeps at `fraction` (EasyCore: the easiest by
+    AIGN). `dataset` yields (x, y) pairs (any torch Dataset; a TensorDataset of images and labels is the simplest).
+    `device`: 'cuda' when available, else 'cpu'. `opts`: selection options (window, p, ...). With
+    `return_records`: (indices, the Recorder).
+
+    Not the pipeline's proxy run bit for bit (its loader augments on the device and its schedule has more knobs);
+    the same scores and selection rules."""
+    from torch.utils.data import DataLoader
+
+    fraction = check_fraction(fraction)
+    e = METHODS.get(method)
+    if e.kind != "static":
+        needs(method)
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    torch.manual_seed(seed)
+    model = model_fn().to(device)
+    n = len(dataset)
+    labels = _labels_of(dataset)
+    train = DataLoader(dataset, batch_size=batch_size, shuffle=True, num_workers=num_workers,
+                       generator=torch.Generator().manual_seed(seed))
+    score = DataLoader(score_dataset if score_dataset is not None else dataset, batch_size=max(256, batch_size),
+                       shuffle=False, num_workers=num_workers)
+    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, nesterov=momentum > 0,
+                          weight_decay=weight_decay)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=max(1, epochs * len(train)),
+                                                pct_start=0.15, anneal_strategy="linear")
+    rec = Recorder(n, labels=labels, epochs=epochs)
+    keys = _needed_keys(method, p=float(opts.get("p", 2.0)), ccs_score=opts.get("ccs_score", "aign"))
+    for _ in range(epochs):
+        model.train()
+        for b in train:
+            x, y = b[0].to(device, non_blocking=True), torch.as_tensor(b[1]).to(device, non_blocking=True)
+            loss = F.cross_entropy(model(x), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+        rec.end_epoch(model, score)
+    if "features" in keys or "deepfool" in keys:
+        rec.final(model, score, features="features" in keys, deepfool="deepfool" in keys,
+                  deepfool_steps=deepfool_steps)
+    idx = select_method(method, rec, fraction, balanced=balanced, seed=seed, **opts)
+    return (idx, rec) if return_records else idx

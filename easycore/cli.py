@@ -27,7 +27,6 @@ with a "did you mean" for near misses) print one line and exit 2; Ctrl-C exits 1
 from __future__ import annotations
 
 import argparse
-import difflib
 import logging
 import os
 import re
@@ -35,6 +34,7 @@ import sys
 from pathlib import Path
 
 from . import __version__
+from .registry import did_you_mean  # one rule for the CLI and the registries
 
 # the function each stage command runs (tests/test_architecture.py derives every stage's code dependencies from it)
 ENTRY = {"check": "easycore.pipeline:check", "source": "easycore.sources:stage", "prepare": "easycore.pipeline:prepare",
@@ -63,12 +63,6 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message):
         raise UsageError(self.prog, message)
-
-
-def did_you_mean(word: str, choices) -> str:
-    """'; did you mean X?' for the closest of `choices` (difflib ratio >= 0.6), else ''."""
-    close = difflib.get_close_matches(word, [str(c) for c in choices], n=1, cutoff=0.6)
-    return f"; did you mean {close[0]!r}?" if close else ""
 
 
 class _Fmt(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):

@@ -14,6 +14,14 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Mapping
 
 
+def did_you_mean(word: object, choices) -> str:
+    """'; did you mean X?' for the closest of `choices` (difflib ratio >= 0.6), else ''."""
+    import difflib
+
+    close = difflib.get_close_matches(str(word), [str(c) for c in choices], n=1, cutoff=0.6)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
 @dataclass(frozen=True)
 class Entry:
     name: str
@@ -51,7 +59,8 @@ class Registry:
         try:
             return self._entries[name]
         except (KeyError, TypeError):
-            raise KeyError(f"unknown {self.kind} {name!r}; choose one of {self.names()}") from None
+            raise KeyError(f"unknown {self.kind} {name!r}{did_you_mean(name, self.names())}; "
+                           f"choose one of {self.names()}") from None
 
     def get(self, name: str) -> Entry:
         """The entry, or ValueError naming the choices."""

@@ -910,11 +910,12 @@ def autoattack_table(params: Params, root: Path = runs.ROOT / "autoattack", *, o
 def curves(results: Sequence[RunResult], params: Params, mode: str, fraction: float, *,
            n_boot: int = 2000) -> pd.DataFrame:
     """Robust accuracy vs eps (worst case, monotone) per method with 95 % CIs, for (mode, fraction); the full-data
-    reference included. Long frame: method, eps, mean, lo, hi (fractions in [0, 1])."""
+    reference included. Long frame: method, eps, mean, lo, hi (fractions in [0, 1]), n_seeds. The eps: eval.eps_grid
+    and the mode's headline eps (eval.mode_eps, else eval.eps: the eps its models were attacked at)."""
     from .evaluate import eps_name
 
     rows = []
-    grid = sorted(set(params.eval.eps_grid) | {params.eval.eps})
+    grid = sorted(set(params.eval.eps_grid) | {params.eval.for_mode(mode).eps})
     for scores, method, f in cells(params, mode):
         if f not in (fraction, 1.0) or (f == 1.0 and method != runs.FULL):
             continue
@@ -922,7 +923,8 @@ def curves(results: Sequence[RunResult], params: Params, mode: str, fraction: fl
             m = outcome_matrix(results, scores=scores, method=method, fraction=f, mode=mode, key=eps_name(eps))
             if m is not None:
                 s = accuracy_stat(m, n_boot=n_boot)
-                rows.append({"method": method, "eps": eps, "mean": s.mean, "lo": s.lo, "hi": s.hi})
+                rows.append({"method": method, "eps": eps, "mean": s.mean, "lo": s.lo, "hi": s.hi,
+                             "n_seeds": s.n_seeds})
     return pd.DataFrame(rows)
 
 
@@ -1105,6 +1107,29 @@ def method_score_table(arrays: Mapping[str, np.ndarray], labels: np.ndarray, opt
     return scores, skipped
 
 
+def ablation_variants(arrays: Mapping[str, np.ndarray], coreset) -> dict[str, dict]:
+    """The AIGN variants of `ablation_table`: {name: the coreset options it changes} (window first / last K = a third
+    of the tracked epochs, all; norm L1, L2, Linf; squared L2; balanced, global), those of norms the proxy did not
+    record left out (inline AIGN has L2 alone)."""
+    from .aign import norm_key
+
+    e = np.asarray(arrays["aign_l2"]).shape[0]
+    k = max(1, e // 3)
+    variants = {"default": {}, f"window first:{k}": {"window": f"first:{k}"}, f"window last:{k}": {"window": f"last:{k}"},
+                "window all": {"window": "all"}, "norm L1": {"p": 1.0}, "norm L2": {"p": 2.0},
+                "norm Linf": {"p": math.inf}, "squared L2": {"squared": True, "p": 2.0}, "balanced": {"balanced": True},
+                "global": {"balanced": False}}
+    return {n: v for n, v in variants.items() if norm_key(float(v.get("p", coreset.p))) in arrays}
+
+
+def default_variants(arrays: Mapping[str, np.ndarray], coreset) -> list[str]:
+    """The variants of `ablation_variants` other than 'default' whose options equal the default's (e.g. 'window
+    all' when coreset.window is all): the default again under another name."""
+    base = dict(window=coreset.window, p=float(coreset.p), squared=coreset.squared, balanced=coreset.balanced)
+    return [n for n, ch in ablation_variants(arrays, coreset).items()
+            if n != "default" and {**base, **{k: (float(v) if k == "p" else v) for k, v in ch.items()}} == base]
+
+
 def ablation_table(arrays: Mapping[str, np.ndarray], labels: np.ndarray, coreset) -> tuple[pd.DataFrame, dict]:
     """EasyCore's selection under AIGN variants (window first/last K, norm, squared, balanced vs global) against the
     configured default, per fraction: Jaccard and Spearman vs the default, smallest class share (only the norms the
@@ -1113,17 +1138,8 @@ def ablation_table(arrays: Mapping[str, np.ndarray], labels: np.ndarray, coreset
     from .aign import spearman
     from .coresets import aign, select
 
-    e = np.asarray(arrays["aign_l2"]).shape[0]
-    k = max(1, e // 3)
     base = dict(window=coreset.window, p=coreset.p, squared=coreset.squared, balanced=coreset.balanced)
-    variants = {"default": {}, f"window first:{k}": {"window": f"first:{k}"}, f"window last:{k}": {"window": f"last:{k}"},
-                "window all": {"window": "all"}, "norm L1": {"p": 1.0}, "norm L2": {"p": 2.0},
-                "norm Linf": {"p": math.inf}, "squared L2": {"squared": True, "p": 2.0}, "balanced": {"balanced": True},
-                "global": {"balanced": False}}
-    from .aign import norm_key
-
-    # a proxy with inline AIGN only records the L2 norm: the variants of the other norms are left out
-    variants = {k: v for k, v in variants.items() if norm_key(float(v.get("p", base["p"]))) in arrays}
+    variants = ablation_variants(arrays, coreset)
     rows, sels = [], {}
     for f in coreset.fractions:
         ref_score = aign(arrays, window=base["window"], p=base["p"], squared=base["squared"])

@@ -4,7 +4,11 @@
 # How much the EasyCore selection changes with the AIGN epoch window (first K / last K / all), the norm (L1 / L2 /
 # Linf, squared) and per-class (balanced) vs global selection: Jaccard overlap of the selected coresets and Spearman of
 # the scores against the default, from the stored per-epoch matrices. The trained versions are `dvc exp run -S`
-# recipes (last cell).
+# recipes (below).
+#
+# **What it answers:** how much the EasyCore coreset depends on the choices the paper leaves open (which epochs, which
+# norm, global or per class): a variant that keeps nearly the same images needs no retraining to compare. The last
+# cell states the answer from these numbers.
 
 # %% tags=["parameters"]
 params_path = "params.yaml"
@@ -13,10 +17,9 @@ proxy_dir = ""                   # default: the main proxy of the first replicat
 # %%
 import matplotlib.pyplot as plt
 import pandas as pd
-import seaborn as sns
 from IPython.display import Markdown, display
 
-from easycore import report, runs
+from easycore import conclude, plots, report, runs
 from easycore.config import load_params
 from easycore.store import load_arrays
 
@@ -35,11 +38,11 @@ display(tab.round(3))
 
 # %%
 f = c.fractions[0]
-names = [n for (ff, n) in sels if ff == f]
+same = report.default_variants(arrays, c)           # e.g. 'window all' when the default is all: the default again
+names = [n for (ff, n) in sels if ff == f and n not in same]
 J = pd.DataFrame([[report.jaccard(sels[(f, a)], sels[(f, b)]) for b in names] for a in names], index=names, columns=names)
-fig, ax = plt.subplots(figsize=(1 + 0.8 * len(J), 0.8 + 0.6 * len(J)))
-sns.heatmap(J, annot=True, fmt=".2f", vmin=0, vmax=1, cmap="mako", ax=ax)
-ax.set_title(f"Jaccard overlap between EasyCore variants (fraction {f:g})")
+fig = plots.overlap_figure(J, f"Jaccard overlap between EasyCore variants (fraction {f:g}; the default: window "
+                              f"{c.window}, p {c.p:g}, squared {c.squared}, balanced {c.balanced})")
 report.save_figure(fig, "variant_overlap", P.report.formats, out_dir=FIG); plt.show()
 
 # %% [markdown]
@@ -53,3 +56,9 @@ report.save_figure(fig, "variant_overlap", P.report.formats, out_dir=FIG); plt.s
 # dvc exp run -S 'coreset.methods=[easycore,random]' -S 'coreset.window=last:3'   # cheaper: two methods
 # ```
 # Compare with `dvc exp show --only-changed` or `dvc metrics diff` (reports/summary.json).
+
+# %% [markdown]
+# ## Conclusion (generated from the numbers above: `easycore/conclude.py`)
+
+# %%
+display(Markdown(conclude.ablations(tab.loc[f].drop(index=same), fraction=f)))

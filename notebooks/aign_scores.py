@@ -4,6 +4,10 @@
 # Distribution of the average input-gradient norm (AIGN) per class, the easiest / hardest training images, how stable
 # the per-epoch ranking is, and how well the almost-free *inline* AIGN (from the training step's own backward) agrees
 # with the *exact* pass.
+#
+# **What it answers:** which training images AIGN calls easy, class by class; whether one epoch's ranking already
+# gives the coreset the average over epochs gives; and, where both were recorded, whether the nearly free inline AIGN
+# selects what the exact pass selects. The last cell states the answer from these numbers.
 
 # %% tags=["parameters"]
 params_path = "params.yaml"
@@ -16,7 +20,7 @@ import pandas as pd
 import seaborn as sns
 from IPython.display import Markdown, display
 
-from easycore import coresets, report, runs
+from easycore import conclude, coresets, report, runs
 from easycore.aign import spearman
 from easycore.config import load_params
 from easycore.pipeline import decode_at, load_prepared
@@ -83,3 +87,10 @@ if "aign_inline_l2" in arrays:
     display(Markdown(f"**Inline vs exact AIGN**: Spearman {rho:.3f}, overlap (Jaccard) of the EasyCore selections {jac:.3f}."))
 else:
     display(Markdown("proxy.aign.mode is not `both`: no inline/exact comparison."))
+
+# %% [markdown]
+# ## Conclusion (generated from the numbers above: `easycore/conclude.py`)
+
+# %%
+display(Markdown(conclude.aign_scores(df.groupby("class")["AIGN"].median().to_dict(), stab, fraction=c.fractions[0],
+                                      inline=(rho, jac) if "aign_inline_l2" in arrays else None)))

@@ -19,7 +19,7 @@ import pandas as pd
 import seaborn as sns
 from IPython.display import Markdown, display
 
-from easycore import headline, plots, report
+from easycore import conclude, headline, plots, report
 from easycore.config import load_params
 from easycore.evaluate import ATTACKS, eps_name
 from easycore.store import read_json
@@ -119,10 +119,13 @@ if labels is not None and len(ver):
 # %%
 n_img = min(P.eval.n_for(True), info["test"]["n"])          # the primary family's; other groups: eval.n_test
 eps_of = {mode: f"{P.eval.for_mode(mode).eps * 255:g}/255" for mode in P.train.modes}   # each mode's headline eps
-seeds = f"{len(P.train.seeds)} replicate{'s' if len(P.train.seeds) > 1 else ''}"
+# the figures are drawn at each mode's primary eps (report.primary_eps: eval.mode_eps, report.primary.eps or the rule)
+eps0 = {mode: report.primary_eps(results, P, mode)[0] for mode in P.train.modes}
+eps_key = {mode: eps_name(e) if e == e else "robust" for mode, e in eps0.items()}      # nan (missing runs): eval eps
+eps_txt = {mode: f"{e * 255:g}/255" if e == e else eps_of[mode] for mode, e in eps0.items()}
 if len(ver) and (ver.status == "ok").any():
-    fig = plots.verdict_figure(ver, f"The verdict: paired differences over {n_img} test images x up to {seeds}; "
-                               f"robust = worst case over every attack run", paper_claim=report.PAPER_CLAIM)
+    fig = plots.verdict_figure(ver, f"The verdict: paired differences over up to {n_img} test images, K replicates per "
+                               f"row; robust = worst case over every attack run", paper_claim=report.PAPER_CLAIM)
     report.save_figure(fig, "verdict", P.report.formats, out_dir=FIG); plt.show()
 
 # %% [markdown]
@@ -172,16 +175,22 @@ curve_rows = []
 for mode in P.train.modes:
     cur = {f: report.curves(results, P, mode, f, n_boot=2000) for f in report.fractions(P)}
     curve_rows += [c.assign(mode=mode, fraction=f) for f, c in cur.items() if not c.empty]
-    fig = plots.curves_figure(cur, f"{mode}: robust accuracy vs Linf eps (worst case over {attacks}), "
-                                   f"{n_img} test images x {seeds}")
-    report.save_figure(fig, f"curves_{mode}", P.report.formats, out_dir=FIG); plt.show()
+    if max([c.eps.nunique() for c in cur.values() if not c.empty] or [0]) >= 3:   # eval.eps_grid: a curve to draw
+        fig = plots.curves_figure(cur, f"{mode}: robust accuracy vs Linf eps (worst case over {attacks}), up to "
+                                       f"{n_img} test images; K: replicates",
+                                  eps_mark=eps0[mode] if eps0[mode] == eps0[mode] else None)
+        report.save_figure(fig, f"curves_{mode}", P.report.formats, out_dir=FIG); plt.show()
+    else:
+        display(Markdown(f"{mode}: no robustness curve (its models were attacked at fewer than 3 eps)."))
 cv = pd.concat(curve_rows, ignore_index=True) if curve_rows else pd.DataFrame(columns=["mode", "method", "fraction", "eps", "mean", "lo", "hi"])
 cv = cv.assign(eps_255=(cv.eps * 255).round(3), robust_pct=100 * cv["mean"], lo_pct=100 * cv.lo, hi_pct=100 * cv.hi)
 
 # %%
-frames = {mode: report.cell_frame(results, P, mode, ["robust", "clean"], n_boot=2000) for mode in P.train.modes}
-fig = plots.fraction_figure(frames, "robust", f"Robust accuracy at eps {', '.join(f'{m} {e}' for m, e in eps_of.items())} "
-                                              f"vs coreset fraction (up to {n_img} test images x {seeds})")
+frames = {mode: report.cell_frame(results, P, mode, list(dict.fromkeys(["robust", "clean", eps_key[mode]])), n_boot=2000)
+          for mode in P.train.modes}
+fig = plots.fraction_figure(frames, eps_key, f"Robust accuracy at each mode's primary eps vs coreset fraction (up to "
+                                             f"{n_img} test images; K: replicates)",
+                            key_label={m: f"robust at {e}" for m, e in eps_txt.items()})
 report.save_figure(fig, "robust_vs_fraction", P.report.formats, out_dir=FIG); plt.show()
 rf = pd.concat([f.assign(mode=m) for m, f in frames.items()], ignore_index=True)
 rf = rf[(rf.key == "robust") & (rf.status == "ok")]
@@ -192,11 +201,20 @@ for p in plots.write_dvc_plots(cv, rf, ver, f"{P.report.dir}/plots"):
 
 # %%
 for mode in P.train.modes:
-    fig = plots.accuracy_figure(frames[mode], title=f"{mode}: robust (worst case at {eps_of[mode]} over "
-                                                    f"{attacks}) and clean accuracy, up to {n_img} test images x {seeds}")
+    fig = plots.accuracy_figure(frames[mode], (eps_key[mode], "clean"),
+                                title=f"{mode}: robust accuracy at {eps_txt[mode]} (the primary eps; worst case over "
+                                      f"{attacks}) and clean accuracy, up to {n_img} test images",
+                                key_labels={eps_key[mode]: f"robust accuracy at {eps_txt[mode]} (%)",
+                                            "clean": "clean accuracy (%)"})
     report.save_figure(fig, f"accuracy_{mode}", P.report.formats, out_dir=FIG); plt.show()
 
 # %%
 for r in ver[ver.family == "primary"].itertuples():
     print(f"PRIMARY {r.mode} f={r.fraction:g} eps {r.eps_255:g}/255 ({r.comparison}): {r.verdict}"
           + (f" ({r.diff:+.1f} [{r.lo:+.1f}, {r.hi:+.1f}] points, K={int(r.k)}, MDE {r.mde:.1f})" if r.status == "ok" and r.k > 1 else ""))
+
+# %% [markdown]
+# ## Conclusion (generated from the verdict above: `easycore/conclude.py`)
+
+# %%
+display(Markdown(conclude.coresets(ver, paper_claim=report.PAPER_CLAIM)))

@@ -3,7 +3,11 @@
 #
 # Spearman rank correlation between the per-sample score of every static method that has one
 # (`coresets.method_scores`, raw orientation: the `keeps` column of `easycore methods` says which end a method keeps),
-# and the overlap (Jaccard) of the coresets the configured methods select. Methods left out are listed with the reason.
+# and the overlap (Jaccard) of the coresets the select stage made for the first replicate (every static method of the
+# profile at the fraction most of them share). Methods left out are listed with the reason.
+#
+# **What it answers:** is AIGN a new ranking of the training images, or one the baselines already give, and does the
+# EasyCore coreset share its images with theirs? The last cell states the answer from these numbers.
 
 # %% tags=["parameters"]
 params_path = "params.yaml"
@@ -11,11 +15,11 @@ proxy_dir = ""                   # default: the main proxy of the first replicat
 
 # %%
 import matplotlib.pyplot as plt
+import numpy as np
 import pandas as pd
-import seaborn as sns
 from IPython.display import Markdown, display
 
-from easycore import coresets, report, runs
+from easycore import conclude, coresets, plots, report, runs
 from easycore.methods import METHODS
 from easycore.config import load_params
 from easycore.store import load_arrays
@@ -33,9 +37,8 @@ display(Markdown("Not in the matrix: " + "; ".join(f"`{m}`: {why}" for m, why in
 
 # %%
 R = report.spearman_matrix({f"{m} ({METHODS[m].score})": s for m, s in scores.items()})
-fig, ax = plt.subplots(figsize=(1.5 + 0.9 * len(R), 1 + 0.7 * len(R)))
-sns.heatmap(R, annot=True, fmt=".2f", vmin=-1, vmax=1, cmap="vlag", ax=ax)
-ax.set_title(f"Spearman between coreset scores (proxy {meta['model']}, N={len(labels)})")
+fig = plots.overlap_figure(R, f"Spearman between coreset scores (proxy {meta['model']}, N={len(labels)})", vmin=-1,
+                           vmax=1, cmap="RdBu_r")
 report.save_figure(fig, "spearman_heatmap", P.report.formats, out_dir=FIG); plt.show()
 report.save_table(R.round(3), "score_correlations", out_dir=TAB,
                   caption=f"*Spearman rank correlation between coreset scores (proxy {meta['model']}, "
@@ -43,12 +46,19 @@ report.save_table(R.round(3), "score_correlations", out_dir=TAB,
 display(R.round(3))
 
 # %%
-f = c.fractions[0]
-sel = {m: coresets.select(m, arrays, labels, f, balanced=c.balanced, seed=c.seed + P.train.seeds[0], window=c.window, p=c.p,
-                          squared=c.squared, score_epochs=c.score_epochs, ccs_score=c.ccs_score,
-                          ccs_cutoff=c.ccs_cutoff, moderate_band=c.moderate_band, device="cpu") for m in c.methods}
+# the coresets the select stage made for the first replicate (what its models were trained on), at the fraction the
+# most methods share: the primary pair and the survey methods alike
+s0 = P.train.seeds[0]
+made = [(m, ff) for m, ff, s in runs.selections(P, "main") if s == s0]
+f = max(dict.fromkeys(ff for _, ff in made), key=lambda ff: sum(x == ff for _, x in made))
+sel = {m: np.load(runs.selection_dir("main", m, f, s0) / "indices.npy") for m, ff in made if ff == f}
 J = pd.DataFrame([[report.jaccard(sel[a], sel[b]) for b in sel] for a in sel], index=list(sel), columns=list(sel))
-fig, ax = plt.subplots(figsize=(1 + 0.8 * len(J), 0.8 + 0.6 * len(J)))
-sns.heatmap(J, annot=True, fmt=".2f", vmin=0, vmax=1, cmap="mako", ax=ax)
-ax.set_title(f"Jaccard overlap of the selected coresets (fraction {f:g})")
+fig = plots.overlap_figure(J, f"Jaccard overlap of the selected coresets (fraction {f:g}, replicate {s0}; two random "
+                              f"coresets of this size: {conclude.random_jaccard(f):.2f})")
 report.save_figure(fig, "coreset_overlap", P.report.formats, out_dir=FIG); plt.show()
+
+# %% [markdown]
+# ## Conclusion (generated from the numbers above: `easycore/conclude.py`)
+
+# %%
+display(Markdown(conclude.score_correlations(R, J, fraction=f)))

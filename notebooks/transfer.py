@@ -4,6 +4,9 @@
 # EasyCore selected with AIGN from each transfer proxy architecture (`proxy.transfer_models`), then trained on the main
 # architecture (`train.model`, standard mode), against EasyCore from the main proxy, random, and the full-data
 # reference. The claim: AIGN is a property of the data, so the selections agree and train equally robust models.
+#
+# **What it answers:** does a proxy of another architecture rank the images and select the coreset as the main proxy
+# does, and is the model trained on its coreset as robust? The last cell states the answer from these numbers.
 
 # %% tags=["parameters"]
 params_path = "params.yaml"
@@ -14,7 +17,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 from IPython.display import Markdown, display
 
-from easycore import coresets, report, runs
+from easycore import conclude, coresets, report, runs
 from easycore.aign import spearman
 from easycore.config import load_params
 from easycore.store import load_arrays, read_json
@@ -54,7 +57,7 @@ for r in results:
             (r.run.scores == runs.NONE and r.run.method != runs.FULL):
         continue
     rows.append(r)
-table = []
+table, robust = [], {}          # robust: {'main' or a transfer proxy: (mean, lo, hi) %} of EasyCore, for the conclusion
 for scores, method, f in sorted({(r.run.scores, r.run.method, r.run.fraction) for r in rows}):
     label = "full data" if method == runs.FULL else (f"{method} (scored by {scores})" if scores != "main" else
                                                      f"{method} (scored by main {mmeta['model']})")
@@ -66,6 +69,8 @@ for scores, method, f in sorted({(r.run.scores, r.run.method, r.run.fraction) fo
             continue
         s = report.stats.cell_stat(m, n_boot=n_boot)
         row[key] = f"{100 * s.mean:.1f} [{100 * s.lo:.1f}, {100 * s.hi:.1f}]"
+        if key == "robust" and method == "easycore" and f == (agree.fraction.iloc[0] if len(agree) else f):
+            robust[scores] = (100 * s.mean, 100 * s.lo, 100 * s.hi)
     table.append(row)
 # the columns named: a profile without standard-mode training (train.modes: [trades]) has no rows, an empty table
 table = pd.DataFrame(table, columns=["run", "fraction", *keys]).set_index("run")
@@ -75,3 +80,9 @@ report.save_table(table, "transfer", caption=cap, out_dir=TAB)
 report.save_table(agree.set_index(["transfer proxy", "fraction"]), "transfer_agreement", out_dir=TAB,
                   caption="*Agreement of AIGN between the main and each transfer proxy.*")
 display(Markdown(report.to_markdown(table, cap)))
+
+# %% [markdown]
+# ## Conclusion (generated from the numbers above: `easycore/conclude.py`)
+
+# %%
+display(Markdown(conclude.transfer(agree, robust)))

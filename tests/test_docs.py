@@ -91,6 +91,10 @@ def test_license_and_citation():
     assert 'license = {text = "MIT"}' in (ROOT / "pyproject.toml").read_text()
     cff = yaml.safe_load((ROOT / "CITATION.cff").read_text())
     assert cff["cff-version"] == "1.2.0" and cff["license"] == "MIT" and cff["authors"]
-    assert "2510.11018" in str(cff["preferred-citation"])
+    paper = cff["preferred-citation"]
+    assert "2510.11018" in str(paper) and paper["doi"] == "10.48550/arXiv.2510.11018"
+    assert [f"{a['given-names']} {a['family-names']}" for a in paper["authors"]] == [
+        "Pranav Ramesh", "Arjun Roy", "Deepak Ravikumar", "Kaushik Roy", "Gopalakrishnan Srinivasan"]
+    assert cff["type"] == "software" and cff["title"].startswith("easycore")      # this software's own entry
     version = re.search(r'^version = "([^"]+)"', (ROOT / "pyproject.toml").read_text(), flags=re.M).group(1)
     assert str(cff["version"]) == version

@@ -16,6 +16,7 @@ import pytest  # noqa: E402
 
 from easycore import plots, report  # noqa: E402
 from easycore.config import load_params  # noqa: E402
+from easycore.evaluate import eps_name  # noqa: E402
 from easycore.registry import registry  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -29,20 +30,28 @@ def study():
     P = load_params(ROOT / "params-study-small.yaml")
     results, _ = report.read_outcomes(STUDY, P)
     ver = report.verdict(results, P, labels=report.read_labels(STUDY))
-    frames = {m: report.cell_frame(results, P, m, ["robust", "clean"], n_boot=200) for m in P.train.modes}
+    eps0 = {m: report.primary_eps(results, P, m)[0] for m in P.train.modes}
+    frames = {m: report.cell_frame(results, P, m, ["robust", "clean", eps_name(eps0[m])], n_boot=200)
+              for m in P.train.modes}
     curves = {m: {f: report.curves(results, P, m, f, n_boot=200) for f in report.fractions(P)} for m in P.train.modes}
-    return P, ver, frames, curves
+    return P, ver, frames, curves, eps0
 
 
-def _figures(ver, frames, curves):
+def _figures(ver, frames, curves, eps0=None):
+    """The coresets notebook's figures, each drawn at its mode's primary eps (`eps0`: {mode: eps}; 8/255 without)."""
+    eps0 = eps0 or {m: 8 / 255 for m in frames}
+    key = {m: eps_name(e) if (frames[m].key == eps_name(e)).any() else "robust" for m, e in eps0.items()}
     figs = {"verdict": plots.verdict_figure(ver, "The verdict: EasyCore minus its comparator, paired over 1000 test "
-                                                 "images x 3 seeds", paper_claim=report.PAPER_CLAIM),
-            "robust_vs_fraction": plots.fraction_figure(frames, "robust", "Robust accuracy vs coreset fraction")}
+                                                 "images, K replicates per row", paper_claim=report.PAPER_CLAIM),
+            "robust_vs_fraction": plots.fraction_figure(frames, key, "Robust accuracy vs coreset fraction",
+                                                        key_label={m: f"at {e * 255:g}/255" for m, e in eps0.items()})}
     for m in frames:
         figs[f"curves_{m}"] = plots.curves_figure(curves[m], f"{m}: robust accuracy vs Linf eps (worst case over "
-                                                             "fgsm, pgd20, apgd_dlr (on survivors))")
-        figs[f"accuracy_{m}"] = plots.accuracy_figure(frames[m], title=f"{m}: robust (worst case at 8/255 over fgsm, "
-                                                                       "pgd20, apgd_dlr) and clean accuracy")
+                                                             "fgsm, pgd20, apgd_dlr (on survivors))", eps_mark=eps0[m])
+        figs[f"accuracy_{m}"] = plots.accuracy_figure(
+            frames[m], (key[m], "clean"), title=f"{m}: robust (worst case at {eps0[m] * 255:g}/255 over fgsm, pgd20, "
+                                               "apgd_dlr) and clean accuracy",
+            key_labels={key[m]: f"robust accuracy at {eps0[m] * 255:g}/255 (%)"})
     return figs
 
 
@@ -56,16 +65,16 @@ def _colors_used(fig) -> set[str]:
 
 
 def test_study_figures_have_no_overlapping_text_and_fixed_colours(study):
-    P, ver, frames, curves = study
-    figs = _figures(ver, frames, curves)
+    P, ver, frames, curves, eps0 = study
+    assert {m: round(e * 255) for m, e in eps0.items()} == {"standard": 2, "trades": 4}   # the full-data rule
+    figs = _figures(ver, frames, curves, eps0)
     try:
         for name, fig in figs.items():
             assert plots.text_overlaps(fig) == [], name
+            assert plots.clipped_texts(fig) == [], name
             if name != "verdict":                                         # (the verdict colours the comparator)
                 assert plots.color("easycore") in _colors_used(fig), name   # EasyCore drawn, always in its colour
-        # every method's colour is one colour, distinct from every other method's
         c = plots.colors()
-        assert len(set(c.values())) == len(c) >= len(registry("methods"))
         assert (c["easycore"], c["random"], c["full"]) == ("#d62728", "#7f7f7f", "#000000")
         # the verdict draws every comparison with its comparator named, the primary family marked
         labels = [t.get_text() for ax in figs["verdict"].axes for t in ax.get_yticklabels()]
@@ -74,12 +83,73 @@ def test_study_figures_have_no_overlapping_text_and_fixed_colours(study):
         assert sum(lab.startswith("PRIMARY") for lab in labels) == (ok.family == "primary").sum()
         for c in ok.comparator:
             assert any(c.removeprefix("best other: ") in lab for lab in labels), c
+        # ... and its legend explains every mark it draws: fill, square, colours (each comparator), the claim
+        legend = [t.get_text() for lg in figs["verdict"].legends for t in lg.get_texts()]
+        for needle in ("filled: a difference found", "hollow: no detectable difference", "square, dotted: not "
+                       "decidable", "minus random", "minus random_balanced", "minus best other (Hsu): deepfool_far",
+                       "the paper's claim, up to +7 (standard), +5 (trades) points"):
+            assert any(needle in t for t in legend), (needle, legend)
+        # every accuracy row and curve panel says its replicate count: 10 for the primary pair, 3 for the survey
+        rows = [t.get_text() for t in figs["accuracy_trades"].axes[0].get_yticklabels()]
+        assert "EasyCore  f=0.1  (K=10)" in rows and "el2n  f=0.1  (K=3)" in rows, rows
+        assert figs["accuracy_trades"].axes[0].get_xlabel() == "robust accuracy at 4/255 (%)"
+        titles = [ax.get_title() for ax in figs["curves_trades"].axes if ax.get_visible()]
+        assert "f=0.1: EasyCore (K=10) vs hard (K=3)" in titles
         # curves: small multiples, at most 4 lines of data per panel (EasyCore, one method, random, full data)
         for ax in figs["curves_trades"].axes:
             if ax.get_visible():
-                assert len([ln for ln in ax.get_lines() if len(ln.get_xdata()) > 1]) <= 4
+                assert len([ln for ln in ax.get_lines() if len(ln.get_xdata()) > 2]) <= 4
+        # few panels fill their canvas (with clipped_texts above: the title fits the figure, no wide empty canvas)
+        f = figs["curves_standard"]
+        area = sum(ax.get_position().width * ax.get_position().height for ax in f.axes if ax.get_visible())
+        assert len([ax for ax in f.axes if ax.get_visible()]) == 2 and area > 0.3, area
+        # robust vs fraction: methods dodged by at most DODGE (of the distance between fractions) around each
+        for ax in figs["robust_vs_fraction"].axes:
+            xs = np.concatenate([ln.get_xdata() for ln in ax.get_lines() if ln.get_marker() not in (None, "None", "")])
+            assert len(xs) and np.abs(xs - np.round(xs)).max() <= plots.DODGE + 1e-9
     finally:
         for fig in figs.values():
+            plt.close(fig)
+
+
+def test_ciede2000_has_the_published_values():
+    """Sharma, Wu, Dalal (2005), Table 1: pairs 1, 2, 7, 4, 9 and 34 of their test data."""
+    lab1 = [[50, 2.6772, -79.7751], [50, 3.1571, -77.2803], [50, 2.5, 0], [50, -1.3802, -84.2814], [50, 0, 0],
+            [2.0776, 0.0795, -1.1350]]
+    lab2 = [[50, 0, -82.7485], [50, 0, -82.7485], [50, 0, -2.5], [50, 0, -82.7485], [50, -1, 2],
+            [0.9033, -0.0636, -0.5514]]
+    np.testing.assert_allclose(plots.delta_e(lab1, lab2), [2.0425, 2.8615, 4.3065, 1.0000, 2.3669, 0.9082], atol=1e-4)
+    np.testing.assert_allclose(plots._lab(["#ffffff", "#000000"]), [[100, 0, 0], [0, 0, 0]], atol=1e-3)
+
+
+def test_no_two_methods_share_a_colour_a_reader_could_confuse():
+    """Every registered method (and the full-data reference) has one colour, grouped by family, no two closer
+    than MIN_DELTA_E in CIEDE2000 and none closer than MIN_DELTA_E_WHITE to the white page."""
+    c = plots.colors()
+    assert set(registry("methods").names()) <= set(c) and len(set(c.values())) == len(c)
+    d, a, b = plots.closest_pair(c)
+    print(f"closest method colours: {a} / {b}, CIEDE2000 {d:.1f}")
+    assert d >= plots.MIN_DELTA_E, (a, b, d)
+    white = plots.delta_e(plots._lab(list(c.values())), plots._lab(["#ffffff"])[0])
+    assert white.min() >= plots.MIN_DELTA_E_WHITE, list(c)[int(white.argmin())]
+    assert set(plots.FAMILY_OF) == set(c)                       # every method in a family
+    # the pairs issue 35 found near-identical before
+    for x, y in (("hard", "deepfool"), ("random_balanced", "acs_craig"), ("easycore_balanced", "deepfool_far"),
+                 ("el2n", "acs_gradmatch"), ("grand", "moderate")):
+        assert plots.delta_e(*plots._lab([c[x], c[y]])) >= plots.MIN_DELTA_E, (x, y)
+
+
+def test_overlap_heatmap_keeps_every_label_whole():
+    names = ["default", "window first:3", "window last:3", "norm L1", "norm Linf", "squared L2", "balanced"]
+    many = list(registry("methods").names(kind="static"))
+    for idx in (names, many):
+        j = pd.DataFrame(np.random.default_rng(0).uniform(0, 1, (len(idx), len(idx))), index=idx, columns=idx)
+        fig = plots.overlap_figure(j, "Jaccard overlap between EasyCore variants (fraction 0.1)")
+        try:
+            assert plots.clipped_texts(fig) == []
+            ticks = {t.get_text() for t in fig.axes[0].get_xticklabels()}   # rotated: their boxes are not them
+            assert [p for p in plots.text_overlaps(fig) if not set(p) & ticks] == []
+        finally:
             plt.close(fig)
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from easycore.headline import n_keys
+from easycore.headline import NO_MDE, VERDICT_CODES, n_keys
 from easycore.notebook import image_outputs
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -99,28 +99,43 @@ def test_summary_is_the_headline_only(summary):
     assert {"n_test", "n_replicates"} <= set(s)
     cells = {k: v for k, v in s.items() if isinstance(v, dict)}
     assert cells and all(set(v) == {"diff", "verdict", "mde"} for v in cells.values())
-    assert all(v["verdict"] in (-1, 0, 1, None) for v in cells.values())
+    assert all(v["verdict"] in VERDICT_CODES for v in cells.values())
+    assert all(isinstance(x, (int, float)) for v in cells.values() for x in v.values()), "a null: dvc drops it"
     if s["n_replicates"] > 1:        # replicated: every primary cell states the difference it could detect
-        assert all(v["mde"] is not None and v["mde"] > 0 for v in cells.values())
+        assert all(v["mde"] > 0 for v in cells.values())
+    else:                            # one replicate: never decided, no MDE (codes, not nulls)
+        assert all(v["verdict"] == 2 and v["mde"] == NO_MDE for v in cells.values())
     full = summary.parent / "tables/coresets/summary_full.json"
     assert full.exists(), "the full per-cell summary moved to tables/coresets/summary_full.json"
 
 
-def test_dvc_plots_show_on_a_fresh_clone_without_runs(tmp_path):
+def _fresh_clone(tmp_path, params: Path = ROOT / "params.yaml", plots: Path | None = DEMO / "plots"):
+    """What a clone holds for the DVC views (no runs/, no cache): dvc.yaml, the params, the plot templates, the
+    committed plot CSVs, .dvc/config and .gitignore, committed in a fresh git + DVC repository."""
     dvc = Path(sys.executable).parent / "dvc"
     if not dvc.exists():
         pytest.skip("dvc is not installed (make setup)")
     work = tmp_path / "clone"
     work.mkdir()
-    for f in ("dvc.yaml", "params.yaml"):
-        shutil.copy(ROOT / f, work / f)
+    shutil.copy(ROOT / "dvc.yaml", work / "dvc.yaml")
+    shutil.copy(params, work / "params.yaml")
     shutil.copytree(ROOT / "dvc_plots", work / "dvc_plots")
-    shutil.copytree(DEMO / "plots", work / "reports/plots")         # what a clone has: no runs/, no cache
+    if plots is not None:
+        shutil.copytree(plots, work / "reports/plots")
     env = dict(os.environ, DVC_NO_ANALYTICS="1", GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@t",
                GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@t")
     for cmd in (["git", "init", "-q"], [str(dvc), "init", "-q"]):
         subprocess.run(cmd, cwd=work, env=env, check=True, capture_output=True)
-    r = subprocess.run([str(dvc), "plots", "show", "--json"], cwd=work, env=env, capture_output=True, text=True,
+    shutil.copy(ROOT / ".dvc/config", work / ".dvc/config")
+    shutil.copy(ROOT / ".gitignore", work / ".gitignore")
+    for cmd in (["git", "add", "-A"], ["git", "commit", "-q", "-m", "clone"]):
+        subprocess.run(cmd, cwd=work, env=env, check=True, capture_output=True)
+    return work, env, str(dvc)
+
+
+def test_dvc_plots_show_on_a_fresh_clone_without_runs(tmp_path):
+    work, env, dvc = _fresh_clone(tmp_path)
+    r = subprocess.run([dvc, "plots", "show", "--json"], cwd=work, env=env, capture_output=True, text=True,
                        timeout=120)
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
@@ -133,8 +148,23 @@ def test_dvc_plots_show_on_a_fresh_clone_without_runs(tmp_path):
     for needle in ('"series": "EasyCore f=', '"series": "random f=', '"comparator": "best other: ',
                    '"comparator": "random"'):
         assert needle in text, needle
-    h = subprocess.run([str(dvc), "plots", "show", "-o", "html"], cwd=work, env=env, capture_output=True, text=True,
-                       timeout=120)
+    # the documented command, as it is: the page goes to .dvc/tmp/plots (.dvc/config), nothing new for git
+    h = subprocess.run([dvc, "plots", "show"], cwd=work, env=env, capture_output=True, text=True, timeout=120)
     assert h.returncode == 0 and "failed to load" not in (h.stdout + h.stderr).lower(), h.stderr + h.stdout
-    html = (work / "html/index.html").read_text()
+    html = (work / ".dvc/tmp/plots/index.html").read_text()
     assert html.count("vega") > 3 and "EasyCore f=" in html
+    status = subprocess.run(["git", "status", "--short"], cwd=work, env=env, capture_output=True, text=True)
+    assert status.stdout == "", status.stdout
+
+
+@pytest.mark.parametrize("params", ["params.yaml", "params-study.yaml"])
+def test_dvc_dag_md_is_narrow_on_a_fresh_clone(tmp_path, params):
+    """`dvc dag` draws every matrix stage side by side (3,224 columns for the demo, 5,186 for the study);
+    `dvc dag --md` (a Mermaid flowchart: one line per stage and per edge) stays narrow."""
+    work, env, dvc = _fresh_clone(tmp_path, ROOT / params, plots=None)
+    r = subprocess.run([dvc, "dag", "--md"], cwd=work, env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    width = max(len(line.expandtabs()) for line in r.stdout.splitlines())
+    print(f"{params}: dvc dag --md is {len(r.stdout.splitlines())} lines, {width} columns")
+    assert r.stdout.startswith("```mermaid") and "report_coresets" in r.stdout
+    assert width <= 100, width

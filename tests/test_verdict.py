@@ -97,13 +97,15 @@ def test_one_replicate_is_not_replicated_and_below_chance_is_uninformative():
     ver = report.verdict(_results(P, {}), P, labels=LABELS)
     prim = ver[ver.family == "primary"]
     assert (prim.verdict == "not replicated (K=1)").all() and prim.lo.isna().all() and prim.mde.isna().all()
-    assert headline(ver, P, N)["standard_f0.1"]["verdict"] is None
+    h = headline(ver, P, N)["standard_f0.1"]
+    assert (h["verdict"], h["mde"]) == (2, -1) and isinstance(h["diff"], float)      # codes, never null
     P = _params()
     accs = {("easycore", "standard", 0.1): 0.40, ("random", "standard", 0.1): 0.05}   # random below 10 % chance
     ver = report.verdict(_results(P, accs, full=0.9), P, labels=LABELS)
     cell = ver[(ver.family == "primary") & (ver["mode"] == "standard") & (ver.fraction == 0.1)].iloc[0]
     assert cell.verdict.startswith("uninformative") and cell["diff"] > 10 and cell.chance_pct == 10.0
-    assert headline(ver, P, N)["standard_f0.1"]["verdict"] is None
+    h = headline(ver, P, N)["standard_f0.1"]
+    assert h["verdict"] == 3 and h["diff"] == round(cell["diff"], 2) and h["mde"] > 0
 
 
 def test_a_one_class_difference_is_found_by_the_pre_specified_per_class_analysis():
