@@ -68,7 +68,22 @@ def aign_scores(per_class_median: Mapping[str, float], stability: pd.DataFrame, 
 
 
 # ----------------------------------------------------------------------------- hardness_vs_vulnerability
-def hardness_vs_vulnerability(tab: pd.DataFrame) -> str:
+def _across(across: Optional[pd.DataFrame], label: str, **where) -> Optional[str]:
+    """'mean [lo, hi] over K replicates' of the row of a report.replicate_summary frame matching `where`."""
+    if across is None or len(across) == 0:
+        return None
+    m = across
+    for k, v in where.items():
+        m = m[m[k] == v]
+    if not len(m):
+        return None
+    r = m.iloc[0]
+    if int(r["K"]) < 2:
+        return None
+    return f"{label} {_f(r['mean'])} [{_f(r['lo'])}, {_f(r['hi'])}] over {int(r['K'])} replicates"
+
+
+def hardness_vs_vulnerability(tab: pd.DataFrame, across: Optional[pd.DataFrame] = None) -> str:
     """`tab`: report.hardness_vs_vulnerability (pair, samples, n, spearman, p_value), rows in its order: AIGN vs
     DeepFool distance (all), AIGN vs min flipping eps (subset; its correctly classified part), DeepFool vs flipping
     eps."""
@@ -90,6 +105,12 @@ def hardness_vs_vulnerability(tab: pd.DataFrame) -> str:
         out.append("At least one measure contradicts the premise on these images.")
     else:
         out.append("The two measures do not agree with each other about the premise.")
+    rep = [x for x in (_across(across, "AIGN vs DeepFool distance:", pair=df.pair, samples=df.samples),
+                       _across(across, "AIGN vs the smallest flipping eps:", pair=flip.pair, samples=flip.samples))
+           if x]
+    if rep:
+        out.append("Across replicates (mean Spearman, 95 % t interval, the replicate as the unit): " + "; ".join(rep)
+                   + ".")
     return HEAD + " ".join(out)
 
 
@@ -145,7 +166,8 @@ def ablations(tab: pd.DataFrame, *, fraction: float) -> str:
 
 
 # ----------------------------------------------------------------------------- transfer
-def transfer(agreement: pd.DataFrame, robust: Mapping[str, tuple[float, float, float]]) -> str:
+def transfer(agreement: pd.DataFrame, robust: Mapping[str, tuple[float, float, float]],
+             across: Optional[pd.DataFrame] = None) -> str:
     """`agreement`: rows (transfer proxy, fraction, spearman_AIGN_main_vs_transfer, jaccard_easycore_main_vs_transfer);
     `robust`: {run label: (mean, lo, hi) robust accuracy in %} with the keys 'main' (EasyCore scored by the main
     proxy) and one per transfer proxy name."""
@@ -167,6 +189,13 @@ def transfer(agreement: pd.DataFrame, robust: Mapping[str, tuple[float, float, f
                        "proxy: " + ("the intervals do not overlap, so the transferred scores train a "
                                     f"{'more' if a > b else 'less'} robust model here." if apart else
                                     "the intervals overlap, and this unpaired view cannot separate them."))
+        rep = [x for x in (_across(across, "Spearman", **{"transfer proxy": proxy, "fraction": f,
+                                                           "measure": "spearman_AIGN_main_vs_transfer"}),
+                           _across(across, f"Jaccard at {f:g}", **{"transfer proxy": proxy, "fraction": f,
+                                                                   "measure": "jaccard_easycore_main_vs_transfer"}))
+               if x]
+        if rep:
+            out.append(f"Across replicates (95 % t interval, the replicate as the unit): {'; '.join(rep)}.")
     return HEAD + " ".join(out)
 
 

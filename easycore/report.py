@@ -1176,6 +1176,26 @@ def hardness_vs_vulnerability(aign: np.ndarray, deepfool: np.ndarray, sub: np.nd
     return pd.DataFrame(rows)
 
 
+def replicate_summary(per_rep: pd.DataFrame, by: Sequence[str], value: str, *, level: float = 0.95) -> pd.DataFrame:
+    """Mean over replicates of `value` per group `by`, with the t interval whose unit is the replicate (K - 1 df;
+    nan with one replicate): columns by..., K, mean, lo, hi, values (each replicate's, in order)."""
+    from scipy import stats as st
+
+    rows = []
+    for key, g in per_rep.groupby(list(by), sort=False):
+        v = g[value].astype(float).to_numpy()
+        k = len(v)
+        m = float(v.mean()) if k else math.nan
+        if k > 1:
+            h = float(st.t.ppf(0.5 + level / 2, k - 1) * v.std(ddof=1) / math.sqrt(k))
+            lo, hi = m - h, m + h
+        else:
+            lo = hi = math.nan
+        rows.append(dict(zip(by, key if isinstance(key, tuple) else (key,)), K=k, mean=m, lo=lo, hi=hi,
+                         values=", ".join(f"{x:.3f}" for x in v)))
+    return pd.DataFrame(rows)
+
+
 def claim_reading(rho: float) -> str:
     """How a correlation reads against the claim that easy (low-AIGN) samples are the less vulnerable ones."""
     if rho < -0.1:

@@ -48,6 +48,40 @@ agree = pd.DataFrame(rows, columns=["transfer proxy", "fraction", "spearman_AIGN
 display(agree if len(agree) else Markdown("No transfer proxy in this profile (`proxy.transfer_models` is empty): "
                                           "the tables below hold the main proxy's runs only."))
 
+# %% [markdown]
+# ## Across replicates
+# The agreement for every replicate that trained both proxies (a transfer proxy runs the secondary replicates), with
+# the t interval over the replicates (the replicate is the unit), against the overlap two random coresets expect.
+
+# %%
+per_rep = []
+for name in P.proxy.transfer_models:
+    for s in runs.proxy_seeds(P, name):
+        pm, pt = runs.proxy_dir("main", s) / "dynamics.npz", runs.proxy_dir(name, s) / "dynamics.npz"
+        if not (pm.exists() and pt.exists()):
+            continue
+        am, at = load_arrays(pm)[0], load_arrays(pt)[0]
+        x_m, x_t = coresets.aign(am, **kw), coresets.aign(at, **kw)
+        for f in c.fractions:
+            per_rep.append({"transfer proxy": name, "fraction": f, "replicate": s,
+                            "spearman_AIGN_main_vs_transfer": spearman(x_m, x_t),
+                            "jaccard_easycore_main_vs_transfer": report.jaccard(
+                                coresets.select("easycore", am, am["labels"], f, balanced=c.balanced, seed=c.seed + s, **kw),
+                                coresets.select("easycore", at, at["labels"], f, balanced=c.balanced, seed=c.seed + s, **kw)),
+                            "jaccard_random_expected": conclude.random_jaccard(f)})
+per_rep = pd.DataFrame(per_rep)
+if len(per_rep):
+    across = pd.concat([report.replicate_summary(per_rep, ["transfer proxy", "fraction"], v).assign(measure=v)
+                        for v in ("spearman_AIGN_main_vs_transfer", "jaccard_easycore_main_vs_transfer")],
+                       ignore_index=True)
+    report.save_table(per_rep.set_index(["transfer proxy", "fraction", "replicate"]).round(4), "transfer_replicates",
+                      out_dir=TAB, caption="*AIGN agreement between the main and each transfer proxy, per replicate.*")
+    report.save_table(across.set_index(["transfer proxy", "fraction", "measure"]).round(4), "transfer_across_replicates",
+                      out_dir=TAB, caption="*Mean over the replicates with its 95 % t interval (replicate as the unit).*")
+    display(across.round(3))
+else:
+    across = pd.DataFrame()
+
 # %%
 results = report.load_results(P)
 keys = ["clean", "robust"]
@@ -85,4 +119,4 @@ display(Markdown(report.to_markdown(table, cap)))
 # ## Conclusion (generated from the numbers above: `easycore/conclude.py`)
 
 # %%
-display(Markdown(conclude.transfer(agree, robust)))
+display(Markdown(conclude.transfer(agree, robust, across)))

@@ -149,3 +149,32 @@ def test_coresets_conclusion_of_the_committed_study():
     assert f"Of the {len(prim)} pre-registered primary cells" in text
     for r in prim.itertuples():
         assert f"{r.mode}, fraction {r.fraction:g}, {r.eps_255:g}/255: {r.diff:+.1f} points" in text
+
+
+def test_the_replicate_intervals_enter_the_hardness_and_transfer_conclusions():
+    """report.replicate_summary's t interval over replicates appears in the sentences and follows the numbers."""
+    import pandas as pd
+
+    from easycore import conclude, report
+
+    tab = pd.DataFrame([{"pair": "AIGN vs DeepFool distance", "samples": "all training samples", "n": 50000,
+                         "spearman": -0.6, "p_value": 0.0},
+                        {"pair": "AIGN vs min flipping eps (PGD)", "samples": "random subset", "n": 500,
+                         "spearman": -0.4, "p_value": 1e-9}])
+    per = pd.concat([tab.assign(replicate=s, spearman=tab.spearman + 0.01 * s) for s in range(3)])
+    across = report.replicate_summary(per, ["pair", "samples"], "spearman")
+    assert across.K.tolist() == [3, 3] and across.lo[0] < across["mean"][0] < across.hi[0]
+    text = conclude.hardness_vs_vulnerability(tab, across)
+    assert "-0.59 [" in text and "over 3 replicates" in text
+    per2 = per.assign(spearman=per.spearman - 0.2)
+    assert "-0.79 [" in conclude.hardness_vs_vulnerability(tab, report.replicate_summary(per2, ["pair", "samples"],
+                                                                                          "spearman"))
+    agree = pd.DataFrame([{"transfer proxy": "resnet_tiny", "fraction": 0.1, "spearman_AIGN_main_vs_transfer": 0.8,
+                           "jaccard_easycore_main_vs_transfer": 0.5}])
+    reps = pd.DataFrame([{"transfer proxy": "resnet_tiny", "fraction": 0.1, "replicate": s,
+                          "spearman_AIGN_main_vs_transfer": 0.8 + 0.01 * s,
+                          "jaccard_easycore_main_vs_transfer": 0.5 - 0.01 * s} for s in range(3)])
+    acr = pd.concat([report.replicate_summary(reps, ["transfer proxy", "fraction"], v).assign(measure=v)
+                     for v in ("spearman_AIGN_main_vs_transfer", "jaccard_easycore_main_vs_transfer")])
+    t = conclude.transfer(agree, {}, acr)
+    assert "Spearman 0.81 [" in t and "Jaccard at 0.1 0.49 [" in t
