@@ -98,3 +98,21 @@ def test_license_and_citation():
     assert cff["type"] == "software" and cff["title"].startswith("easycore")      # this software's own entry
     version = re.search(r'^version = "([^"]+)"', (ROOT / "pyproject.toml").read_text(), flags=re.M).group(1)
     assert str(cff["version"]) == version
+
+
+def test_statistics_worked_example_recomputes():
+    """docs/statistics.md's worked example: every number it prints comes out of easycore.inference on its matrix."""
+    import numpy as np
+
+    from easycore import inference
+
+    text = (ROOT / "docs/statistics.md").read_text()
+    d = np.array([[1, 0, 0, 1, 0, 1, 0, 0], [0, 0, -1, 1, 0, 1, 1, 0], [1, 1, 0, 1, 0, 1, 0, -1]])
+    rows = "\n".join(f"replicate {k}:  " + "  ".join(f"{v:d}" if v < 0 else f" {v:d}" for v in r).lstrip()
+                     for k, r in enumerate(d))
+    for k, r in enumerate(d):
+        assert f"replicate {k}:" in text and f"mean {r.mean():.3f}" in text, rows
+    c, f = inference.crossed(d), inference.fixed_set(d)
+    assert f"**{100 * c.diff:+.1f} points**" in text
+    assert f"**[{100 * f.lo:+.1f}, {100 * f.hi:+.1f}]** points, p = {f.p:.3f}" in text
+    assert f"**[{100 * c.lo:+.1f}, {100 * c.hi:+.1f}]**" in text and f"(p = {c.p:.2f}, about {c.df:.0f} degrees" in text
