@@ -1032,7 +1032,7 @@ def scale_caption(params: Params, info: Optional[dict] = None, *, what: str = ""
             f"{params.proxy.epochs} epochs; {len(t.seeds)} whole-pipeline replicate"
             f"{'s' if len(t.seeds) > 1 else ''} (seeds {t.seeds}; secondary groups: {t.secondary_seeds()}); "
             f"hardware: {hardware()}. Intervals: 95 %, the replicate as the unit (crossed test images x replicates, "
-            f"t with Satterthwaite df; over test images alone where a cell has one replicate); bold only where the "
+            f"t with Satterthwaite df >= K - 1; over test images alone where a cell has one replicate); bold only where the "
             f"paired interval against the runner-up excludes 0.*")
 
 
