@@ -1025,10 +1025,18 @@ def scale_caption(params: Params, info: Optional[dict] = None, *, what: str = ""
     sub = "full training set" if d.n_per_class is None else f"{d.n_per_class}/class"
     strong = f" + {', '.join(e.strong)} on survivors" if e.strong else ""
     aa = ""
-    return (f"*{what}Scale: {d.dataset} {sub} ({n_tr} train samples), {min(e.n_test, n_te or e.n_test)} test images "
-            f"attacked; model {t.model}, {t.epochs} epochs (batch {t.batch_size}); TRADES beta {t.attack.beta}, "
+    n_att = f"{min(e.n_test, n_te or e.n_test)} test images attacked"
+    if e.primary_n_test and e.primary_n_test != e.n_test:
+        n_att = (f"{min(e.primary_n_test, n_te or e.primary_n_test)} test images attacked for the primary family, "
+                 f"{min(e.n_test, n_te or e.n_test)} for the other groups")
+    eps = (", ".join(f"{m} {e.for_mode(m).eps * 255:g}/255" for m in t.modes) if e.mode_eps else
+           f"{e.eps * 255:.0f}/255")
+    full = (f"; full-data reference {t.full_epochs} epochs, {len(t.full_data_seeds())} replicates"
+            if t.full_epochs or t.full_seeds else "")
+    return (f"*{what}Scale: {d.dataset} {sub} ({n_tr} train samples), {n_att}; model {t.model}, {t.epochs} epochs "
+            f"(batch {t.batch_size}){full}; TRADES beta {t.attack.beta}, "
             f"{t.attack.steps} steps; robust = per-image worst case over {', '.join(e.attacks)} at Linf eps "
-            f"{e.eps * 255:.0f}/255 (PGD-{e.pgd_steps}){strong}{aa}; proxy {params.proxy.model} "
+            f"{eps} (PGD-{e.pgd_steps}){strong}{aa}; proxy {params.proxy.model} "
             f"{params.proxy.epochs} epochs; {len(t.seeds)} whole-pipeline replicate"
             f"{'s' if len(t.seeds) > 1 else ''} (seeds {t.seeds}; secondary groups: {t.secondary_seeds()}); "
             f"hardware: {hardware()}. Intervals: 95 %, the replicate as the unit (crossed test images x replicates, "
