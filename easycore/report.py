@@ -751,6 +751,70 @@ def per_class_table(results: Sequence[RunResult], params: Params, ver: pd.DataFr
     return pd.DataFrame(rows)
 
 
+REGIME = {"full": {"standard": 65.0, "trades": 50.0}, "comparator": {"standard": 45.0, "trades": 35.0},
+          "class_floor": 15.0}
+"""Issue 31's regime conditions (clean accuracy, %): the full-data models, the primary comparator's models at the
+primary fractions (means over replicates), and no class of a comparator model below class_floor."""
+
+
+def regime_table(results: Sequence[RunResult], params: Params, labels,
+                 classes: Optional[Sequence[str]] = None) -> pd.DataFrame:
+    """Every model of the primary family and of the full-data reference, one row per model: clean and robust
+    accuracy (%, at the mode's primary eps) on its evaluated images and its weakest class (clean %), so a reader sees
+    where each model stands before reading a difference."""
+    from .evaluate import eps_name
+
+    pc = params.report.primary
+    lab = np.asarray(labels) if labels is not None else None
+    rows = []
+    for r in results:
+        run = r.run
+        primary = params.is_primary_group(run.scores, run.method, run.fraction)
+        if not r.ok or not (primary or run.method == runs.FULL):
+            continue
+        key = eps_name(primary_eps(results, params, run.mode)[0]) if run.mode in params.train.modes else "robust"
+        clean = r.outcomes["clean"]
+        row = {"mode": run.mode, "fraction": run.fraction, "method": run.method, "replicate": run.seed,
+               "n": len(clean), "clean %": 100 * float(clean.mean()),
+               "robust %": 100 * float(r.outcomes[key].mean()) if key in r.outcomes else math.nan}
+        if lab is not None:
+            ll = labels_of(lab, len(clean))
+            per = [100 * float(clean[ll == c].mean()) for c in range(int(ll.max()) + 1) if (ll == c).any()]
+            worst = int(np.argmin(per))
+            row |= {"weakest class": classes[worst] if classes else worst, "weakest class clean %": per[worst]}
+        rows.append(row)
+    return pd.DataFrame(rows).sort_values(["mode", "fraction", "method", "replicate"]).reset_index(drop=True) \
+        if rows else pd.DataFrame()
+
+
+def regime_checks(table: pd.DataFrame, params: Params) -> pd.DataFrame:
+    """Issue 31's conditions against `regime_table`: full-data mean clean >= REGIME['full'][mode], the comparator's
+    mean clean at each primary fraction >= REGIME['comparator'][mode], and none of its models with a class below
+    REGIME['class_floor']; one row per condition with the measured value and whether it holds."""
+    pc = params.report.primary
+    out = []
+    for mode in params.train.modes:
+        f = table[(table["mode"] == mode) & (table.method == runs.FULL)]
+        if len(f) and mode in REGIME["full"]:
+            v = float(f["clean %"].mean())
+            out.append({"mode": mode, "condition": f"full data mean clean >= {REGIME['full'][mode]:g} %",
+                        "measured": round(v, 1), "holds": v >= REGIME["full"][mode]})
+        for fr in params.primary_fractions():
+            c = table[(table["mode"] == mode) & (table.method == pc.comparator) & (table.fraction == fr)]
+            if not len(c) or mode not in REGIME["comparator"]:
+                continue
+            v = float(c["clean %"].mean())
+            out.append({"mode": mode, "condition": f"{pc.comparator} at {fr:g}: mean clean >= "
+                        f"{REGIME['comparator'][mode]:g} %", "measured": round(v, 1),
+                        "holds": v >= REGIME["comparator"][mode]})
+            if "weakest class clean %" in c:
+                w = float(c["weakest class clean %"].min())
+                out.append({"mode": mode, "condition": f"{pc.comparator} at {fr:g}: no class below "
+                            f"{REGIME['class_floor']:g} % clean (any replicate)", "measured": round(w, 1),
+                            "holds": w >= REGIME["class_floor"]})
+    return pd.DataFrame(out)
+
+
 def per_class_analysis(results: Sequence[RunResult], params: Params, ver: pd.DataFrame, labels,
                        classes: Optional[Sequence[str]] = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The pre-specified per-class analysis of every primary cell (easycore/inference.py), two frames:

@@ -199,3 +199,19 @@ def test_best_other_is_hsu_over_the_common_replicates():
     assert best.ci_kind == "simultaneous over m = 3 (Bonferroni, Hsu)"   # random, hard, el2n
     prim = ver[ver.family == "primary"].iloc[0]
     assert prim.k == 6 and not math.isnan(prim.p_holm)
+
+
+def test_regime_table_and_checks():
+    """Every primary and full-data model gets a row with its weakest class; the conditions read the means and the
+    weakest class of any comparator model."""
+    P = _params()
+    res = _results(P, {("random", "standard", 0.1): 0.3}, full=0.6)
+    reg = report.regime_table(res, P, LABELS)
+    assert set(reg.method) == {"easycore", "random", "full"} and (reg.n == N).all()
+    assert {"weakest class", "weakest class clean %"} <= set(reg)
+    checks = report.regime_checks(reg, P).set_index(["mode", "condition"])
+    full = checks.loc[("standard", "full data mean clean >= 65 %")]
+    assert full.measured == round(reg[(reg.method == "full") & (reg["mode"] == "standard")]["clean %"].mean(), 1)
+    assert bool(full.holds) == (full.measured >= 65)
+    rows = [c for c in checks.index if c[0] == "trades" and "no class below" in c[1]]
+    assert len(rows) == 2                                       # fractions 0.1 and 0.3 of the primary family
