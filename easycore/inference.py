@@ -336,3 +336,108 @@ def leave_one_class_out(d, labels, *, level: float = 0.95) -> list[Diff]:
     c = int(labels.max()) + 1
     sim = 1 - (1 - level) / c
     return [crossed(d[:, labels != j], level=sim) for j in range(c)]
+
+
+# ----------------------------------------------------------------------------- one replicate: over images alone
+# A cell with K = 1 replicate has no replicate variance to estimate: its accuracy interval is over the test images
+# alone, conditional on that one run (a percentile bootstrap over images; with S > 1 rows the two-level bootstrap
+# of images and rows, kept for the tables' K >= 2 fallback in earlier releases). Exact integer replicate sums,
+# deterministic for a seed (numpy.random.SeedSequence), images with identical columns pooled (the same
+# distribution, far cheaper). Efron & Tibshirani (1993) ch. 13; Owen, "The pigeonhole bootstrap" (2007).
+CHUNK_ELEMENTS = 4_000_000   # bound on one [chunk, distinct columns] image-weight block (8 bytes each: 32 MiB)
+
+
+@dataclass(frozen=True)
+class CellStat:
+    """Accuracy of one method in one cell: mean over all seeds and images, population std (ddof=0) of the
+    per-seed accuracies, [lo, hi] the two-level bootstrap percentile interval of the accuracy."""
+    mean: float
+    std_seeds: float
+    lo: float
+    hi: float
+    n_seeds: int
+    n_test: int
+
+
+def _outcomes(x, name: str) -> np.ndarray:
+    """`x` as an int8 [S, n] 0/1 matrix; ValueError unless it is 2-D, non-empty and holds only 0/1 (or bools)."""
+    arr = np.asarray(x)
+    if arr.ndim != 2:
+        raise ValueError(f"{name}: outcomes must be a 2-D [seeds, test images] matrix, got shape {arr.shape}")
+    if arr.size == 0:
+        raise ValueError(f"{name}: outcomes are empty (shape {arr.shape}); need at least one seed and one image")
+    if arr.dtype != np.bool_:
+        if not (np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)) \
+                or not np.isin(arr, (0, 1)).all():
+            raise ValueError(f"{name}: outcomes must be bool (or 0/1), got dtype {arr.dtype} with other values")
+    return arr.astype(np.int8)
+
+
+def _alpha(level: float) -> float:
+    if not 0.0 < level < 1.0:
+        raise ValueError(f"level must be in (0, 1), got {level}")
+    return round(1.0 - level, 12)
+
+
+def _check_n_boot(n_boot: int) -> int:
+    if int(n_boot) != n_boot or n_boot < 1:
+        raise ValueError(f"n_boot must be a positive integer, got {n_boot}")
+    return int(n_boot)
+
+
+def _replicate_sums(d: np.ndarray, n_boot: int, seed: int) -> np.ndarray:
+    """d: int8 [S, n] (0/1 outcomes or -1/0/1 differences). Returns float64 [n_boot]: replicate b is
+    sum_s sum_i V[b, s] W[b, i] d[s, i] (an exact integer) with W ~ Multinomial(n, 1/n) over images and
+    V ~ Multinomial(S, 1/S) over seeds (V = 1 when S = 1).
+
+    Images with identical columns d[:, i] are pooled: the statistic depends on W only through the pooled
+    counts, and pooling a uniform multinomial gives exactly Multinomial(n, counts / n) over the G distinct
+    columns (G <= min(n, 3^S)), so the draw is over G categories instead of n; same distribution, far cheaper.
+    Chunked over replicates to bound memory; the draws do not depend on the chunk size."""
+    s, n = d.shape
+    cols, counts = np.unique(d, axis=1, return_counts=True)            # [S, G], [G]
+    g = counts.size
+    img_ss, seed_ss = np.random.SeedSequence(seed).spawn(2)
+    rng_img, rng_seed = np.random.default_rng(img_ss), np.random.default_rng(seed_ss)
+    chunk = max(1, min(n_boot, CHUNK_ELEMENTS // g))
+    p_img, p_seed = counts / n, np.full(s, 1.0 / s)
+    colsf = cols.astype(np.float64).T                                    # [G, S]
+    out = np.empty(n_boot)
+    for start in range(0, n_boot, chunk):
+        m = min(chunk, n_boot - start)
+        w = rng_img.multinomial(n, p_img, size=m).astype(np.float64)   # [m, G] image counts per column
+        per_seed = w @ colsf                                             # [m, S] resampled-image sums
+        if s > 1:
+            v = rng_seed.multinomial(s, p_seed, size=m).astype(np.float64)  # [m, S] seed counts
+            out[start:start + m] = np.einsum("ms,ms->m", per_seed, v)
+        else:
+            out[start:start + m] = per_seed.sum(axis=1)
+    return out
+
+
+def _percentile_interval(sums: np.ndarray, alpha: float) -> tuple[float, float, float]:
+    """(lo, hi, p) for replicate numerators `sums` [B] (see the module conventions); lo/hi still unscaled."""
+    b = sums.size
+    k = max(1, math.ceil(alpha * b / 2))
+    while k > 1 and 2 * (k - 1) / b >= alpha:
+        k -= 1
+    while 2 * k / b < alpha:
+        k += 1
+    t = np.sort(sums)
+    lo, hi = t[k - 1], t[b - k]
+    c = min(int((sums <= 0).sum()), int((sums >= 0).sum()))
+    return float(lo), float(hi), min(1.0, 2 * c / b)
+
+
+def cell_stat(correct, *, level: float = 0.95, n_boot: int = 4000, seed: int = 0) -> CellStat:
+    """Mean accuracy of a bool [S, n] outcome matrix, std (ddof=0) of its S per-seed accuracies, and the
+    two-level bootstrap percentile interval at `level` (images and seeds resampled jointly; images only when
+    S = 1; see the module conventions)."""
+    x = _outcomes(correct, "correct")
+    alpha, n_boot = _alpha(level), _check_n_boot(n_boot)
+    s, n = x.shape
+    sums = _replicate_sums(x, n_boot, seed)
+    lo, hi, _ = _percentile_interval(sums, alpha)
+    per_seed = x.mean(axis=1)
+    return CellStat(mean=float(x.mean()), std_seeds=float(per_seed.std(ddof=0)), lo=lo / (s * n),
+                    hi=hi / (s * n), n_seeds=s, n_test=n)

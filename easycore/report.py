@@ -5,7 +5,7 @@ the robustness curves, the top-level DVC metric, and save tables / figures atomi
 Every declared run appears in the tables: a run whose metrics are missing or unreadable is shown as `missing (<why>)`,
 never dropped silently. Statistics come from `easycore.inference` (the replicate as the unit: paired differences over
 crossed test images x replicates, t intervals; Holm over the pre-registered primary family) and, for a cell with one
-replicate, `easycore.stats` (the interval over test images alone).
+replicate, `easycore.inference.cell_stat` (the interval over test images alone).
 """
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from typing import Iterable, Mapping, Optional, Sequence
 import numpy as np
 import pandas as pd
 
-from . import runs, stats
+from . import inference, runs
 from .config import Params, fraction_name
 from .store import ArtifactError, atomic_path, load_arrays, read_json, save_arrays
 
@@ -341,16 +341,16 @@ def cell_frame(results: Sequence[RunResult], params: Params, mode: str, keys: Se
     return pd.DataFrame(rows)
 
 
-def accuracy_stat(m: np.ndarray, *, n_boot: int = 4000) -> stats.CellStat:
+def accuracy_stat(m: np.ndarray, *, n_boot: int = 4000) -> "inference.CellStat":
     """Mean accuracy of a [K, n] outcome matrix with its 95 % interval: the replicate as the unit (crossed images x
     replicates, inference.crossed; clipped to [0, 1]) when K >= 2; with one replicate the interval over test images alone
-    (stats.cell_stat), conditional on that one run."""
+    (inference.cell_stat), conditional on that one run."""
     from . import inference
 
     if m.shape[0] < 2:
-        return stats.cell_stat(m, n_boot=n_boot)
+        return inference.cell_stat(m, n_boot=n_boot)
     d = inference.crossed(m.astype(np.float64))
-    return stats.CellStat(mean=d.diff, lo=max(0.0, d.lo), hi=min(1.0, d.hi), std_seeds=float(m.mean(1).std()),
+    return inference.CellStat(mean=d.diff, lo=max(0.0, d.lo), hi=min(1.0, d.hi), std_seeds=float(m.mean(1).std()),
                           n_seeds=m.shape[0], n_test=m.shape[1])
 
 

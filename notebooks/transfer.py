@@ -17,7 +17,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 from IPython.display import Markdown, display
 
-from easycore import conclude, coresets, report, runs
+from easycore import conclude, coresets, inference, report, runs
 from easycore.aign import spearman
 from easycore.config import load_params
 from easycore.store import load_arrays, read_json
@@ -101,7 +101,7 @@ for scores, method, f in sorted({(r.run.scores, r.run.method, r.run.fraction) fo
         if m is None:
             row[key] = "missing"
             continue
-        s = report.stats.cell_stat(m, n_boot=n_boot)
+        s = inference.cell_stat(m, n_boot=n_boot)
         row[key] = f"{100 * s.mean:.1f} [{100 * s.lo:.1f}, {100 * s.hi:.1f}]"
         if key == "robust" and method == "easycore" and f == (agree.fraction.iloc[0] if len(agree) else f):
             robust[scores] = (100 * s.mean, 100 * s.lo, 100 * s.hi)
