@@ -915,6 +915,20 @@ def verdict_markdown(v: pd.DataFrame, family: Optional[str] = None) -> pd.DataFr
     return pd.DataFrame(rows)
 
 
+def verdict_headline(v: pd.DataFrame) -> pd.DataFrame:
+    """The primary family in the fewest columns a reader needs (the README's table): the cell, K x n, both methods'
+    robust (clean) accuracy, the deciding interval, the fixed-test-set interval, the MDE and the word."""
+    md = verdict_markdown(v, "primary")
+    if md.empty:
+        return md
+    out = md[["mode", "fraction", "eps", "K x n", "method % (clean)", "comparator % (clean)", "diff [CI] (points)",
+              "these images [CI]", "MDE", "verdict"]].copy()
+    prim = v[v.family == "primary"].iloc[0]
+    return out.rename(columns={"method % (clean)": f"{_label(prim['method'])} % (clean)",
+                               "comparator % (clean)": f"{_label(prim['comparator'])} % (clean)",
+                               "diff [CI] (points)": "difference [CI] (points)"})
+
+
 def attacked_labels(params: Params, prepared: Path = Path("data/prepared")) -> Optional[np.ndarray]:
     """Labels of the attacked test images of the largest evaluation (the prepared test set at
     evaluate.test_positions for max(eval.n_test, eval.primary_n_test)), None when the prepared set is absent."""
