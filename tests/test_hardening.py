@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import dataclasses
 import hashlib
 import json
 import logging
@@ -30,7 +31,7 @@ import yaml
 from _reliability import error_lines, run_cli, sub_env
 from easycore import cli, pipeline, report, runs
 from easycore import train as train_mod
-from easycore.config import params_from_dict
+from easycore.config import load_params, params_from_dict
 from easycore.models import build_model
 from easycore.store import save_arrays, write_json
 
@@ -779,8 +780,9 @@ def test_report_outputs_are_all_or_nothing(tmp_path):
 # ----------------------------------------------------------------------------- issue 25 item 1: `dvc repro -s`
 def test_dvc_repro_single_stage_runs_no_params_value(repo, tmp_path):
     """`dvc repro -s` skips `check`: after a passing check, a transfer model named 'x;touch PWNED;echo' reaches
-    the proxy_transfer stage, whose command must not hand it to the shell: the stage fails with easycore's one
-    line and no PWNED appears (also for `-f -s 'proxy_transfer@x;touch PWNED;echo'`)."""
+    the proxy_transfer stage's command (which must not hand it to the shell): the stage fails with easycore's one
+    line and no PWNED appears; `-f -s 'proxy_transfer@x;touch PWNED;echo'` names no stage (dvc.yaml's matrices
+    expand matrix.yaml, which check wrote from the valid params), so nothing runs."""
     import dataclasses
     import shutil
 
@@ -805,15 +807,17 @@ def test_dvc_repro_single_stage_runs_no_params_value(repo, tmp_path):
     evil = "x;touch PWNED;echo"
     full["proxy"]["transfer_models"] = [evil]
     (work / "params.yaml").write_text(yaml.safe_dump(full))
-    for argv in (["repro", "-s", "proxy_transfer"], ["repro", "-f", "-s", f"proxy_transfer@{evil}"]):
-        r = run(str(dvc), *argv)
-        out = r.stdout + r.stderr
-        assert r.returncode != 0, out[-3000:]
-        assert not list(work.rglob("PWNED")) and not (tmp_path / "PWNED").exists(), "the shell ran a params value"
-        assert "> easycore proxy -q --dvc\n" in out, out[-3000:]                  # the command line DVC ran
-        errors = [ln for ln in out.splitlines() if ln.startswith("easycore proxy: error: ")]
-        assert len(errors) == 1 and evil in errors[0] and "is not allowed" in errors[0], out[-3000:]
-        assert not (work / "runs/proxy").exists()
+    r = run(str(dvc), "repro", "-s", "proxy_transfer")       # proxy_transfer@cnn_tiny (matrix.yaml's list)
+    out = r.stdout + r.stderr
+    assert r.returncode != 0, out[-3000:]
+    assert not list(work.rglob("PWNED")) and not (tmp_path / "PWNED").exists(), "the shell ran a params value"
+    assert "> easycore proxy -q --dvc\n" in out, out[-3000:]                  # the command line DVC ran
+    errors = [ln for ln in out.splitlines() if ln.startswith("easycore proxy: error: ")]
+    assert len(errors) == 1 and evil in errors[0] and "is not allowed" in errors[0], out[-3000:]
+    assert not (work / "runs/proxy").exists()
+    r = run(str(dvc), "repro", "-f", "-s", f"proxy_transfer@{evil}")  # not a stage: the matrix is matrix.yaml's
+    assert r.returncode != 0 and "> easycore" not in r.stdout + r.stderr, (r.stdout + r.stderr)[-3000:]
+    assert not list(work.rglob("PWNED")) and not (tmp_path / "PWNED").exists()
 
 
 @pytest.mark.parametrize("cmd,stage,needle", [
@@ -835,6 +839,135 @@ def test_dvc_stage_names_only_declared_runs(repo, monkeypatch, capsys, cmd, stag
     out = capsys.readouterr()
     assert out.out == "" and len(error_lines(out.err)) == 1 and needle in out.err, out.err
     assert not (repo / "runs").exists()
+
+
+# ----------------------------------------------------------------------------- issue 34 item 1: output paths
+def _dvc_work(tmp_path: Path, params: dict, *, code: bool = False) -> tuple[Path, Callable]:
+    """A DVC repository (no git) at tmp_path/outer/w with the repo's dvc.yaml, `params` (a full params dict) as
+    params.yaml and its matrix.yaml (what `easycore check` writes); code: also a copy of easycore/ (the check
+    stage's dependency). Returns (work, run) where run(*argv) runs a command there."""
+    import shutil
+
+    from conftest import REPO
+
+    dvc = Path(sys.executable).with_name("dvc")
+    if not dvc.exists():
+        pytest.skip("dvc is not installed beside this Python")
+    work = tmp_path / "outer" / "w"
+    work.mkdir(parents=True)
+    shutil.copy(REPO / "dvc.yaml", work / "dvc.yaml")
+    if code:
+        shutil.copytree(REPO / "easycore", work / "easycore", ignore=shutil.ignore_patterns("__pycache__"))
+    (work / "params.yaml").write_text(yaml.safe_dump(params))
+    runs.write_matrix(params_from_dict(params), work / "matrix.yaml")
+    env = sub_env(PATH=f"{dvc.parent}{os.pathsep}{os.environ.get('PATH', '')}", DVC_NO_ANALYTICS="1")
+
+    def run(*argv):
+        argv = [str(dvc), *argv[1:]] if argv[0] == "dvc" else list(argv)
+        return subprocess.run(argv, cwd=work, env=env, capture_output=True, text=True, timeout=600)
+
+    assert run("dvc", "init", "--no-scm", "-q").returncode == 0
+    return work, run
+
+
+# (family, params section and key holding the names, the stage DVC would expand for name v, its output path)
+OUT_PATHS = [
+    ("proxy_transfer", "proxy", "transfer_models", "proxy_transfer@{v}", "runs/proxy/{v}"),
+    ("select_transfer", "proxy", "transfer_models", "select_transfer@{v}", "runs/coresets/{v}"),
+    ("train", "coreset", "methods", "train@main-{v}-0.5-standard", "runs/train/main/{v}-0.5-standard"),
+    ("train_survey", "coreset", "survey_methods", "train_survey@main-{v}-0.25-standard",
+     "runs/train/main/{v}-0.25-standard"),
+    ("train_transfer", "proxy", "transfer_models", "train_transfer@{v}-easycore-0.5-standard",
+     "runs/train/{v}/easycore-0.5-standard"),
+    ("train_full", "train", "modes", "train_full@none-full-1.0-{v}", "runs/train/none/full-1.0-{v}"),
+    ("train_adaptive", "coreset", "adaptive", "train_adaptive@none-{v}-0.5-trades", "runs/train/none/{v}-0.5-trades"),
+    ("evaluate", "coreset", "methods", "evaluate@main-{v}-0.5-standard", "runs/eval/main/{v}-0.5-standard"),
+    ("evaluate_transfer", "proxy", "transfer_models", "evaluate_transfer@{v}-easycore-0.5-standard",
+     "runs/eval/{v}/easycore-0.5-standard"),
+    ("evaluate_full", "train", "modes", "evaluate_full@none-full-1.0-{v}", "runs/eval/none/full-1.0-{v}"),
+]
+
+
+def _escape(template: str) -> str:
+    """A name that makes `template`'s path (relative to the repository) name a folder beside the repository."""
+    parts = template.split("/")
+    i = next(k for k, part in enumerate(parts) if "{v}" in part)
+    return "x/" + "../" * (i + 2) + "victim"
+
+
+def test_dvc_removes_no_folder_a_params_name_points_at(tmp_path):
+    """Issue 34 item 1: DVC removes a stage's outputs before its command runs, and dvc.yaml builds them from the
+    matrix names. A name such as '../../../victim' in params.yaml (with `dvc repro -s`, which skips check) made DVC
+    delete a folder outside the repository. The matrices now expand matrix.yaml (written by check from valid
+    params): for every family, `dvc repro -s` / `-f -s` of the stage the bad name would give finds no such stage,
+    and the folder it would have removed survives; a whole `dvc repro` stops at check. report.dir's outputs are
+    persist (DVC never removes them): its folder survives too."""
+    full = dataclasses.asdict(params_from_dict(TINY))
+    full["proxy"]["transfer_models"] = ["cnn_tiny"]
+    full["coreset"]["transfer_methods"] = ["easycore"]
+    full["coreset"]["adaptive_fractions"] = [0.5]
+    work, run = _dvc_work(tmp_path, full, code=True)
+    r = run("dvc", "stage", "list", "--name-only")
+    names = set(r.stdout.split())
+    assert {"proxy_transfer@cnn_tiny", "train@main-easycore-0.5-standard"} <= names, r.stderr
+    for family, section, key, stage, out in OUT_PATHS:
+        evil = _escape(out)
+        victim = Path(os.path.normpath(work / out.format(v=evil)))
+        assert not victim.is_relative_to(work), victim
+        victim.mkdir(parents=True, exist_ok=True)
+        (victim / "keep.txt").write_text(family)
+        bad = yaml.safe_load(yaml.safe_dump(full))
+        bad[section][key] = bad[section][key] + [evil]
+        if family == "train_survey":
+            bad["coreset"]["survey_fractions"] = [0.25]
+        (work / "params.yaml").write_text(yaml.safe_dump(bad))
+        for argv in (["repro", "-s", stage.format(v=evil)], ["repro", "-f", "-s", stage.format(v=evil)]):
+            r = run("dvc", *argv)
+            assert r.returncode != 0 and "Running stage" not in r.stdout, (family, r.stdout + r.stderr)
+            assert (victim / "keep.txt").read_text() == family, f"{family}: DVC removed {victim}"
+    r = run("dvc", "repro")                                     # the last bad params: check refuses them
+    assert r.returncode != 0 and re.findall(r"^Running stage '([^']+)'", r.stdout, re.M) == ["check"], r.stdout
+    assert "easycore check: error: params: " in r.stdout + r.stderr
+    assert all((Path(os.path.normpath(work / out.format(v=_escape(out)))) / "keep.txt").exists()
+               for *_, out in OUT_PATHS)
+    victim = tmp_path / "outer" / "report-victim"                # report.dir outside: persist outputs
+    (victim / "plots").mkdir(parents=True)
+    (victim / "plots/keep.txt").write_text("report")
+    bad = yaml.safe_load(yaml.safe_dump(full))
+    bad["report"]["dir"] = "../report-victim"
+    (work / "params.yaml").write_text(yaml.safe_dump(bad))
+    r = run("dvc", "repro", "-f", "-s", "report_coresets")
+    assert r.returncode != 0 and (victim / "plots/keep.txt").read_text() == "report", r.stdout + r.stderr
+
+
+def test_matrix_yaml_follows_the_params_and_stage_commands_refuse_another(tmp_path, monkeypatch, capsys):
+    """The check stage rewrites matrix.yaml when params declare other runs and, as a DVC stage (DVC expanded the
+    old lists), stops with one line; run by hand it just writes it. A `--dvc` stage command of a declared run
+    refuses while matrix.yaml is not the params' (`dvc repro -s` skips check)."""
+    from conftest import REPO
+
+    assert (REPO / "matrix.yaml").read_text() == runs.matrix_text(load_params(REPO / "params.yaml")), \
+        "matrix.yaml is not params.yaml's: run `easycore check`"
+    p = yaml.safe_load(yaml.safe_dump(TINY))
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(p))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("DVC_STAGE", raising=False)
+    assert cli.main(["check", "-q"]) == 0 and (tmp_path / "matrix.yaml").exists()
+    first = (tmp_path / "matrix.yaml").read_text()
+    assert cli.main(["check", "-q"]) == 0 and (tmp_path / "matrix.yaml").read_text() == first   # unchanged
+    p["coreset"]["methods"] = ["random", "easycore", "hard"]
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(p))
+    monkeypatch.setenv("DVC_STAGE", "train@main-hard-0.5-standard")   # (hand-run stage command, before check)
+    capsys.readouterr()
+    assert cli.main(["train", "-q", "--dvc"]) == 2
+    err = capsys.readouterr().err
+    assert len(error_lines(err)) == 1 and "matrix.yaml (the runs dvc.yaml expands) is not the one" in err, err
+    monkeypatch.setenv("DVC_STAGE", "check")
+    assert cli.main(["check", "-q"]) == 2
+    err = capsys.readouterr().err
+    assert len(error_lines(err)) == 1 and "matrix.yaml is rewritten: run `dvc repro` again" in err, err
+    assert "hard" in (tmp_path / "matrix.yaml").read_text()
+    assert cli.main(["check", "-q"]) == 0                           # the next `dvc repro`: lists agree
 
 
 # ----------------------------------------------------------------------------- issue 25 item 10: EASYCORE_DATA

@@ -112,7 +112,7 @@ def test_dvc_plots_show_on_a_fresh_clone_without_runs(tmp_path):
         pytest.skip("dvc is not installed (make setup)")
     work = tmp_path / "clone"
     work.mkdir()
-    for f in ("dvc.yaml", "params.yaml"):
+    for f in ("dvc.yaml", "params.yaml", "matrix.yaml"):
         shutil.copy(ROOT / f, work / f)
     shutil.copytree(ROOT / "dvc_plots", work / "dvc_plots")
     shutil.copytree(DEMO / "plots", work / "reports/plots")         # what a clone has: no runs/, no cache
