@@ -171,3 +171,39 @@ def write_params(params, out: Path = PARAMS) -> list[Path]:
             tmp.write_text(json.dumps(params_values(params, keys), indent=1, sort_keys=True) + "\n")
         paths.append(p)
     return paths
+
+
+def _flat(d, prefix: str = "") -> dict:
+    """{dotted key: leaf value} of nested dicts."""
+    if not isinstance(d, dict):
+        return {prefix: d}
+    out = {}
+    for k, v in d.items():
+        out.update(_flat(v, f"{prefix}.{k}" if prefix else str(k)))
+    return out
+
+
+def check_recorded(params, family: str, out: Path = PARAMS) -> None:
+    """ConfigError unless runs/params/<family>.json, the dependency file a stage of `family` is recorded under in
+    dvc.lock (written by `check`), holds params' values. `dvc repro -f -s <stage>` skips check: after an edit of
+    params.yaml the stage would run with the new values and DVC would lock its result under the old file, so a
+    later `dvc repro` (the edit reverted) would keep that result as the old values' (a 7-epoch model under
+    train.epochs 2)."""
+    import json
+
+    from .config import ConfigError
+
+    path = Path(out) / f"{family}.json"
+    want = _flat(json.loads(json.dumps(params_values(params, STAGE_PARAMS[family]))))
+    try:
+        got = _flat(json.loads(path.read_text()))
+    except (OSError, ValueError):
+        raise ConfigError(f"{path} (the params a {family} stage runs under, written by the check stage) is missing "
+                          f"or unreadable: run `dvc repro` without -s") from None
+    diff = sorted(k for k in want.keys() | got.keys() if want.get(k, ...) != got.get(k, ...))
+    if diff:
+        shown = ", ".join(f"{k} {want.get(k)!r} (recorded: {got.get(k)!r})" for k in diff[:3])
+        raise ConfigError(f"params.yaml differs from {path}, the params this stage is recorded under: {shown}"
+                          f"{' ...' if len(diff) > 3 else ''}; run `dvc repro` without -s (its check stage records "
+                          f"them first), or revert params.yaml")
+

@@ -970,6 +970,67 @@ def test_matrix_yaml_follows_the_params_and_stage_commands_refuse_another(tmp_pa
     assert cli.main(["check", "-q"]) == 0                           # the next `dvc repro`: lists agree
 
 
+# ----------------------------------------------------------------------------- issue 34 item 2: forced single stage
+def test_forced_single_stage_with_edited_params_locks_nothing(tmp_path):
+    """Issue 34 item 2: edit train.epochs, `dvc repro -f -s train_full@...` (check skipped: runs/params/train.json
+    still holds the old value), revert params.yaml, `dvc repro`: the model trained with the edited value stayed
+    locked under the old params. The stage command now refuses (one line naming the key) before training; after
+    the revert `dvc repro` gives back the model of the recorded params, byte for byte."""
+    import hashlib
+
+    full = dataclasses.asdict(params_from_dict(TINY))
+    work, run = _dvc_work(tmp_path, full, code=True)
+    stage = "train_full@none-full-1.0-standard"
+    model = work / "runs/train/none/full-1.0-standard/s0/model.safetensors"
+    r = run("dvc", "repro", stage)
+    assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
+    digest = lambda: hashlib.sha256(model.read_bytes()).hexdigest()  # noqa: E731
+    first, recorded = digest(), (work / "runs/params/train.json").read_text()
+    lock = (work / "dvc.lock").read_text()
+    edited = yaml.safe_load(yaml.safe_dump(full))
+    edited["train"]["epochs"] = 3
+    (work / "params.yaml").write_text(yaml.safe_dump(edited))
+    r = run("dvc", "repro", "-f", "-s", stage)
+    out = r.stdout + r.stderr
+    errors = [ln for ln in out.splitlines() if ln.startswith("easycore train: error: ")]
+    assert r.returncode != 0 and len(errors) == 1, out[-3000:]
+    assert "train.epochs 3 (recorded: 1)" in errors[0] and "runs/params/train.json" in errors[0], errors
+    assert "epoch 1/3" not in out                                   # refused before training
+    assert (work / "dvc.lock").read_text() == lock                  # nothing locked under the old params
+    (work / "params.yaml").write_text(yaml.safe_dump(full))        # revert
+    r = run("dvc", "repro", stage)
+    assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
+    assert digest() == first and (work / "runs/params/train.json").read_text() == recorded
+    st = run("dvc", "status", "--json", stage)
+    from easycore.sources import status_clean
+    assert status_clean(st.stdout), st.stdout
+
+
+def test_every_many_run_family_refuses_params_other_than_recorded(tmp_path, monkeypatch, capsys):
+    """The select, train, train_adaptive and eval stage commands each check their own runs/params/<family>.json."""
+    p = yaml.safe_load(yaml.safe_dump(TINY))
+    p["coreset"].update(adaptive=["acs_craig"], adaptive_modes=["standard"])
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(p))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("DVC_STAGE", raising=False)
+    assert cli.main(["check", "-q"]) == 0
+    for cmd, stage, key, value, family in [
+            ("select", "select@main", ("coreset", "p"), "inf", "select"),
+            ("train", "train@main-random-0.5-standard", ("train", "epochs"), 4, "train"),
+            ("train", "train_adaptive@none-acs_craig-0.5-standard", ("coreset", "acs"), {"every": 3}, "train_adaptive"),
+            ("eval", "evaluate_full@none-full-1.0-standard", ("eval", "pgd_steps"), 3, "eval")]:
+        q = yaml.safe_load(yaml.safe_dump(p))
+        q[key[0]][key[1]] = value if not isinstance(value, dict) else {**q[key[0]].get(key[1], {}), **value}
+        (tmp_path / "params.yaml").write_text(yaml.safe_dump(q))
+        monkeypatch.setenv("DVC_STAGE", stage)
+        capsys.readouterr()
+        assert cli.main([cmd, "-q", "--dvc"]) == 2, stage
+        err = capsys.readouterr().err
+        assert len(error_lines(err)) == 1 and f"differs from runs/params/{family}.json" in err, (stage, err)
+        assert ".".join(key) in err, err
+    assert not any((tmp_path / "runs" / d).exists() for d in ("coresets", "train", "eval"))
+
+
 # ----------------------------------------------------------------------------- issue 25 item 10: EASYCORE_DATA
 @pytest.mark.slow
 def test_dvc_sees_where_easycore_data_points(tmp_path):
