@@ -777,6 +777,45 @@ def test_report_outputs_are_all_or_nothing(tmp_path):
     assert not any(p.name.startswith(".staging") for p in rep.iterdir())
 
 
+PLOTS_NB = '''# %% tags=["parameters"]
+params_path = "params.yaml"
+value = 1.0
+fail = 0
+
+# %%
+import pandas as pd
+from easycore import plots
+from easycore.config import load_params
+P = load_params(params_path)
+cv = pd.DataFrame({"mode": ["standard"], "method": ["random"], "fraction": [0.5], "eps_255": [0.0],
+                   "robust_pct": [value], "lo_pct": [0.0], "hi_pct": [2 * value]})
+rf = cv.drop(columns="eps_255")
+plots.write_dvc_plots(cv, rf, pd.DataFrame(), f"{P.report.dir}/plots")
+
+# %%
+assert not fail, "late failure"
+'''
+
+
+def test_dvc_plot_csvs_are_published_all_or_nothing(tmp_path):
+    """Issue 34 item 3: `<report.dir>/plots/*.csv` (plots.write_dvc_plots, the coresets notebook) go through the
+    notebook's staging like its tables: a notebook failing in a late cell leaves the published CSVs as they were."""
+    (tmp_path / "notebooks").mkdir()
+    (tmp_path / "notebooks/tiny.py").write_text(PLOTS_NB)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(TINY))
+    plot_dir = tmp_path / "reports/plots"
+    csvs = lambda: {p.name: p.read_text() for p in sorted(plot_dir.iterdir())}  # noqa: E731
+    assert _cli(["notebook", "-q", "tiny", "-p", "value", "1"], tmp_path).returncode == 0
+    first = csvs()
+    assert sorted(first) == ["robust_vs_eps_standard.csv", "robust_vs_fraction_standard.csv"]
+    r = _cli(["notebook", "-q", "tiny", "-p", "value", "7", "-p", "fail", "1"], tmp_path)
+    assert r.returncode == 2 and "late failure" in r.stderr
+    assert csvs() == first, "a failed notebook replaced the published plot CSVs"
+    assert not any(p.name.startswith(".staging") for p in plot_dir.parent.iterdir())
+    assert _cli(["notebook", "-q", "tiny", "-p", "value", "7"], tmp_path).returncode == 0
+    assert csvs() != first and "7" in csvs()["robust_vs_eps_standard.csv"]
+
+
 # ----------------------------------------------------------------------------- issue 25 item 1: `dvc repro -s`
 def test_dvc_repro_single_stage_runs_no_params_value(repo, tmp_path):
     """`dvc repro -s` skips `check`: after a passing check, a transfer model named 'x;touch PWNED;echo' reaches
