@@ -37,11 +37,34 @@ def cache_file() -> Path:
     return cache_dir() / "source-digests.json"
 
 
+def _walk(folder: Path, above: frozenset) -> list[Path]:
+    """Every file under `folder`, following symbolic links to folders and files as the loaders do (torchvision's
+    ImageFolder walks with followlinks=True: a symlinked class folder is read, so it is hashed); a link back to a
+    folder above it (a loop the loaders would walk forever) is a DataError."""
+    import os
+
+    from .data import DataError
+
+    real = os.path.realpath(folder)
+    if real in above:
+        raise DataError(f"data source: {folder} links back to {real}, a folder above it (a symlink loop); remove the "
+                        f"link")
+    above = above | {real}
+    out = []
+    with os.scandir(folder) as it:
+        for e in it:
+            if e.is_dir():                           # follows a link to a folder
+                out += _walk(Path(e.path), above)
+            elif e.is_file():                        # follows a link to a file; a dangling link is no file
+                out.append(Path(e.path))
+    return out
+
+
 def _files(paths: Iterable[Path]) -> list[Path]:
     out = []
     for p in paths:
         if p.is_dir():
-            out += sorted(q for q in p.rglob("*") if q.is_file())
+            out += sorted(_walk(p, frozenset()))
         elif p.is_file():
             out.append(p)
     return out

@@ -1070,6 +1070,38 @@ def test_every_many_run_family_refuses_params_other_than_recorded(tmp_path, monk
     assert not any((tmp_path / "runs" / d).exists() for d in ("coresets", "train", "eval"))
 
 
+# ----------------------------------------------------------------------------- issue 34 item 4: symlinked folders
+def test_data_identity_follows_symlinked_class_folders(tmp_path, monkeypatch):
+    """Issue 34 item 4: a class folder of an ImageFolder copy that is a symbolic link is read by prepare
+    (torchvision walks with followlinks=True) and is now hashed by the data_source stage too: the identity equals
+    the plain copy's, and editing an image behind the link changes it (so `dvc repro` re-runs prepare). A link
+    back to a folder above it is one DataError."""
+    import shutil
+
+    from _reliability import make_image_folder
+    from easycore import sources
+    from easycore.data import DATASETS, DataError
+
+    monkeypatch.setenv("EASYCORE_CACHE", str(tmp_path / "cache"))
+    src = DATASETS.get("cifar10").sources
+    plain, linked = tmp_path / "plain", tmp_path / "linked"
+    make_image_folder(plain / "cifar10-jpeg")
+    shutil.copytree(plain, linked)
+    shutil.move(linked / "cifar10-jpeg/train/dog", tmp_path / "elsewhere-dog")
+    (linked / "cifar10-jpeg/train/dog").symlink_to(tmp_path / "elsewhere-dog", target_is_directory=True)
+    want = sources.identity(plain, src(plain))
+    got = sources.identity(linked, src(linked))
+    assert got == want and got["files"] == 10, (got, want)
+    img = tmp_path / "elsewhere-dog/0001.png"
+    data = bytearray(img.read_bytes())
+    data[-20] ^= 1
+    img.write_bytes(bytes(data))                                  # an image behind the link, same size
+    assert sources.identity(linked, src(linked))["sha256"] != want["sha256"]
+    (linked / "cifar10-jpeg/train/cat/loop").symlink_to(linked / "cifar10-jpeg/train", target_is_directory=True)
+    with pytest.raises(DataError, match="a symlink loop"):
+        sources.identity(linked, src(linked))
+
+
 # ----------------------------------------------------------------------------- issue 25 item 10: EASYCORE_DATA
 @pytest.mark.slow
 def test_dvc_sees_where_easycore_data_points(tmp_path):
