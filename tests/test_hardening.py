@@ -463,7 +463,26 @@ DAMAGE = {   # issue 25 item 11: well-formed checkpoints of the right identity w
     "bad_history": (lambda st: st | {"history": "x"}, "its history is not the records of epochs 1..1"),
     "nan_weights": (lambda st: st | {"model": {k: v.float() * float("nan") if v.is_floating_point() else v
                                                for k, v in st["model"].items()}}, "holds NaN or inf"),
+    # issue 34 item 5: these gave a traceback on every re-run, "lower the learning rate", a skipped training with
+    # an all-zero model, or negative pass counts in the published provenance
+    "rng_torch_short": (lambda st: st | {"rng": st["rng"] | {"torch": torch.zeros(3, dtype=torch.uint8)}},
+                        "random generator states are malformed (RuntimeError"),
+    "rng_numpy_keys_wrong_shape": (lambda st: st | {"rng": st["rng"] | {"numpy": st["rng"]["numpy"] | {
+        "keys": torch.zeros(5, dtype=torch.int64)}}}, "random generator states are malformed ("),
+    "momentum_wrong_shape": (lambda st: _momentum(st, lambda b: torch.zeros(3)), "its optimizer state "
+                             "'momentum_buffer' of parameter 0 is (3,) torch.float32, not the parameter's"),
+    "momentum_nan": (lambda st: _momentum(st, lambda b: b * float("nan")),
+                     "its optimizer state 'momentum_buffer' of parameter 0 holds NaN or inf"),
+    "last_epoch_zero_weights": (lambda st: st | {"model": _zero(st["model"])}, "is all zeros"),
+    "negative_counts": (lambda st: st | {"counts": {k: -5 for k in st["counts"]}}, "its counts are malformed"),
 }
+
+
+def _momentum(st, change):
+    """The checkpoint with parameter 0's momentum buffer changed."""
+    state = dict(st["optimizer"]["state"])
+    state[0] = state[0] | {"momentum_buffer": change(state[0]["momentum_buffer"])}
+    return st | {"optimizer": st["optimizer"] | {"state": state}}
 
 
 @pytest.mark.parametrize("kind", sorted(DAMAGE))
