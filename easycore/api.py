@@ -105,12 +105,38 @@ class AIGNRecorder:
         t = self._tracker
         if not self._open:
             t.start_epoch(self.epoch, x_grad.device)
+            self._covered = torch.zeros(self.n, dtype=torch.bool, device=x_grad.device)
             self._open = True
         if not t.inline_active:      # an epoch that `every` skips
             return
-        idx = torch.as_tensor(np.asarray(idx) if not torch.is_tensor(idx) else idx, dtype=torch.long,
-                              device=x_grad.device)
+        idx = self._positions(idx, len(x_grad), x_grad.device)
         t.record_inline(idx, x_grad.detach(), len(idx))
+        self._covered[idx] = True
+
+    def _positions(self, idx, batch: int, device) -> torch.Tensor:
+        """idx as a long tensor on `device`: one position per sample of the batch, each in [0, n) (a negative one
+        would silently index from the end)."""
+        idx = torch.as_tensor(np.asarray(idx) if not torch.is_tensor(idx) else idx, device=device)
+        if idx.dtype.is_floating_point or idx.dtype == torch.bool or idx.dim() != 1 or len(idx) != batch:
+            raise ValueError(f"idx must be {batch} integer positions (one per sample of the batch), got "
+                             f"{idx.dtype} shape {tuple(idx.shape)}")
+        idx = idx.long()
+        if len(idx) and (int(idx.min()) < 0 or int(idx.max()) >= self.n):
+            raise ValueError(f"idx holds positions outside [0, {self.n}) (min {int(idx.min())}, max "
+                             f"{int(idx.max())}): positions are 0..n-1 in the training set")
+        return idx
+
+    def _check_epoch(self, values: torch.Tensor, covered: torch.Tensor, what: str) -> None:
+        """Every sample recorded once this epoch (`covered`), with a finite input-gradient norm."""
+        missing = int((~covered).sum())
+        if missing:
+            raise ValueError(f"epoch {self.epoch + 1}: {missing} of {self.n} samples got no {what}")
+        bad = (~torch.isfinite(values.to(covered.device))) & covered
+        if bool(bad.any()):
+            first = bad.nonzero().flatten()[:5].tolist()
+            raise ValueError(f"epoch {self.epoch + 1}: {int(bad.sum())} of {self.n} samples have NaN or inf input "
+                             f"gradients (positions {first}{' ...' if int(bad.sum()) > 5 else ''}): the model or the "
+                             f"loss is not finite; AIGN is undefined there")
 
     # -- per epoch ---------------------------------------------------------------------------------
     def end_epoch(self, model: Optional[torch.nn.Module] = None, loader=None) -> None:
@@ -125,10 +151,9 @@ class AIGNRecorder:
         else:
             if not self._open:
                 t.start_epoch(self.epoch, "cpu")
+                self._covered = torch.zeros(self.n, dtype=torch.bool)
             if t.inline_active:
-                missing = int(torch.isnan(t._inline["aign_inline_l2"]).sum())
-                if missing:
-                    raise ValueError(f"epoch {self.epoch + 1}: {missing} of {self.n} samples got no batch() record")
+                self._check_epoch(t._inline["aign_inline_l2"], self._covered, "batch() record")
         t.end_epoch(self.epoch, exact)
         self.epoch += 1
         self._open = False
@@ -136,22 +161,30 @@ class AIGNRecorder:
     def _exact(self, model: torch.nn.Module, loader) -> dict[str, torch.Tensor]:
         device = _device(model)
         out = {k: torch.full((self.n,), float("nan")) for k in ("aign_l1", "aign_l2", "aign_linf")}
+        covered = torch.zeros(self.n, dtype=torch.bool)
         pos = 0
+        sampler = getattr(loader, "sampler", None)
         for b in loader:
             x, y = b[0].to(device), b[1].to(device)
             if len(b) > 2:
                 idx = torch.as_tensor(b[2], dtype=torch.long).cpu()
             else:
+                if pos == 0:
+                    _check_in_order(sampler)
                 idx = torch.arange(pos, pos + len(y))
             pos += len(y)
             if len(idx) and (int(idx.min()) < 0 or int(idx.max()) >= self.n):
                 raise ValueError(f"the loader yields positions outside [0, {self.n}): is n the training set's size?")
+            if self.labels is not None and not np.array_equal(self.labels[idx.numpy()], y.cpu().numpy()):
+                raise ValueError("the scoring loader's labels are not `labels` at the positions it implies: it must "
+                                 "yield the un-augmented training set in order (no shuffle), or (x, y, idx)")
             for k, v in input_grad_norms(model, x, y).items():
                 out[k][idx] = v
-        missing = int(torch.isnan(out["aign_l2"]).sum())
-        if missing:
-            raise ValueError(f"the scoring loader covered {self.n - missing} of {self.n} samples; it must yield "
+            covered[idx] = True
+        if not bool(covered.all()):
+            raise ValueError(f"the scoring loader covered {int(covered.sum())} of {self.n} samples; it must yield "
                              "every training sample once (no drop_last, no sampler that skips)")
+        self._check_epoch(out["aign_l2"], covered, "scoring-loader record")
         return out
 
     # -- results -----------------------------------------------------------------------------------
@@ -180,6 +213,36 @@ class AIGNRecorder:
         return aign_scores(rec[key], window, squared=squared)
 
 
+def _check_in_order(sampler) -> None:
+    """A scoring loader that yields (x, y) without positions must go through the set in order: a shuffling one
+    (RandomSampler: DataLoader(shuffle=True)) would put every score on another sample; another sampler, a warning."""
+    import warnings
+
+    from torch.utils.data import RandomSampler, SequentialSampler
+
+    if sampler is None or isinstance(sampler, SequentialSampler):
+        return
+    if isinstance(sampler, RandomSampler):
+        raise ValueError("the scoring loader shuffles (DataLoader(shuffle=True)) and yields no positions: every "
+                         "score would land on another sample; use shuffle=False, or batches (x, y, idx)")
+    warnings.warn(f"the scoring loader uses a {type(sampler).__name__} and yields no positions: its batches are "
+                  f"taken as samples 0, 1, 2, ... in order; yield (x, y, idx) if they are not", stacklevel=3)
+
+
+def _labels(labels, n: int) -> np.ndarray:
+    """labels as int64 class indices of shape (n,): integers, or floats holding integers; anything else is a
+    ValueError (float labels such as 0.5 would each be a class of their own, or match no class at all)."""
+    a = np.asarray(labels.detach().cpu() if torch.is_tensor(labels) else labels)
+    if a.shape != (n,):
+        raise ValueError(f"labels must have shape ({n},) (one per score), got {a.shape}")
+    if a.dtype.kind in "iu":
+        return a.astype(np.int64)
+    if a.dtype.kind == "f" and np.isfinite(a).all() and (a == np.round(a)).all():
+        return a.astype(np.int64)
+    raise ValueError(f"labels must be integer class indices, got dtype {a.dtype}"
+                     f"{f' (e.g. {a.flat[0]!r})' if a.size else ''}; map classes to 0..C-1 first")
+
+
 def select(scores, fraction: float, *, labels=None, balanced: bool = False, keep: str = "low",
            seed: int = 0) -> np.ndarray:
     """The coreset: indices (int64, shuffled by the seed) of the `fraction` of samples with the lowest
@@ -187,12 +250,15 @@ def select(scores, fraction: float, *, labels=None, balanced: bool = False, keep
     class keeping its proportional share. Ties are broken at random by the seed. The pipeline's
     `coresets.select_by_score`."""
     scores = np.asarray(scores.detach().cpu() if torch.is_tensor(scores) else scores, dtype=np.float64)
+    if scores.ndim != 1 or len(scores) == 0:
+        raise ValueError(f"scores must be a non-empty 1-D array (one per sample), got shape {scores.shape}")
     if balanced and labels is None:
         raise ValueError("balanced=True needs labels")
-    if labels is None:
-        labels = np.zeros(len(scores), dtype=np.int64)
-    labels = np.asarray(labels.cpu() if torch.is_tensor(labels) else labels)
+    labels = np.zeros(len(scores), dtype=np.int64) if labels is None else _labels(labels, len(scores))
     check_fraction(fraction)
+    if budget(fraction, len(scores)) == 0:
+        raise ValueError(f"fraction {fraction} of {len(scores)} samples keeps none (the budget rounds to 0); use a "
+                         f"fraction of at least {0.5 / len(scores):.3g}")
     idx = select_by_score(scores, labels, fraction, keep=keep, balanced=balanced, seed=seed)
     assert balanced or len(idx) == budget(fraction, len(scores))
     return idx

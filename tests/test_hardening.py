@@ -1121,6 +1121,68 @@ def test_data_identity_follows_symlinked_class_folders(tmp_path, monkeypatch):
         sources.identity(linked, src(linked))
 
 
+# ----------------------------------------------------------------------------- issue 34 item 6: the library API
+@pytest.mark.parametrize("call,needle", [
+    (lambda ec: ec.select([], 0.1), "scores must be a non-empty 1-D array"),
+    (lambda ec: ec.select(np.arange(20.0), 0.01), "fraction 0.01 of 20 samples keeps none"),
+    (lambda ec: ec.select(np.arange(20.0), 0.5, labels=np.arange(20) * 0.1 + 0.05, balanced=True),
+     "labels must be integer class indices, got dtype float64"),
+    (lambda ec: ec.select(np.arange(20.0), 0.5, labels=np.arange(19), balanced=True), "labels must have shape (20,)"),
+], ids=["empty", "tiny_fraction", "float_labels", "short_labels"])
+def test_api_select_refuses_what_selects_nothing_meaningful(call, needle):
+    """Issue 34 item 6: easycore.api.select returned [] on empty data or a fraction whose budget rounds to 0, and
+    silently mis-selected with non-integer labels (each a class, or matching none: [] with balanced=True)."""
+    import easycore.api as ec
+
+    with pytest.raises(ValueError, match=re.escape(needle)):
+        call(ec)
+    kept = ec.select(np.arange(20.0), 0.5, labels=np.repeat([0.0, 1.0], 10), balanced=True)   # integral floats
+    assert len(kept) == 10 and sorted(kept) == [0, 1, 2, 3, 4, 10, 11, 12, 13, 14]
+
+
+def _api_model_and_data(n=12):
+    from torch.utils.data import TensorDataset
+
+    torch.manual_seed(0)
+    x, y = torch.rand(n, 3, 8, 8), torch.arange(n) % 3
+    return build_model("cnn_tiny", 3, 3, (0.5,) * 3, (0.25,) * 3), TensorDataset(x, y), x, y
+
+
+def test_api_recorder_names_nan_gradients_bad_positions_and_a_shuffled_loader():
+    """Issue 34 item 6: NaN input gradients were reported as "samples got no batch() record" (inline) or as an
+    incomplete loader (exact); a negative position wrapped to the end; a shuffled scoring loader yielding (x, y)
+    silently put every score on another sample."""
+    import easycore.api as ec
+    from torch.utils.data import DataLoader, SubsetRandomSampler
+
+    model, ds, x, y = _api_model_and_data()
+    rec = ec.AIGNRecorder(n=12, mode="inline")
+    rec.batch(range(12), torch.full((12, 3, 8, 8), float("nan")))
+    with pytest.raises(ValueError, match=r"12 of 12 samples have NaN or inf input gradients \(positions \[0, 1, 2"):
+        rec.end_epoch()
+    rec = ec.AIGNRecorder(n=12, mode="inline")
+    rec.batch(range(11), torch.ones(11, 3, 8, 8))
+    with pytest.raises(ValueError, match="1 of 12 samples got no batch"):                 # still said when true
+        rec.end_epoch()
+    rec = ec.AIGNRecorder(n=12, mode="inline")
+    with pytest.raises(ValueError, match=r"positions outside \[0, 12\) \(min -1"):
+        rec.batch([-1, 0, 1], torch.ones(3, 3, 8, 8))
+    with pytest.raises(ValueError, match="idx must be 3 integer positions"):
+        rec.batch([0, 1], torch.ones(3, 3, 8, 8))
+
+    rec = ec.AIGNRecorder(n=12)
+    with pytest.raises(ValueError, match=r"shuffles \(DataLoader\(shuffle=True\)\) and yields no positions"):
+        rec.end_epoch(model, DataLoader(ds, batch_size=4, shuffle=True))
+    with pytest.warns(UserWarning, match="uses a SubsetRandomSampler and yields no positions"):
+        with pytest.raises(ValueError, match="labels"):
+            ec.AIGNRecorder(n=12, labels=y.numpy()).end_epoch(
+                model, DataLoader(ds, batch_size=4, sampler=SubsetRandomSampler(range(12))))
+    with torch.no_grad():
+        model.fc.weight.fill_(float("nan"))
+    with pytest.raises(ValueError, match="12 of 12 samples have NaN or inf input gradients"):
+        ec.AIGNRecorder(n=12).end_epoch(model, DataLoader(ds, batch_size=4))
+
+
 # ----------------------------------------------------------------------------- issue 25 item 10: EASYCORE_DATA
 @pytest.mark.slow
 def test_dvc_sees_where_easycore_data_points(tmp_path):
