@@ -1183,6 +1183,32 @@ def test_api_recorder_names_nan_gradients_bad_positions_and_a_shuffled_loader():
         ec.AIGNRecorder(n=12).end_epoch(model, DataLoader(ds, batch_size=4))
 
 
+# ----------------------------------------------------------------------------- issue 34 item 7: smaller cases
+def test_outcomes_robust_where_clean_is_wrong_are_refused(tmp_path):
+    """Issue 34 item 7: an outcome file where an image is robust (correct under attack) but not clean was
+    accepted; every attacked outcome implies the clean one (evaluate.py), in a run's outcomes.npz and in an
+    exported outcomes file alike."""
+    from easycore.store import ArtifactError
+
+    clean = np.arange(20) % 2 == 0
+    robust = clean.copy()
+    robust[1] = True                                              # robust, yet wrong on the clean image
+    run = runs.Run("main", "easycore", 0.5, "standard", 0)
+    d = run.eval_dir(tmp_path)
+    d.mkdir(parents=True)
+    write_json(d / "metrics.json", {"clean": {"accuracy": 0.5, "n": 20}})
+    save_arrays(d / "outcomes.npz", {"clean": clean, "robust": robust}, {"fingerprint": "fp", "n": 20})
+    r = report.load_run(run, tmp_path, fingerprint="fp")
+    assert not r.ok and "'robust' count 1 images as correct that 'clean' counts as wrong" in r.status, r.status
+    res = [report.RunResult(run, "ok", {}, {"clean": clean, "robust": robust})]
+    path = report.export_outcomes(res, tmp_path / "o.npz", autoattack_root=None)
+    with pytest.raises(ArtifactError, match="o.npz: outcomes 'robust' count 1 images as correct"):
+        report.read_outcomes(path)
+    res[0].outcomes["robust"] = clean & (np.arange(20) % 4 == 0)  # a subset of clean: fine
+    back, _ = report.read_outcomes(report.export_outcomes(res, tmp_path / "ok.npz", autoattack_root=None))
+    np.testing.assert_array_equal(back[0].outcomes["robust"], res[0].outcomes["robust"])
+
+
 # ----------------------------------------------------------------------------- issue 25 item 10: EASYCORE_DATA
 @pytest.mark.slow
 def test_dvc_sees_where_easycore_data_points(tmp_path):
