@@ -79,11 +79,26 @@ def closure(entry: str) -> set[str]:
     return {module} | module_closure(top | found)
 
 
+NOTEBOOKS = Path("notebooks")
+
+
+def notebook_imports(folder: Path = NOTEBOOKS) -> set[str]:
+    """The easycore modules the report notebooks (notebooks/*.py, jupytext scripts) import anywhere."""
+    found = set()
+    for f in sorted(Path(folder).glob("*.py")):
+        found |= _imports(ast.parse(f.read_text()))
+    return found
+
+
 def command_closure(command: str) -> set[str]:
-    """The modules `easycore <command>` can execute: its entry function's closure, cli.main's, the package."""
+    """The modules `easycore <command>` can execute: its entry function's closure, cli.main's, the package; for
+    `notebook` (the report stages) also everything the notebooks' kernels can import (notebook_imports)."""
     from .cli import ENTRY
 
-    return closure(ENTRY[command]) | closure("easycore.cli:main") | {"easycore.__init__"}
+    mods = closure(ENTRY[command]) | closure("easycore.cli:main") | {"easycore.__init__"}
+    if command == "notebook":
+        mods |= module_closure(notebook_imports())
+    return mods
 
 
 def code_digest(source: str) -> str:
@@ -108,7 +123,7 @@ def manifest(command: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-STAGE_COMMANDS = ("source", "prepare", "proxy", "select", "train", "eval", "autoattack")
+STAGE_COMMANDS = ("source", "prepare", "proxy", "select", "train", "eval", "autoattack", "notebook")
 
 # The params each many-run stage family reads. These families have one stage per run (hundreds in a study), and DVC
 # stores a stage's `params:` values in its dvc.lock entry and re-parses and rewrites the whole dvc.lock after every

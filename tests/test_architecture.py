@@ -30,7 +30,7 @@ def test_every_stage_depends_on_its_commands_code_file():
         m = re.match(r"easycore (\w+)", st["cmd"])
         assert m and m[1] in cli.ENTRY, f"stage {name}: its command is not an easycore subcommand: {st['cmd']}"
         code = {d for d in st.get("deps", []) if isinstance(d, str) and d.startswith("easycore")}
-        if m[1] == "check" or m[1] == "notebook":   # notebooks run any package code in their kernel
+        if m[1] == "check":
             assert code == {"easycore"}, name
             continue
         assert code == set(), f"{name}: depends on {code}; use runs/code/{m[1]}.txt"

@@ -1209,6 +1209,36 @@ def test_outcomes_robust_where_clean_is_wrong_are_refused(tmp_path):
     np.testing.assert_array_equal(back[0].outcomes["robust"], res[0].outcomes["robust"])
 
 
+def test_a_comment_only_edit_re_runs_no_report(tmp_path, monkeypatch):
+    """Issue 34 item 7: the six report stages depended on the whole easycore/ folder, so a comment-only edit
+    re-ran every notebook. They depend on runs/code/notebook.txt: the AST hashes of every module the notebook
+    command and the notebooks' kernels can import. A comment or docstring edit leaves it byte-identical; a code
+    edit of a module a notebook imports changes it."""
+    import shutil
+
+    from conftest import REPO
+    from easycore import deps
+
+    stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+    reports = {n: st for n, st in stages.items() if st["cmd"].startswith("easycore notebook")}
+    assert len(reports) == 6 and "runs/code/notebook.txt" in stages["check"]["outs"]
+    for name, st in reports.items():
+        assert "easycore" not in st["deps"] and "runs/code/notebook.txt" in st["deps"], name
+    pkg = tmp_path / "easycore"
+    shutil.copytree(REPO / "easycore", pkg, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(REPO / "notebooks", tmp_path / "notebooks")
+    monkeypatch.setattr(deps, "PKG", pkg)
+    monkeypatch.chdir(tmp_path)
+    assert {"easycore.plots", "easycore.headline", "easycore.report"} <= deps.command_closure("notebook")
+    before = deps.manifest("notebook")
+    src = (pkg / "plots.py").read_text()
+    (pkg / "plots.py").write_text("# a comment\n" + src.replace("    from pathlib import Path\n",
+                                                                "    # another comment\n    from pathlib import Path\n", 1))
+    assert deps.manifest("notebook") == before
+    (pkg / "plots.py").write_text(src + "\nX = 1\n")
+    assert deps.manifest("notebook") != before
+
+
 # ----------------------------------------------------------------------------- issue 25 item 10: EASYCORE_DATA
 @pytest.mark.slow
 def test_dvc_sees_where_easycore_data_points(tmp_path):
