@@ -1239,6 +1239,34 @@ def test_a_comment_only_edit_re_runs_no_report(tmp_path, monkeypatch):
     assert deps.manifest("notebook") != before
 
 
+def test_global_batchnorm_with_one_value_per_channel_raises_as_batchnorm(monkeypatch):
+    """Issue 34 item 7: GlobalBatchNorm (runtime.sync_bn on CPU) given one value per channel over all ranks
+    returned its bias (variance 0), where BatchNorm raises. Here one rank in a faked process group (the sum over
+    the ranks is the rank's own): it raises BatchNorm's error; two values per channel train as BatchNorm does."""
+    import torch.nn as nn
+
+    from easycore import syncbn
+
+    monkeypatch.setattr(syncbn.dist, "active", lambda: True)
+    monkeypatch.setattr(syncbn.dist, "world", lambda: 1)
+    monkeypatch.setattr(syncbn._AllReduceSum, "apply", staticmethod(lambda t: t))
+    torch.manual_seed(0)
+    bn = nn.BatchNorm1d(4).train()
+    with torch.no_grad():
+        bn.bias.fill_(0.5)
+    gbn = syncbn.convert(bn).train()
+    assert isinstance(gbn, syncbn.GlobalBatchNorm)
+    with pytest.raises(ValueError, match="Expected more than 1 value per channel when training"):
+        nn.BatchNorm1d(4).train()(torch.randn(1, 4))
+    with pytest.raises(ValueError, match="Expected more than 1 value per channel when training"):
+        gbn(torch.randn(1, 4))
+    x = torch.randn(2, 4)
+    ref = nn.BatchNorm1d(4).train()
+    with torch.no_grad():
+        ref.bias.fill_(0.5)
+    torch.testing.assert_close(gbn(x), ref(x))
+
+
 # ----------------------------------------------------------------------------- issue 25 item 10: EASYCORE_DATA
 @pytest.mark.slow
 def test_dvc_sees_where_easycore_data_points(tmp_path):
