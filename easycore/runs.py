@@ -136,6 +136,36 @@ def needs_deepfool(params: Params, name: str, seed: int) -> bool:
     return False
 
 
+def stale_states(params: Params, root: Path = ROOT) -> list[Path]:
+    """The resume checkpoints of declared runs that no stage will resume: every run of the group (every replicate
+    of the proxy run) has its model written, and the run's own model is newer than its checkpoint. That is what a
+    stage restored by DVC from its run-cache leaves (DVC runs no command then, so nothing removed the checkpoints an
+    earlier, interrupted run of it left). A group killed mid-way (some models missing) keeps them: its next run
+    resumes from them."""
+    sets = [[(r.state_path(root), r.train_dir(root)) for r in members] for members in expected_groups(params).values()]
+    sets += [[(proxy_state(name, s, root), proxy_dir(name, s, root)) for s in proxy_seeds(params, name)]
+             for name in ["main", *params.proxy.transfer_models]]
+    out = []
+    for members in sets:
+        models = [d / "model.safetensors" for _, d in members]
+        if not all(m.is_file() for m in models):
+            continue
+        out += [s for (s, _), m in zip(members, models)
+                if s.is_file() and s.stat().st_mtime_ns <= m.stat().st_mtime_ns]
+    return out
+
+
+def remove_stale_states(params: Params, root: Path = ROOT) -> list[Path]:
+    """Delete `stale_states` with their AIGN record folders (`.<name>.state.records/`); returns what was removed."""
+    import shutil
+
+    gone = stale_states(params, root)
+    for s in gone:
+        s.unlink(missing_ok=True)
+        shutil.rmtree(s.with_suffix(".records"), ignore_errors=True)
+    return gone
+
+
 def state_path_for(out_dir: Path) -> Path:
     out_dir = Path(out_dir)
     return out_dir.parent / f".{out_dir.name}.state.pt"

@@ -145,6 +145,14 @@ def stage(params, out: Path = SOURCE, *, progress: bool = False) -> dict:
         raise _missing(d.dataset, root, "one of the layouts easycore/data.py lists")
     write_json(out, ident)
     log.info("data source: read %s under %s; wrote %s", ", ".join(ident["read"]) or "nothing", root, out)
+    # housekeeping at the start of every `dvc repro` (this stage always runs, before any training stage): the
+    # checkpoints a stage restored from DVC's run-cache left behind (runs.stale_states)
+    from .runs import remove_stale_states
+
+    gone = remove_stale_states(params)
+    if gone:
+        log.warning("removed %d stale checkpoint(s) of runs whose outputs are complete and newer: %s", len(gone),
+                    ", ".join(str(p) for p in gone[:3]) + (" ..." if len(gone) > 3 else ""))
     print(f"data source: {d.dataset}: {ident['files']} file{'s' * (ident['files'] != 1)}, "
           f"{ident['bytes'] / 1e6:.1f} MB under {root} ({ident['by']}, sha256 {ident['sha256'][:12]})", flush=True)
     return ident

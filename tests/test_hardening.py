@@ -1282,6 +1282,44 @@ def test_a_data_root_passed_on_as_set_stays_whole(tmp_path, monkeypatch, name):
     assert again.data.root == str(root.resolve())
 
 
+def test_checkpoints_a_run_cache_restore_leaves_are_removed(tmp_path, monkeypatch):
+    """Issue 34 item 7: a stage restored by DVC from its run-cache runs no command, so the checkpoints an earlier,
+    interrupted run of it left stayed forever. The data_source stage (first on every `dvc repro`) removes the
+    checkpoints (and AIGN records) of runs whose group is complete and whose model is newer; a group killed mid-way
+    (a model missing) keeps them, and so does a checkpoint newer than its run's model."""
+    from easycore import sources
+
+    p = yaml.safe_load(yaml.safe_dump(TINY))
+    p["train"]["seeds"] = [0, 1]
+    params = params_from_dict(p)
+    monkeypatch.chdir(tmp_path)
+    groups = list(runs.expected_groups(params).items())
+    (done_g, done), (half_g, half) = groups[0], groups[1]
+
+    def make(state: Path, run_dir: Optional[Path], age_s: int) -> None:
+        state.parent.mkdir(parents=True, exist_ok=True)
+        state.write_bytes(b"checkpoint")
+        state.with_suffix(".records").mkdir(exist_ok=True)
+        if run_dir is not None:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            (run_dir / "model.safetensors").write_bytes(b"model")
+        st = state.stat()
+        os.utime(state, ns=(st.st_atime_ns, st.st_mtime_ns - age_s * 10**9))
+
+    for r in done:                                            # restored group: every model, newer
+        make(r.state_path(), r.train_dir(), 10)
+    make(half[0].state_path(), half[0].train_dir(), 10)       # killed mid-way: s1 has no model
+    make(half[1].state_path(), None, 10)
+    make(runs.proxy_state("main", 0), runs.proxy_dir("main", 0), 10)
+    make(runs.proxy_state("main", 1), runs.proxy_dir("main", 1), -10)   # newer than its model: kept
+    keep = [half[0].state_path(), half[1].state_path(), runs.proxy_state("main", 1)]
+    gone = [r.state_path() for r in done] + [runs.proxy_state("main", 0)]
+    assert sorted(runs.stale_states(params)) == sorted(gone)
+    sources.stage(params, Path("runs/data/source.json"))
+    assert not any(s.exists() or s.with_suffix(".records").exists() for s in gone)
+    assert all(s.exists() and s.with_suffix(".records").exists() for s in keep)
+
+
 # ----------------------------------------------------------------------------- issue 25 item 10: EASYCORE_DATA
 @pytest.mark.slow
 def test_dvc_sees_where_easycore_data_points(tmp_path):
