@@ -23,7 +23,7 @@ TINY = {
     "proxy": {"model": "cnn_tiny", "transfer_models": ["resnet_tiny"], "epochs": 2, "batch_size": 64,
               "deepfool_steps": 1, "aign": {"mode": "both", "batch_size": 256}},
     "coreset": {"methods": ["random", "easycore"], "adaptive": ["acs_craig"], "adaptive_modes": ["standard"],
-                "transfer_methods": ["easycore"], "fractions": [0.5], "score_epochs": 1,
+                "transfer_methods": ["easycore"], "fractions": [0.5], "adaptive_fractions": None, "score_epochs": 1,
                 "acs": {"every": 1, "kappa": 0.5}},
     "train": {"model": "cnn_tiny", "epochs": 2, "batch_size": 64, "modes": ["standard"], "seeds": [0, 1],
               "attack": {"steps": 1}},
