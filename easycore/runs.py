@@ -298,7 +298,8 @@ def group_for_stage(params: Params, stage: Optional[str]) -> Group:
 # list), and every `--dvc` stage command refuses to run when matrix.yaml is not params.yaml's.
 MATRIX = Path("matrix.yaml")
 MATRIX_KEY = "matrix"
-MATRIX_HEADER = ("# Written by `easycore check` from params.yaml (do not edit): the lists dvc.yaml's matrix stages expand.\n"
+MATRIX_HEADER = ("# Written by `easycore check` from params.yaml (do not edit): the lists dvc.yaml's matrix stages "
+                 "expand.\n"
                  "# dvc.yaml builds output paths (which DVC removes before a stage runs) only from these validated "
                  "names.\n# After editing these lists in params.yaml, `dvc repro` rewrites this file, stops, and runs "
                  "them on the next `dvc repro`.\n")

@@ -1232,8 +1232,9 @@ def test_a_comment_only_edit_re_runs_no_report(tmp_path, monkeypatch):
     assert {"easycore.plots", "easycore.headline", "easycore.report"} <= deps.command_closure("notebook")
     before = deps.manifest("notebook")
     src = (pkg / "plots.py").read_text()
-    (pkg / "plots.py").write_text("# a comment\n" + src.replace("    from pathlib import Path\n",
-                                                                "    # another comment\n    from pathlib import Path\n", 1))
+    commented = src.replace("    from pathlib import Path\n", "    # another comment\n    from pathlib import Path\n", 1)
+    assert commented != src
+    (pkg / "plots.py").write_text("# a comment\n" + commented)
     assert deps.manifest("notebook") == before
     (pkg / "plots.py").write_text(src + "\nX = 1\n")
     assert deps.manifest("notebook") != before
