@@ -80,6 +80,16 @@ def run(cmd: Sequence[str], cwd, env, *, check: bool = True, timeout: Optional[f
     return r
 
 
+def write_params(work, params: dict) -> None:
+    """`params` as work/params.yaml, and work/matrix.yaml, the run lists dvc.yaml expands (what `easycore check`
+    writes from them: easycore/runs.py write_matrix)."""
+    from easycore.config import params_from_dict
+    from easycore.runs import write_matrix
+
+    (Path(work) / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    write_matrix(params_from_dict(params), Path(work) / "matrix.yaml")
+
+
 def make_repo(work, params: dict, env: dict) -> Path:
     """A new git + DVC repository at `work` (must not exist) with dvc.yaml, notebooks/, easycore/ and `params`
     as params.yaml, everything committed. Returns the path."""
@@ -88,7 +98,7 @@ def make_repo(work, params: dict, env: dict) -> Path:
     shutil.copy(REPO / "dvc.yaml", work / "dvc.yaml")
     shutil.copytree(REPO / "notebooks", work / "notebooks", ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copytree(REPO / "easycore", work / "easycore", ignore=shutil.ignore_patterns("__pycache__"))
-    (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    write_params(work, params)
     (work / ".gitignore").write_text("__pycache__/\n")
     run(["git", "init", "-q"], work, env)
     run(["dvc", "init", "-q"], work, env)

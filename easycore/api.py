@@ -180,12 +180,38 @@ class Recorder:
         t = self._tracker
         if not self._open:
             t.start_epoch(self.epoch, x_grad.device)
+            self._covered = torch.zeros(self.n, dtype=torch.bool, device=x_grad.device)
             self._open = True
         if not t.inline_active:      # an epoch that `every` skips
             return
-        idx = torch.as_tensor(np.asarray(idx) if not torch.is_tensor(idx) else idx, dtype=torch.long,
-                              device=x_grad.device)
+        idx = self._positions(idx, len(x_grad), x_grad.device)
         t.record_inline(idx, x_grad.detach(), len(idx))
+        self._covered[idx] = True
+
+    def _positions(self, idx, batch: int, device) -> torch.Tensor:
+        """idx as a long tensor on `device`: one position per sample of the batch, each in [0, n) (a negative one
+        would silently index from the end)."""
+        idx = torch.as_tensor(np.asarray(idx) if not torch.is_tensor(idx) else idx, device=device)
+        if idx.dtype.is_floating_point or idx.dtype == torch.bool or idx.dim() != 1 or len(idx) != batch:
+            raise ValueError(f"idx must be {batch} integer positions (one per sample of the batch), got "
+                             f"{idx.dtype} shape {tuple(idx.shape)}")
+        idx = idx.long()
+        if len(idx) and (int(idx.min()) < 0 or int(idx.max()) >= self.n):
+            raise ValueError(f"idx holds positions outside [0, {self.n}) (min {int(idx.min())}, max "
+                             f"{int(idx.max())}): positions are 0..n-1 in the training set")
+        return idx
+
+    def _check_epoch(self, values: torch.Tensor, covered: torch.Tensor, what: str) -> None:
+        """Every sample recorded once this epoch (`covered`), with a finite input-gradient norm."""
+        missing = int((~covered).sum())
+        if missing:
+            raise ValueError(f"epoch {self.epoch + 1}: {missing} of {self.n} samples got no {what}")
+        bad = (~torch.isfinite(values.to(covered.device))) & covered
+        if bool(bad.any()):
+            first = bad.nonzero().flatten()[:5].tolist()
+            raise ValueError(f"epoch {self.epoch + 1}: {int(bad.sum())} of {self.n} samples have NaN or inf input "
+                             f"gradients (positions {first}{' ...' if int(bad.sum()) > 5 else ''}): the model or the "
+                             f"loss is not finite; AIGN is undefined there")
 
     # -- per epoch ---------------------------------------------------------------------------------
     def end_epoch(self, model: Optional[torch.nn.Module] = None, loader=None) -> None:
@@ -200,10 +226,9 @@ class Recorder:
         else:
             if not self._open:
                 t.start_epoch(self.epoch, "cpu")
+                self._covered = torch.zeros(self.n, dtype=torch.bool)
             if t.inline_active:
-                missing = int(torch.isnan(t._inline["aign_inline_l2"]).sum())
-                if missing:
-                    raise ValueError(f"epoch {self.epoch + 1}: {missing} of {self.n} samples got no batch() record")
+                self._check_epoch(t._inline["aign_inline_l2"], self._covered, "batch() record")
         t.end_epoch(self.epoch, exact)
         self.epoch += 1
         self._open = False
@@ -217,11 +242,14 @@ class Recorder:
                           "(x, y, idx) batches", UserWarning, stacklevel=4)
         seen = np.full(self.n, -1, dtype=np.int64) if self.labels is None else None
         pos = 0
+        sampler = getattr(loader, "sampler", None)
         for b in loader:
             x, y = b[0], b[1]
             if len(b) > 2:
                 idx = torch.as_tensor(b[2], dtype=torch.long).cpu()
             else:
+                if pos == 0:
+                    _check_in_order(sampler)
                 idx = torch.arange(pos, pos + len(y))
             pos += len(y)
             if len(idx) and (int(idx.min()) < 0 or int(idx.max()) >= self.n):
@@ -252,6 +280,7 @@ class Recorder:
         if missing:
             raise ValueError(f"the scoring loader covered {self.n - missing} of {self.n} samples; it must yield "
                              "every training sample once (no drop_last, no sampler that skips)")
+        self._check_epoch(out["aign_l2"], covered, "scoring-loader record")
         return out
 
     def final(self, model: torch.nn.Module, loader, *, features: bool = True, deepfool: bool = True,
@@ -329,12 +358,15 @@ def select(scores, fraction: float, *, labels=None, balanced: bool = False, keep
     class keeping its proportional share. Ties are broken at random by the seed. The pipeline's
     `coresets.select_by_score`."""
     scores = np.asarray(scores.detach().cpu() if torch.is_tensor(scores) else scores, dtype=np.float64)
+    if scores.ndim != 1 or len(scores) == 0:
+        raise ValueError(f"scores must be a non-empty 1-D array (one per sample), got shape {scores.shape}")
     if balanced and labels is None:
         raise ValueError("balanced=True needs labels")
-    if labels is None:
-        labels = np.zeros(len(scores), dtype=np.int64)
-    labels = np.asarray(labels.cpu() if torch.is_tensor(labels) else labels)
+    labels = np.zeros(len(scores), dtype=np.int64) if labels is None else _labels(labels, len(scores))
     check_fraction(fraction)
+    if budget(fraction, len(scores)) == 0:
+        raise ValueError(f"fraction {fraction} of {len(scores)} samples keeps none (the budget rounds to 0); use a "
+                         f"fraction of at least {0.5 / len(scores):.3g}")
     idx = select_by_score(scores, labels, fraction, keep=keep, balanced=balanced, seed=seed)
     assert balanced or len(idx) == budget(fraction, len(scores))
     return idx

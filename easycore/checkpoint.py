@@ -19,7 +19,7 @@ import torch
 
 from . import dist
 from .models import build_model
-from .rng import set_rng_state
+from .rng import get_rng_state, set_rng_state
 from .store import ArtifactError, load_state
 
 if TYPE_CHECKING:
@@ -107,8 +107,11 @@ def validate_state(st: dict, *, epochs: int, model: torch.nn.Module, opt=None) -
     """Why the checkpoint `st` (identity already matched) cannot be resumed, or None: the completed epoch count
     in [1, epochs], a history of exactly that many epoch records (1, 2, ...), the model's tensors (names, shapes,
     finite floats), an optimizer state of the optimizer's layout, integer counts, the RNG states `set_rng_state`
-    needs, and a callbacks mapping. A checkpoint is a file anybody can edit: an `epoch` of 99 would otherwise
-    skip training and publish its weights as the model, and -5 would run 11 epochs of a 6-epoch run."""
+    needs (they are restored once, as a test), and a callbacks mapping; no all-zero weight matrix; optimizer state
+    tensors of their parameters' shapes, finite; pass counts >= 0. A checkpoint is a file anybody can edit: an
+    `epoch` of 99 would otherwise skip training and publish its weights as the model, -5 would run 11 epochs of a
+    6-epoch run, a malformed generator state would fail every re-run with a traceback, and NaN momentum would end
+    in "lower the learning rate"."""
     ep = st.get("epoch")
     if isinstance(ep, bool) or not isinstance(ep, int) or not 1 <= ep <= epochs:
         return f"epoch {ep!r} is not a completed epoch of this {epochs}-epoch run"
@@ -117,6 +120,7 @@ def validate_state(st: dict, *, epochs: int, model: torch.nn.Module, opt=None) -
             isinstance(r, dict) and r.get("epoch") == i + 1 for i, r in enumerate(hist)):
         return f"its history is not the records of epochs 1..{ep}"
     sd, want = st.get("model"), model.state_dict()
+    weights = {k for k, _ in model.named_parameters()}
     if not isinstance(sd, dict) or set(sd) != set(want):
         return "its model weights are not this model's"
     for k, v in want.items():
@@ -125,6 +129,8 @@ def validate_state(st: dict, *, epochs: int, model: torch.nn.Module, opt=None) -
             return f"model tensor {k!r} is not this model's ({tuple(v.shape)} {v.dtype})"
         if got.is_floating_point() and not bool(torch.isfinite(got).all()):
             return f"model tensor {k!r} holds NaN or inf"
+        if k in weights and got.dim() >= 2 and not bool(got.any()):
+            return f"model tensor {k!r} is all zeros (no initialised or trained weight is)"
     osd = st.get("optimizer")
     if not isinstance(osd, dict) or not isinstance(osd.get("state"), dict) \
             or not isinstance(osd.get("param_groups"), list):
@@ -134,17 +140,45 @@ def validate_state(st: dict, *, epochs: int, model: torch.nn.Module, opt=None) -
         if len(osd["param_groups"]) != len(mine) or any(
                 not isinstance(g, dict) or g.get("params") != m["params"] for g, m in zip(osd["param_groups"], mine)):
             return "its optimizer state is not this optimizer's"
+        params = [p for g in opt.param_groups for p in g["params"]]
+        for i, per in osd["state"].items():
+            if isinstance(i, bool) or not isinstance(i, int) or not 0 <= i < len(params) or not isinstance(per, dict):
+                return "its optimizer state is not this optimizer's"
+            for name, t in per.items():
+                if not isinstance(t, torch.Tensor):
+                    continue
+                if t.dim() > 0 and (tuple(t.shape) != tuple(params[i].shape) or t.dtype != params[i].dtype):
+                    return (f"its optimizer state {name!r} of parameter {i} is {tuple(t.shape)} {t.dtype}, not the "
+                            f"parameter's {tuple(params[i].shape)} {params[i].dtype}")
+                if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+                    return f"its optimizer state {name!r} of parameter {i} holds NaN or inf"
     counts = st.get("counts")
     if not isinstance(counts, dict) or not all(isinstance(v, (int, float)) and not isinstance(v, bool)
-                                               for v in counts.values()):
-        return "its counts are malformed"
+                                               and math.isfinite(v) and v >= 0 for v in counts.values()):
+        return "its counts are malformed (pass counts are finite numbers >= 0)"
     rng = st.get("rng")
     if not isinstance(rng, dict) or not all(k in rng for k in ("torch", "numpy", "python")) \
             or not isinstance(rng["torch"], torch.Tensor) or not isinstance(rng["numpy"], (dict, list, tuple)) \
             or not isinstance(rng["python"], (dict, list, tuple)):
         return "its random generator states are missing or malformed"
+    why = _rng_restorable(rng)
+    if why:
+        return f"its random generator states are malformed ({why})"
     if not isinstance(st.get("callbacks"), dict):
         return "its callbacks' state is malformed"
+    return None
+
+
+def _rng_restorable(rng: dict) -> Optional[str]:
+    """Why `set_rng_state(rng)` fails (the error, one line), or None; the generators are left as they were."""
+    saved = get_rng_state()
+    try:
+        set_rng_state(rng)
+    except Exception as e:          # noqa: BLE001  (whatever torch / numpy / random raise for a bad state)
+        first = (str(e).strip().splitlines() or [""])[0][:120]
+        return f"{type(e).__name__}: {first}" if first else type(e).__name__
+    finally:
+        set_rng_state(saved)
     return None
 
 

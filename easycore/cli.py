@@ -235,16 +235,30 @@ def _dvc_stage():
     return os.environ.get(runs.DVC_STAGE)
 
 
+def _recorded(params, cmd: str) -> None:
+    """A `--dvc` select / train / eval stage runs only under the params its dvc.lock entry records: those of
+    runs/params/<family>.json (deps.check_recorded; `dvc repro -s` skips the check stage that writes it)."""
+    from .deps import check_recorded
+
+    stage = _dvc_stage() or ""
+    family = {"select": "select", "eval": "eval"}.get(cmd) or (
+        "train_adaptive" if stage.startswith("train_adaptive@") else "train")
+    check_recorded(params, family)
+
+
 def _group(args, params):
     """The runs named by --method/--fraction/--scores/--mode and --seed (default: every seed the params declare for
-    that group, else every seed of train.seeds); with --dvc, the group of the DVC stage being run (its seeds)."""
+    that group, else every seed of train.seeds); with --dvc, the group of the DVC stage being run (its seeds), after
+    checking the params are those the stage is recorded under (_recorded)."""
     from . import runs
     from .config import ConfigError
 
     if args.dvc:
         if args.seed is not None:
             raise ConfigError("--dvc runs the whole group of its stage: no --seed")
-        return runs.expected_groups(params)[runs.group_for_stage(params, _dvc_stage())]
+        group = runs.expected_groups(params)[runs.group_for_stage(params, _dvc_stage())]
+        _recorded(params, args.cmd)
+        return group
     if args.method is None or args.fraction is None or args.mode is None:
         raise ConfigError("give --method, --fraction and --mode (or --model-path/--indices/--full with --out)")
     group = runs.Group(_scores(args.scores, params), args.method, args.fraction, args.mode)
@@ -391,6 +405,7 @@ def main(argv=None) -> int:
                 if args.method is not None or args.fraction is not None or args.out:
                     raise ConfigError("--dvc makes every coreset of its stage's proxy run: no --method/--fraction/--out")
                 args.scores = runs.scores_for_stage(params, _dvc_stage())
+                _recorded(params, "select")
             safe_name(args.scores, "--scores")
             if args.method is None:
                 if args.fraction is not None or args.out:

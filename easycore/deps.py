@@ -79,11 +79,26 @@ def closure(entry: str) -> set[str]:
     return {module} | module_closure(top | found)
 
 
+NOTEBOOKS = Path("notebooks")
+
+
+def notebook_imports(folder: Path = NOTEBOOKS) -> set[str]:
+    """The easycore modules the report notebooks (notebooks/*.py, jupytext scripts) import anywhere."""
+    found = set()
+    for f in sorted(Path(folder).glob("*.py")):
+        found |= _imports(ast.parse(f.read_text()))
+    return found
+
+
 def command_closure(command: str) -> set[str]:
-    """The modules `easycore <command>` can execute: its entry function's closure, cli.main's, the package."""
+    """The modules `easycore <command>` can execute: its entry function's closure, cli.main's, the package; for
+    `notebook` (the report stages) also everything the notebooks' kernels can import (notebook_imports)."""
     from .cli import ENTRY
 
-    return closure(ENTRY[command]) | closure("easycore.cli:main") | {"easycore.__init__"}
+    mods = closure(ENTRY[command]) | closure("easycore.cli:main") | {"easycore.__init__"}
+    if command == "notebook":
+        mods |= module_closure(notebook_imports())
+    return mods
 
 
 def code_digest(source: str) -> str:
@@ -108,7 +123,7 @@ def manifest(command: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-STAGE_COMMANDS = ("source", "prepare", "proxy", "select", "train", "eval", "autoattack")
+STAGE_COMMANDS = ("source", "prepare", "proxy", "select", "train", "eval", "autoattack", "notebook")
 
 # The params each many-run stage family reads. These families have one stage per run (hundreds in a study), and DVC
 # stores a stage's `params:` values in its dvc.lock entry and re-parses and rewrites the whole dvc.lock after every
@@ -171,3 +186,39 @@ def write_params(params, out: Path = PARAMS) -> list[Path]:
             tmp.write_text(json.dumps(params_values(params, keys), indent=1, sort_keys=True) + "\n")
         paths.append(p)
     return paths
+
+
+def _flat(d, prefix: str = "") -> dict:
+    """{dotted key: leaf value} of nested dicts."""
+    if not isinstance(d, dict):
+        return {prefix: d}
+    out = {}
+    for k, v in d.items():
+        out.update(_flat(v, f"{prefix}.{k}" if prefix else str(k)))
+    return out
+
+
+def check_recorded(params, family: str, out: Path = PARAMS) -> None:
+    """ConfigError unless runs/params/<family>.json, the dependency file a stage of `family` is recorded under in
+    dvc.lock (written by `check`), holds params' values. `dvc repro -f -s <stage>` skips check: after an edit of
+    params.yaml the stage would run with the new values and DVC would lock its result under the old file, so a
+    later `dvc repro` (the edit reverted) would keep that result as the old values' (a 7-epoch model under
+    train.epochs 2)."""
+    import json
+
+    from .config import ConfigError
+
+    path = Path(out) / f"{family}.json"
+    want = _flat(json.loads(json.dumps(params_values(params, STAGE_PARAMS[family]))))
+    try:
+        got = _flat(json.loads(path.read_text()))
+    except (OSError, ValueError):
+        raise ConfigError(f"{path} (the params a {family} stage runs under, written by the check stage) is missing "
+                          f"or unreadable: run `dvc repro` without -s") from None
+    diff = sorted(k for k in want.keys() | got.keys() if want.get(k, ...) != got.get(k, ...))
+    if diff:
+        shown = ", ".join(f"{k} {want.get(k)!r} (recorded: {got.get(k)!r})" for k in diff[:3])
+        raise ConfigError(f"params.yaml differs from {path}, the params this stage is recorded under: {shown}"
+                          f"{' ...' if len(diff) > 3 else ''}; run `dvc repro` without -s (its check stage records "
+                          f"them first), or revert params.yaml")
+

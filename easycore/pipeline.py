@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import time
 from pathlib import Path
 from typing import Optional
@@ -28,7 +29,7 @@ import torch
 
 from . import dist, runs
 from .aign import AIGNTracker
-from .config import Params
+from .config import ConfigError, Params
 from .data import ArrayDataset, load_dataset
 from .store import ArtifactError, load_arrays, read_json, save_arrays, write_json
 from .runtime import use_amp
@@ -52,16 +53,23 @@ def write_timing(stage: str, name: str, seconds: float, **extra) -> Path:
 
 
 # ----------------------------------------------------------------------------- check
-def check(params: Params, out: Path = CODE) -> None:
+def check(params: Params, out: Path = CODE, *, matrix: Path = runs.MATRIX) -> None:
     """The first stage: params are valid (load_params already checked them) and every registry imports. Writes
     runs/code/<command>.txt (deps.write_manifests), which every other stage depends on: DVC runs nothing else when
     params are bad (no param reaches a shell unvalidated), and a stage re-runs exactly when code it can run changed;
-    and runs/params/<family>.json (deps.write_params), the params of the many-run families (select, train, eval)."""
+    and runs/params/<family>.json (deps.write_params), the params of the many-run families (select, train, eval).
+    First matrix.yaml (runs.write_matrix), the lists dvc.yaml expands: when params declare other runs than it lists,
+    it is rewritten and, as a DVC stage (DVC already expanded the old lists), the stage stops: run `dvc repro` again."""
     from .deps import PARAMS, write_manifests, write_params
     from .registry import registry
 
     for kind in ("methods", "modes", "models", "datasets", "attacks"):
         registry(kind)  # import every registry: a broken registration fails here, before any stage
+    if runs.write_matrix(params, matrix):
+        if os.environ.get(runs.DVC_STAGE):
+            raise ConfigError(f"check: params.yaml declares other runs than {matrix} listed (dvc.yaml's stages); "
+                              f"{matrix} is rewritten: run `dvc repro` again (nothing else ran)")
+        _say(f"check: wrote {matrix} (the runs dvc.yaml expands)")
     write_manifests(out)
     write_params(params, Path(out).parent / PARAMS.name)
     _say(f"check: params valid; {len(runs.expected_runs(params))} training runs declared")

@@ -546,8 +546,12 @@ def write_dvc_plots(curves: pd.DataFrame, fractions: pd.DataFrame, ver: pd.DataF
       verdict.csv                    row ('<family> <mode> f=<f> <eps>/255'), comparator, diff, lo, hi (points,
                                      the deciding interval), verdict
     `curves` / `fractions`: long frames with mode, method, fraction, (eps_255,) robust_pct, lo_pct, hi_pct;
-    `ver`: report.verdict."""
+    `ver`: report.verdict. Under `easycore notebook` they are written into its staging folder (report.staged) and
+    published with the notebook's other outputs only when every cell ran (a late failure replaces none of them);
+    the returned paths are the published ones."""
     from pathlib import Path
+
+    from .report import staged
 
     out_dir = Path(out_dir)
     written = []
@@ -556,12 +560,12 @@ def write_dvc_plots(curves: pd.DataFrame, fractions: pd.DataFrame, ver: pd.DataF
         d = d.assign(series=[label(m) if m == FULL else f"{label(m)} f={f:g}" for m, f in zip(d.method, d.fraction)])
         d = d.drop_duplicates(["series", "eps_255"])        # the full-data curve comes with every fraction
         p = out_dir / f"robust_vs_eps_{mode}.csv"
-        _write_csv(d[["eps_255"] + cols + ["series"]].round(3), p)
+        _write_csv(d[["eps_255"] + cols + ["series"]].round(3), staged(p))
         written.append(p)
     for mode, d in fractions.groupby("mode", sort=False):
         d = d.assign(series=[label(m) for m in d.method]).sort_values(["series", "fraction"], kind="stable")
         p = out_dir / f"robust_vs_fraction_{mode}.csv"
-        _write_csv(d[["fraction"] + cols + ["series"]].round(3), p)
+        _write_csv(d[["fraction"] + cols + ["series"]].round(3), staged(p))
         written.append(p)
     if len(ver) and "diff" in ver:
         rows = []
@@ -569,6 +573,6 @@ def write_dvc_plots(curves: pd.DataFrame, fractions: pd.DataFrame, ver: pd.DataF
             rows.append({"row": f"{r.family} {r.mode} f={r.fraction:g} {r.eps_255:g}/255", "comparator": r.comparator,
                          "diff": r.diff, "lo": r.lo, "hi": r.hi, "verdict": r.verdict})
         p = out_dir / "verdict.csv"
-        _write_csv(pd.DataFrame(rows, columns=["row", "comparator", "diff", "lo", "hi", "verdict"]).round(2), p)
+        _write_csv(pd.DataFrame(rows, columns=["row", "comparator", "diff", "lo", "hi", "verdict"]).round(2), staged(p))
         written.append(p)
     return written

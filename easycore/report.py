@@ -117,6 +117,12 @@ def check_outcomes(path, arrays: Mapping[str, np.ndarray], n: Optional[int] = No
     if len(lengths) > 1 or (n is not None and lengths and lengths != {int(n)}):
         raise ArtifactError(f"{path}: outcomes have lengths {sorted(lengths)} but the file says n = {n}; re-run "
                             f"the stage that makes it")
+    clean = arrays.get("clean")
+    for k, v in arrays.items():     # an attacked outcome is correct on the clean input AND under the attack
+        if clean is not None and k != "clean" and bool((v & ~clean).any()):
+            raise ArtifactError(f"{path}: outcomes {k!r} count {int((v & ~clean).sum())} images as correct that "
+                                f"'clean' counts as wrong (an attacked outcome implies the clean one); the file is "
+                                f"damaged; re-run the stage that makes it")
     return dict(arrays)
 
 
@@ -214,7 +220,7 @@ def read_outcomes(path: str | os.PathLike, params: Optional[Params] = None) -> t
             aa.setdefault(key[len("autoattack/"):], {})[name] = unpacked
         else:
             per_run.setdefault(key, {})[name] = unpacked
-    results = [RunResult(runs.parse(k), "ok", {}, v) for k, v in per_run.items()]
+    results = [RunResult(runs.parse(k), "ok", {}, check_outcomes(path, v)) for k, v in per_run.items()]
     if params is not None:
         have = {r.run for r in results}
         results += [RunResult(r, "missing (not in the outcomes file)") for r in runs.expected_runs(params)

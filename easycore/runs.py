@@ -136,6 +136,36 @@ def needs_deepfool(params: Params, name: str, seed: int) -> bool:
 DEEPFOOL_METHODS = ("deepfool", "deepfool_far")
 
 
+def stale_states(params: Params, root: Path = ROOT) -> list[Path]:
+    """The resume checkpoints of declared runs that no stage will resume: every run of the group (every replicate
+    of the proxy run) has its model written, and the run's own model is newer than its checkpoint. That is what a
+    stage restored by DVC from its run-cache leaves (DVC runs no command then, so nothing removed the checkpoints an
+    earlier, interrupted run of it left). A group killed mid-way (some models missing) keeps them: its next run
+    resumes from them."""
+    sets = [[(r.state_path(root), r.train_dir(root)) for r in members] for members in expected_groups(params).values()]
+    sets += [[(proxy_state(name, s, root), proxy_dir(name, s, root)) for s in proxy_seeds(params, name)]
+             for name in ["main", *params.proxy.transfer_models]]
+    out = []
+    for members in sets:
+        models = [d / "model.safetensors" for _, d in members]
+        if not all(m.is_file() for m in models):
+            continue
+        out += [s for (s, _), m in zip(members, models)
+                if s.is_file() and s.stat().st_mtime_ns <= m.stat().st_mtime_ns]
+    return out
+
+
+def remove_stale_states(params: Params, root: Path = ROOT) -> list[Path]:
+    """Delete `stale_states` with their AIGN record folders (`.<name>.state.records/`); returns what was removed."""
+    import shutil
+
+    gone = stale_states(params, root)
+    for s in gone:
+        s.unlink(missing_ok=True)
+        shutil.rmtree(s.with_suffix(".records"), ignore_errors=True)
+    return gone
+
+
 def state_path_for(out_dir: Path) -> Path:
     out_dir = Path(out_dir)
     return out_dir.parent / f".{out_dir.name}.state.pt"
@@ -230,26 +260,107 @@ def stage_key(stage: Optional[str]) -> str:
     return key
 
 
-def _lookup(stage: Optional[str], declared: dict):
+def _lookup(stage: Optional[str], declared: dict, params: Optional[Params] = None):
     from .config import ConfigError
 
     key = stage_key(stage)
     if key not in declared:
         raise ConfigError(f"--dvc: stage {stage!r} is not a run the params declare (a params value changed after "
                           f"`easycore check`? run `dvc repro` without -s)")
+    if params is not None:
+        check_matrix(params)
     return declared[key]
 
 
 def proxy_for_stage(params: Params, stage: Optional[str]) -> str:
     """The proxy run of a proxy / proxy_transfer stage: main or a declared transfer model."""
-    return _lookup(stage, {n: n for n in ["main", *params.proxy.transfer_models]})
+    return _lookup(stage, {n: n for n in ["main", *params.proxy.transfer_models]}, params)
 
 
 def scores_for_stage(params: Params, stage: Optional[str]) -> str:
     """The proxy run whose coresets a select / select_transfer stage makes: main or a declared transfer model."""
-    return _lookup(stage, {n: n for n in ["main", *params.proxy.transfer_models]})
+    return _lookup(stage, {n: n for n in ["main", *params.proxy.transfer_models]}, params)
 
 
 def group_for_stage(params: Params, stage: Optional[str]) -> Group:
     """The group of a train / evaluate stage (matrix scores, method, fraction, mode)."""
-    return _lookup(stage, {dvc_key(g.scores, g.method, g.fraction, g.mode): g for g in expected_groups(params)})
+    return _lookup(stage, {dvc_key(g.scores, g.method, g.fraction, g.mode): g for g in expected_groups(params)},
+                   params)
+
+
+# ----------------------------------------------------------------------------- the lists dvc.yaml expands
+# DVC removes a stage's declared outputs before its command runs, and the output paths are built from the matrix
+# values (`runs/proxy/${item.name}`): a params value such as '../../../victim' would make DVC delete a folder outside
+# the repository before any easycore code could refuse it (`dvc repro -s` skips `check`; DVC refuses no path). So
+# dvc.yaml's matrices never read params.yaml: they read matrix.yaml (`vars:`), which `easycore check` writes from
+# validated params (registered names, fractions in (0, 1); every name matched against SAFE_NAME again here). The
+# `check` stage rewrites it and stops when params.yaml declares other runs (run `dvc repro` again: DVC read the old
+# list), and every `--dvc` stage command refuses to run when matrix.yaml is not params.yaml's.
+MATRIX = Path("matrix.yaml")
+MATRIX_KEY = "matrix"
+MATRIX_HEADER = ("# Written by `easycore check` from params.yaml (do not edit): the lists dvc.yaml's matrix stages "
+                 "expand.\n"
+                 "# dvc.yaml builds output paths (which DVC removes before a stage runs) only from these validated "
+                 "names.\n# After editing these lists in params.yaml, `dvc repro` rewrites this file, stops, and runs "
+                 "them on the next `dvc repro`.\n")
+
+
+def matrix(params: Params) -> dict:
+    """The values dvc.yaml's matrix stages expand, from validated params (the lists expected_runs iterates):
+    transfer_models, methods, fractions, modes, survey_*, transfer_methods, adaptive, adaptive_fractions (null in
+    params: every coreset fraction), adaptive_modes. Raises ConfigError for a name that is not a plain file name."""
+    import math
+
+    from .config import SAFE_NAME, ConfigError
+
+    c, t = params.coreset, params.train
+    out = {"transfer_models": params.proxy.transfer_models,
+           "methods": c.methods, "fractions": c.fractions, "modes": t.modes,
+           "survey_methods": c.survey_methods, "survey_fractions": c.survey_fractions, "survey_modes": c.survey_modes,
+           "transfer_methods": c.transfer_methods,
+           "adaptive": c.adaptive,
+           "adaptive_fractions": [f for f in c.fractions if c.adaptive_fractions is None or f in c.adaptive_fractions],
+           "adaptive_modes": c.adaptive_modes}
+    for key, values in out.items():
+        for v in values:
+            ok = (isinstance(v, float) and math.isfinite(v) and 0 < v <= 1) if key.endswith("fractions") else (
+                isinstance(v, str) and re.fullmatch(SAFE_NAME, v) is not None)
+            if not ok:
+                raise ConfigError(f"params: {v!r} ({key}) cannot name a stage's output folder")
+    return {k: list(v) for k, v in out.items()}
+
+
+def matrix_text(params: Params) -> str:
+    """matrix.yaml's content for `params` (byte-stable)."""
+    import yaml
+
+    return MATRIX_HEADER + yaml.safe_dump({MATRIX_KEY: matrix(params)}, sort_keys=False, default_flow_style=None)
+
+
+def write_matrix(params: Params, path: Path = MATRIX) -> bool:
+    """Write matrix.yaml for `params` when its content differs (atomically); True when it was (re)written."""
+    from .store import atomic_path
+
+    text = matrix_text(params)
+    path = Path(path)
+    if path.exists() and path.read_text() == text:
+        return False
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+    return True
+
+
+def check_matrix(params: Params, path: Path = MATRIX) -> None:
+    """ConfigError unless `path` (the lists DVC expanded into stages) is params' (a `--dvc` stage command's first
+    check: `dvc repro -s` skips the `check` stage that rewrites it)."""
+    import yaml
+
+    from .config import ConfigError
+
+    try:
+        got = (yaml.safe_load(Path(path).read_text()) or {}).get(MATRIX_KEY)
+    except (OSError, yaml.YAMLError, AttributeError):
+        got = None
+    if got != matrix(params):
+        raise ConfigError(f"{path} (the runs dvc.yaml expands) is not the one params.yaml declares: run `dvc repro` "
+                          f"without -s (its check stage rewrites it), then run the stage")

@@ -240,8 +240,9 @@ def work_dir(params_path: Path) -> Path:
 
 
 def _absolute_data(params: Params) -> list[str]:
-    """--set overrides that pin the data root to an absolute path (the jobs run in the work folder)."""
-    return [f"data.root={params.data.resolved_root().resolve()}"]
+    """--set overrides that pin the data root to an absolute path (the jobs run in the work folder). The value is
+    JSON-quoted: --set values are YAML, where ' #' starts a comment and ': ', a leading '&' or '!' mean something."""
+    return [f"data.root={json.dumps(str(params.data.resolved_root().resolve()))}"]
 
 
 def run_shard(params_path: Path, *, budget: Optional[float] = None, only: Optional[str] = None,

@@ -37,11 +37,34 @@ def cache_file() -> Path:
     return cache_dir() / "source-digests.json"
 
 
+def _walk(folder: Path, above: frozenset) -> list[Path]:
+    """Every file under `folder`, following symbolic links to folders and files as the loaders do (torchvision's
+    ImageFolder walks with followlinks=True: a symlinked class folder is read, so it is hashed); a link back to a
+    folder above it (a loop the loaders would walk forever) is a DataError."""
+    import os
+
+    from .data import DataError
+
+    real = os.path.realpath(folder)
+    if real in above:
+        raise DataError(f"data source: {folder} links back to {real}, a folder above it (a symlink loop); remove the "
+                        f"link")
+    above = above | {real}
+    out = []
+    with os.scandir(folder) as it:
+        for e in it:
+            if e.is_dir():                           # follows a link to a folder
+                out += _walk(Path(e.path), above)
+            elif e.is_file():                        # follows a link to a file; a dangling link is no file
+                out.append(Path(e.path))
+    return out
+
+
 def _files(paths: Iterable[Path]) -> list[Path]:
     out = []
     for p in paths:
         if p.is_dir():
-            out += sorted(q for q in p.rglob("*") if q.is_file())
+            out += sorted(_walk(p, frozenset()))
         elif p.is_file():
             out.append(p)
     return out
@@ -122,6 +145,14 @@ def stage(params, out: Path = SOURCE, *, progress: bool = False) -> dict:
         raise _missing(d.dataset, root, "one of the layouts easycore/data.py lists")
     write_json(out, ident)
     log.info("data source: read %s under %s; wrote %s", ", ".join(ident["read"]) or "nothing", root, out)
+    # housekeeping at the start of every `dvc repro` (this stage always runs, before any training stage): the
+    # checkpoints a stage restored from DVC's run-cache left behind (runs.stale_states)
+    from .runs import remove_stale_states
+
+    gone = remove_stale_states(params)
+    if gone:
+        log.warning("removed %d stale checkpoint(s) of runs whose outputs are complete and newer: %s", len(gone),
+                    ", ".join(str(p) for p in gone[:3]) + (" ..." if len(gone) > 3 else ""))
     print(f"data source: {d.dataset}: {ident['files']} file{'s' * (ident['files'] != 1)}, "
           f"{ident['bytes'] / 1e6:.1f} MB under {root} ({ident['by']}, sha256 {ident['sha256'][:12]})", flush=True)
     return ident

@@ -64,6 +64,9 @@ class GlobalBatchNorm(nn.modules.batchnorm._BatchNorm):
         local = torch.stack([torch.full((x.shape[1],), x.numel() / x.shape[1], dtype=torch.float64, device=x.device),
                              xd.sum(dims), (xd * xd).sum(dims)])
         n, s, ss = _AllReduceSum.apply(local)            # sum over the ranks (autograd: grads all-reduced too)
+        if float(n[0]) <= 1:                             # as BatchNorm (every rank sees the global count: all raise)
+            raise ValueError(f"Expected more than 1 value per channel when training, got input size {x.size()} "
+                             f"on this rank and {float(n[0]):.0f} value per channel over the {dist.world()} ranks")
         mean = s / n
         var = (ss / n - mean * mean).clamp_min(0)       # biased: what normalises the batch
         if self.track_running_stats:

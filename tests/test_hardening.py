@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import dataclasses
 import hashlib
 import json
 import logging
@@ -30,7 +31,7 @@ import yaml
 from _reliability import error_lines, run_cli, sub_env
 from easycore import cli, pipeline, report, runs
 from easycore import train as train_mod
-from easycore.config import params_from_dict
+from easycore.config import load_params, params_from_dict
 from easycore.models import build_model
 from easycore.store import save_arrays, write_json
 
@@ -462,7 +463,26 @@ DAMAGE = {   # issue 25 item 11: well-formed checkpoints of the right identity w
     "bad_history": (lambda st: st | {"history": "x"}, "its history is not the records of epochs 1..1"),
     "nan_weights": (lambda st: st | {"model": {k: v.float() * float("nan") if v.is_floating_point() else v
                                                for k, v in st["model"].items()}}, "holds NaN or inf"),
+    # issue 34 item 5: these gave a traceback on every re-run, "lower the learning rate", a skipped training with
+    # an all-zero model, or negative pass counts in the published provenance
+    "rng_torch_short": (lambda st: st | {"rng": st["rng"] | {"torch": torch.zeros(3, dtype=torch.uint8)}},
+                        "random generator states are malformed (RuntimeError"),
+    "rng_numpy_keys_wrong_shape": (lambda st: st | {"rng": st["rng"] | {"numpy": st["rng"]["numpy"] | {
+        "keys": torch.zeros(5, dtype=torch.int64)}}}, "random generator states are malformed ("),
+    "momentum_wrong_shape": (lambda st: _momentum(st, lambda b: torch.zeros(3)), "its optimizer state "
+                             "'momentum_buffer' of parameter 0 is (3,) torch.float32, not the parameter's"),
+    "momentum_nan": (lambda st: _momentum(st, lambda b: b * float("nan")),
+                     "its optimizer state 'momentum_buffer' of parameter 0 holds NaN or inf"),
+    "last_epoch_zero_weights": (lambda st: st | {"model": _zero(st["model"])}, "is all zeros"),
+    "negative_counts": (lambda st: st | {"counts": {k: -5 for k in st["counts"]}}, "its counts are malformed"),
 }
+
+
+def _momentum(st, change):
+    """The checkpoint with parameter 0's momentum buffer changed."""
+    state = dict(st["optimizer"]["state"])
+    state[0] = state[0] | {"momentum_buffer": change(state[0]["momentum_buffer"])}
+    return st | {"optimizer": st["optimizer"] | {"state": state}}
 
 
 @pytest.mark.parametrize("kind", sorted(DAMAGE))
@@ -776,11 +796,51 @@ def test_report_outputs_are_all_or_nothing(tmp_path):
     assert not any(p.name.startswith(".staging") for p in rep.iterdir())
 
 
+PLOTS_NB = '''# %% tags=["parameters"]
+params_path = "params.yaml"
+value = 1.0
+fail = 0
+
+# %%
+import pandas as pd
+from easycore import plots
+from easycore.config import load_params
+P = load_params(params_path)
+cv = pd.DataFrame({"mode": ["standard"], "method": ["random"], "fraction": [0.5], "eps_255": [0.0],
+                   "robust_pct": [value], "lo_pct": [0.0], "hi_pct": [2 * value]})
+rf = cv.drop(columns="eps_255")
+plots.write_dvc_plots(cv, rf, pd.DataFrame(), f"{P.report.dir}/plots")
+
+# %%
+assert not fail, "late failure"
+'''
+
+
+def test_dvc_plot_csvs_are_published_all_or_nothing(tmp_path):
+    """Issue 34 item 3: `<report.dir>/plots/*.csv` (plots.write_dvc_plots, the coresets notebook) go through the
+    notebook's staging like its tables: a notebook failing in a late cell leaves the published CSVs as they were."""
+    (tmp_path / "notebooks").mkdir()
+    (tmp_path / "notebooks/tiny.py").write_text(PLOTS_NB)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(TINY))
+    plot_dir = tmp_path / "reports/plots"
+    csvs = lambda: {p.name: p.read_text() for p in sorted(plot_dir.iterdir())}  # noqa: E731
+    assert _cli(["notebook", "-q", "tiny", "-p", "value", "1"], tmp_path).returncode == 0
+    first = csvs()
+    assert sorted(first) == ["robust_vs_eps_standard.csv", "robust_vs_fraction_standard.csv"]
+    r = _cli(["notebook", "-q", "tiny", "-p", "value", "7", "-p", "fail", "1"], tmp_path)
+    assert r.returncode == 2 and "late failure" in r.stderr
+    assert csvs() == first, "a failed notebook replaced the published plot CSVs"
+    assert not any(p.name.startswith(".staging") for p in plot_dir.parent.iterdir())
+    assert _cli(["notebook", "-q", "tiny", "-p", "value", "7"], tmp_path).returncode == 0
+    assert csvs() != first and "7" in csvs()["robust_vs_eps_standard.csv"]
+
+
 # ----------------------------------------------------------------------------- issue 25 item 1: `dvc repro -s`
 def test_dvc_repro_single_stage_runs_no_params_value(repo, tmp_path):
     """`dvc repro -s` skips `check`: after a passing check, a transfer model named 'x;touch PWNED;echo' reaches
-    the proxy_transfer stage, whose command must not hand it to the shell: the stage fails with easycore's one
-    line and no PWNED appears (also for `-f -s 'proxy_transfer@x;touch PWNED;echo'`)."""
+    the proxy_transfer stage's command (which must not hand it to the shell): the stage fails with easycore's one
+    line and no PWNED appears; `-f -s 'proxy_transfer@x;touch PWNED;echo'` names no stage (dvc.yaml's matrices
+    expand matrix.yaml, which check wrote from the valid params), so nothing runs."""
     import dataclasses
     import shutil
 
@@ -805,15 +865,17 @@ def test_dvc_repro_single_stage_runs_no_params_value(repo, tmp_path):
     evil = "x;touch PWNED;echo"
     full["proxy"]["transfer_models"] = [evil]
     (work / "params.yaml").write_text(yaml.safe_dump(full))
-    for argv in (["repro", "-s", "proxy_transfer"], ["repro", "-f", "-s", f"proxy_transfer@{evil}"]):
-        r = run(str(dvc), *argv)
-        out = r.stdout + r.stderr
-        assert r.returncode != 0, out[-3000:]
-        assert not list(work.rglob("PWNED")) and not (tmp_path / "PWNED").exists(), "the shell ran a params value"
-        assert "> easycore proxy -q --dvc\n" in out, out[-3000:]                  # the command line DVC ran
-        errors = [ln for ln in out.splitlines() if ln.startswith("easycore proxy: error: ")]
-        assert len(errors) == 1 and evil in errors[0] and "is not allowed" in errors[0], out[-3000:]
-        assert not (work / "runs/proxy").exists()
+    r = run(str(dvc), "repro", "-s", "proxy_transfer")       # proxy_transfer@cnn_tiny (matrix.yaml's list)
+    out = r.stdout + r.stderr
+    assert r.returncode != 0, out[-3000:]
+    assert not list(work.rglob("PWNED")) and not (tmp_path / "PWNED").exists(), "the shell ran a params value"
+    assert "> easycore proxy -q --dvc\n" in out, out[-3000:]                  # the command line DVC ran
+    errors = [ln for ln in out.splitlines() if ln.startswith("easycore proxy: error: ")]
+    assert len(errors) == 1 and evil in errors[0] and "is not allowed" in errors[0], out[-3000:]
+    assert not (work / "runs/proxy").exists()
+    r = run(str(dvc), "repro", "-f", "-s", f"proxy_transfer@{evil}")  # not a stage: the matrix is matrix.yaml's
+    assert r.returncode != 0 and "> easycore" not in r.stdout + r.stderr, (r.stdout + r.stderr)[-3000:]
+    assert not list(work.rglob("PWNED")) and not (tmp_path / "PWNED").exists()
 
 
 @pytest.mark.parametrize("cmd,stage,needle", [
@@ -835,6 +897,428 @@ def test_dvc_stage_names_only_declared_runs(repo, monkeypatch, capsys, cmd, stag
     out = capsys.readouterr()
     assert out.out == "" and len(error_lines(out.err)) == 1 and needle in out.err, out.err
     assert not (repo / "runs").exists()
+
+
+# ----------------------------------------------------------------------------- issue 34 item 1: output paths
+def _dvc_work(tmp_path: Path, params: dict, *, code: bool = False) -> tuple[Path, Callable]:
+    """A DVC repository (no git) at tmp_path/outer/w with the repo's dvc.yaml, `params` (a full params dict) as
+    params.yaml and its matrix.yaml (what `easycore check` writes); code: also a copy of easycore/ (the check
+    stage's dependency). Returns (work, run) where run(*argv) runs a command there."""
+    import shutil
+
+    from conftest import REPO
+
+    dvc = Path(sys.executable).with_name("dvc")
+    if not dvc.exists():
+        pytest.skip("dvc is not installed beside this Python")
+    work = tmp_path / "outer" / "w"
+    work.mkdir(parents=True)
+    shutil.copy(REPO / "dvc.yaml", work / "dvc.yaml")
+    if code:
+        shutil.copytree(REPO / "easycore", work / "easycore", ignore=shutil.ignore_patterns("__pycache__"))
+    (work / "params.yaml").write_text(yaml.safe_dump(params))
+    runs.write_matrix(params_from_dict(params), work / "matrix.yaml")
+    env = sub_env(PATH=f"{dvc.parent}{os.pathsep}{os.environ.get('PATH', '')}", DVC_NO_ANALYTICS="1")
+
+    def run(*argv):
+        argv = [str(dvc), *argv[1:]] if argv[0] == "dvc" else list(argv)
+        return subprocess.run(argv, cwd=work, env=env, capture_output=True, text=True, timeout=600)
+
+    assert run("dvc", "init", "--no-scm", "-q").returncode == 0
+    return work, run
+
+
+# (family, params section and key holding the names, the stage DVC would expand for name v, its output path)
+OUT_PATHS = [
+    ("proxy_transfer", "proxy", "transfer_models", "proxy_transfer@{v}", "runs/proxy/{v}"),
+    ("select_transfer", "proxy", "transfer_models", "select_transfer@{v}", "runs/coresets/{v}"),
+    ("train", "coreset", "methods", "train@main-{v}-0.5-standard", "runs/train/main/{v}-0.5-standard"),
+    ("train_survey", "coreset", "survey_methods", "train_survey@main-{v}-0.25-standard",
+     "runs/train/main/{v}-0.25-standard"),
+    ("train_transfer", "proxy", "transfer_models", "train_transfer@{v}-easycore-0.5-standard",
+     "runs/train/{v}/easycore-0.5-standard"),
+    ("train_full", "train", "modes", "train_full@none-full-1.0-{v}", "runs/train/none/full-1.0-{v}"),
+    ("train_adaptive", "coreset", "adaptive", "train_adaptive@none-{v}-0.5-trades", "runs/train/none/{v}-0.5-trades"),
+    ("evaluate", "coreset", "methods", "evaluate@main-{v}-0.5-standard", "runs/eval/main/{v}-0.5-standard"),
+    ("evaluate_transfer", "proxy", "transfer_models", "evaluate_transfer@{v}-easycore-0.5-standard",
+     "runs/eval/{v}/easycore-0.5-standard"),
+    ("evaluate_full", "train", "modes", "evaluate_full@none-full-1.0-{v}", "runs/eval/none/full-1.0-{v}"),
+]
+
+
+def _escape(template: str) -> str:
+    """A name that makes `template`'s path (relative to the repository) name a folder beside the repository."""
+    parts = template.split("/")
+    i = next(k for k, part in enumerate(parts) if "{v}" in part)
+    return "x/" + "../" * (i + 2) + "victim"
+
+
+def test_dvc_removes_no_folder_a_params_name_points_at(tmp_path):
+    """Issue 34 item 1: DVC removes a stage's outputs before its command runs, and dvc.yaml builds them from the
+    matrix names. A name such as '../../../victim' in params.yaml (with `dvc repro -s`, which skips check) made DVC
+    delete a folder outside the repository. The matrices now expand matrix.yaml (written by check from valid
+    params): for every family, `dvc repro -s` / `-f -s` of the stage the bad name would give finds no such stage,
+    and the folder it would have removed survives; a whole `dvc repro` stops at check. report.dir's outputs are
+    persist (DVC never removes them): its folder survives too."""
+    full = dataclasses.asdict(params_from_dict(TINY))
+    full["proxy"]["transfer_models"] = ["cnn_tiny"]
+    full["coreset"]["transfer_methods"] = ["easycore"]
+    full["coreset"]["adaptive_fractions"] = [0.5]
+    work, run = _dvc_work(tmp_path, full, code=True)
+    r = run("dvc", "stage", "list", "--name-only")
+    names = set(r.stdout.split())
+    assert {"proxy_transfer@cnn_tiny", "train@main-easycore-0.5-standard"} <= names, r.stderr
+    for family, section, key, stage, out in OUT_PATHS:
+        evil = _escape(out)
+        victim = Path(os.path.normpath(work / out.format(v=evil)))
+        assert not victim.is_relative_to(work), victim
+        victim.mkdir(parents=True, exist_ok=True)
+        (victim / "keep.txt").write_text(family)
+        bad = yaml.safe_load(yaml.safe_dump(full))
+        bad[section][key] = bad[section][key] + [evil]
+        if family == "train_survey":
+            bad["coreset"]["survey_fractions"] = [0.25]
+        (work / "params.yaml").write_text(yaml.safe_dump(bad))
+        for argv in (["repro", "-s", stage.format(v=evil)], ["repro", "-f", "-s", stage.format(v=evil)]):
+            r = run("dvc", *argv)
+            assert r.returncode != 0 and "Running stage" not in r.stdout, (family, r.stdout + r.stderr)
+            assert (victim / "keep.txt").read_text() == family, f"{family}: DVC removed {victim}"
+    r = run("dvc", "repro")                                     # the last bad params: check refuses them
+    assert r.returncode != 0 and re.findall(r"^Running stage '([^']+)'", r.stdout, re.M) == ["check"], r.stdout
+    assert "easycore check: error: params: " in r.stdout + r.stderr
+    assert all((Path(os.path.normpath(work / out.format(v=_escape(out)))) / "keep.txt").exists()
+               for *_, out in OUT_PATHS)
+    victim = tmp_path / "outer" / "report-victim"                # report.dir outside: persist outputs
+    (victim / "plots").mkdir(parents=True)
+    (victim / "plots/keep.txt").write_text("report")
+    bad = yaml.safe_load(yaml.safe_dump(full))
+    bad["report"]["dir"] = "../report-victim"
+    (work / "params.yaml").write_text(yaml.safe_dump(bad))
+    r = run("dvc", "repro", "-f", "-s", "report_coresets")
+    assert r.returncode != 0 and (victim / "plots/keep.txt").read_text() == "report", r.stdout + r.stderr
+
+
+def test_matrix_yaml_follows_the_params_and_stage_commands_refuse_another(tmp_path, monkeypatch, capsys):
+    """The check stage rewrites matrix.yaml when params declare other runs and, as a DVC stage (DVC expanded the
+    old lists), stops with one line; run by hand it just writes it. A `--dvc` stage command of a declared run
+    refuses while matrix.yaml is not the params' (`dvc repro -s` skips check)."""
+    from conftest import REPO
+
+    assert (REPO / "matrix.yaml").read_text() == runs.matrix_text(load_params(REPO / "params.yaml")), \
+        "matrix.yaml is not params.yaml's: run `easycore check`"
+    p = yaml.safe_load(yaml.safe_dump(TINY))
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(p))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("DVC_STAGE", raising=False)
+    assert cli.main(["check", "-q"]) == 0 and (tmp_path / "matrix.yaml").exists()
+    first = (tmp_path / "matrix.yaml").read_text()
+    assert cli.main(["check", "-q"]) == 0 and (tmp_path / "matrix.yaml").read_text() == first   # unchanged
+    p["coreset"]["methods"] = ["random", "easycore", "hard"]
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(p))
+    monkeypatch.setenv("DVC_STAGE", "train@main-hard-0.5-standard")   # (hand-run stage command, before check)
+    capsys.readouterr()
+    assert cli.main(["train", "-q", "--dvc"]) == 2
+    err = capsys.readouterr().err
+    assert len(error_lines(err)) == 1 and "matrix.yaml (the runs dvc.yaml expands) is not the one" in err, err
+    monkeypatch.setenv("DVC_STAGE", "check")
+    assert cli.main(["check", "-q"]) == 2
+    err = capsys.readouterr().err
+    assert len(error_lines(err)) == 1 and "matrix.yaml is rewritten: run `dvc repro` again" in err, err
+    assert "hard" in (tmp_path / "matrix.yaml").read_text()
+    assert cli.main(["check", "-q"]) == 0                           # the next `dvc repro`: lists agree
+
+
+# ----------------------------------------------------------------------------- issue 34 item 2: forced single stage
+def test_forced_single_stage_with_edited_params_locks_nothing(tmp_path):
+    """Issue 34 item 2: edit train.epochs, `dvc repro -f -s train_full@...` (check skipped: runs/params/train.json
+    still holds the old value), revert params.yaml, `dvc repro`: the model trained with the edited value stayed
+    locked under the old params. The stage command now refuses (one line naming the key) before training; after
+    the revert `dvc repro` gives back the model of the recorded params, byte for byte."""
+    import hashlib
+
+    full = dataclasses.asdict(params_from_dict(TINY))
+    work, run = _dvc_work(tmp_path, full, code=True)
+    stage = "train_full@none-full-1.0-standard"
+    model = work / "runs/train/none/full-1.0-standard/s0/model.safetensors"
+    r = run("dvc", "repro", stage)
+    assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
+    digest = lambda: hashlib.sha256(model.read_bytes()).hexdigest()  # noqa: E731
+    first, recorded = digest(), (work / "runs/params/train.json").read_text()
+    lock = (work / "dvc.lock").read_text()
+    edited = yaml.safe_load(yaml.safe_dump(full))
+    edited["train"]["epochs"] = 3
+    (work / "params.yaml").write_text(yaml.safe_dump(edited))
+    r = run("dvc", "repro", "-f", "-s", stage)
+    out = r.stdout + r.stderr
+    errors = [ln for ln in out.splitlines() if ln.startswith("easycore train: error: ")]
+    assert r.returncode != 0 and len(errors) == 1, out[-3000:]
+    assert "train.epochs 3 (recorded: 1)" in errors[0] and "runs/params/train.json" in errors[0], errors
+    assert "epoch 1/3" not in out                                   # refused before training
+    assert (work / "dvc.lock").read_text() == lock                  # nothing locked under the old params
+    (work / "params.yaml").write_text(yaml.safe_dump(full))        # revert
+    r = run("dvc", "repro", stage)
+    assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
+    assert digest() == first and (work / "runs/params/train.json").read_text() == recorded
+    st = run("dvc", "status", "--json", stage)
+    from easycore.sources import status_clean
+    assert status_clean(st.stdout), st.stdout
+
+
+def test_every_many_run_family_refuses_params_other_than_recorded(tmp_path, monkeypatch, capsys):
+    """The select, train, train_adaptive and eval stage commands each check their own runs/params/<family>.json."""
+    p = yaml.safe_load(yaml.safe_dump(TINY))
+    p["coreset"].update(adaptive=["acs_craig"], adaptive_modes=["standard"])
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(p))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("DVC_STAGE", raising=False)
+    assert cli.main(["check", "-q"]) == 0
+    for cmd, stage, key, value, family in [
+            ("select", "select@main", ("coreset", "p"), "inf", "select"),
+            ("train", "train@main-random-0.5-standard", ("train", "epochs"), 4, "train"),
+            ("train", "train_adaptive@none-acs_craig-0.5-standard", ("coreset", "acs"), {"every": 3}, "train_adaptive"),
+            ("eval", "evaluate_full@none-full-1.0-standard", ("eval", "pgd_steps"), 3, "eval")]:
+        q = yaml.safe_load(yaml.safe_dump(p))
+        q[key[0]][key[1]] = value if not isinstance(value, dict) else {**q[key[0]].get(key[1], {}), **value}
+        (tmp_path / "params.yaml").write_text(yaml.safe_dump(q))
+        monkeypatch.setenv("DVC_STAGE", stage)
+        capsys.readouterr()
+        assert cli.main([cmd, "-q", "--dvc"]) == 2, stage
+        err = capsys.readouterr().err
+        assert len(error_lines(err)) == 1 and f"differs from runs/params/{family}.json" in err, (stage, err)
+        assert ".".join(key) in err, err
+    assert not any((tmp_path / "runs" / d).exists() for d in ("coresets", "train", "eval"))
+
+
+# ----------------------------------------------------------------------------- issue 34 item 4: symlinked folders
+def test_data_identity_follows_symlinked_class_folders(tmp_path, monkeypatch):
+    """Issue 34 item 4: a class folder of an ImageFolder copy that is a symbolic link is read by prepare
+    (torchvision walks with followlinks=True) and is now hashed by the data_source stage too: the identity equals
+    the plain copy's, and editing an image behind the link changes it (so `dvc repro` re-runs prepare). A link
+    back to a folder above it is one DataError."""
+    import shutil
+
+    from _reliability import make_image_folder
+    from easycore import sources
+    from easycore.data import DATASETS, DataError
+
+    monkeypatch.setenv("EASYCORE_CACHE", str(tmp_path / "cache"))
+    src = DATASETS.get("cifar10").sources
+    plain, linked = tmp_path / "plain", tmp_path / "linked"
+    make_image_folder(plain / "cifar10-jpeg")
+    shutil.copytree(plain, linked)
+    shutil.move(linked / "cifar10-jpeg/train/dog", tmp_path / "elsewhere-dog")
+    (linked / "cifar10-jpeg/train/dog").symlink_to(tmp_path / "elsewhere-dog", target_is_directory=True)
+    want = sources.identity(plain, src(plain))
+    got = sources.identity(linked, src(linked))
+    assert got == want and got["files"] == 10, (got, want)
+    img = tmp_path / "elsewhere-dog/0001.png"
+    data = bytearray(img.read_bytes())
+    data[-20] ^= 1
+    img.write_bytes(bytes(data))                                  # an image behind the link, same size
+    assert sources.identity(linked, src(linked))["sha256"] != want["sha256"]
+    (linked / "cifar10-jpeg/train/cat/loop").symlink_to(linked / "cifar10-jpeg/train", target_is_directory=True)
+    with pytest.raises(DataError, match="a symlink loop"):
+        sources.identity(linked, src(linked))
+
+
+# ----------------------------------------------------------------------------- issue 34 item 6: the library API
+@pytest.mark.parametrize("call,needle", [
+    (lambda ec: ec.select([], 0.1), "scores must be a non-empty 1-D array"),
+    (lambda ec: ec.select(np.arange(20.0), 0.01), "fraction 0.01 of 20 samples keeps none"),
+    (lambda ec: ec.select(np.arange(20.0), 0.5, labels=np.arange(20) * 0.1 + 0.05, balanced=True),
+     "labels must be integer class indices, got dtype float64"),
+    (lambda ec: ec.select(np.arange(20.0), 0.5, labels=np.arange(19), balanced=True), "labels must have shape (20,)"),
+], ids=["empty", "tiny_fraction", "float_labels", "short_labels"])
+def test_api_select_refuses_what_selects_nothing_meaningful(call, needle):
+    """Issue 34 item 6: easycore.api.select returned [] on empty data or a fraction whose budget rounds to 0, and
+    silently mis-selected with non-integer labels (each a class, or matching none: [] with balanced=True)."""
+    import easycore.api as ec
+
+    with pytest.raises(ValueError, match=re.escape(needle)):
+        call(ec)
+    kept = ec.select(np.arange(20.0), 0.5, labels=np.repeat([0.0, 1.0], 10), balanced=True)   # integral floats
+    assert len(kept) == 10 and sorted(kept) == [0, 1, 2, 3, 4, 10, 11, 12, 13, 14]
+
+
+def _api_model_and_data(n=12):
+    from torch.utils.data import TensorDataset
+
+    torch.manual_seed(0)
+    x, y = torch.rand(n, 3, 8, 8), torch.arange(n) % 3
+    return build_model("cnn_tiny", 3, 3, (0.5,) * 3, (0.25,) * 3), TensorDataset(x, y), x, y
+
+
+def test_api_recorder_names_nan_gradients_bad_positions_and_a_shuffled_loader():
+    """Issue 34 item 6: NaN input gradients were reported as "samples got no batch() record" (inline) or as an
+    incomplete loader (exact); a negative position wrapped to the end; a shuffled scoring loader yielding (x, y)
+    silently put every score on another sample."""
+    import easycore.api as ec
+    from torch.utils.data import DataLoader, SubsetRandomSampler
+
+    model, ds, x, y = _api_model_and_data()
+    rec = ec.AIGNRecorder(n=12, mode="inline")
+    rec.batch(range(12), torch.full((12, 3, 8, 8), float("nan")))
+    with pytest.raises(ValueError, match=r"12 of 12 samples have NaN or inf input gradients \(positions \[0, 1, 2"):
+        rec.end_epoch()
+    rec = ec.AIGNRecorder(n=12, mode="inline")
+    rec.batch(range(11), torch.ones(11, 3, 8, 8))
+    with pytest.raises(ValueError, match="1 of 12 samples got no batch"):                 # still said when true
+        rec.end_epoch()
+    rec = ec.AIGNRecorder(n=12, mode="inline")
+    with pytest.raises(ValueError, match=r"positions outside \[0, 12\) \(min -1"):
+        rec.batch([-1, 0, 1], torch.ones(3, 3, 8, 8))
+    with pytest.raises(ValueError, match="idx must be 3 integer positions"):
+        rec.batch([0, 1], torch.ones(3, 3, 8, 8))
+
+    rec = ec.AIGNRecorder(n=12)
+    with pytest.raises(ValueError, match=r"shuffles \(DataLoader\(shuffle=True\)\) and yields no positions"):
+        rec.end_epoch(model, DataLoader(ds, batch_size=4, shuffle=True))
+    with pytest.warns(UserWarning, match="uses a SubsetRandomSampler and yields no positions"):
+        with pytest.raises(ValueError, match="labels"):
+            ec.AIGNRecorder(n=12, labels=y.numpy()).end_epoch(
+                model, DataLoader(ds, batch_size=4, sampler=SubsetRandomSampler(range(12))))
+    with torch.no_grad():
+        model.fc.weight.fill_(float("nan"))
+    with pytest.raises(ValueError, match="12 of 12 samples have NaN or inf input gradients"):
+        ec.AIGNRecorder(n=12).end_epoch(model, DataLoader(ds, batch_size=4))
+
+
+# ----------------------------------------------------------------------------- issue 34 item 7: smaller cases
+def test_outcomes_robust_where_clean_is_wrong_are_refused(tmp_path):
+    """Issue 34 item 7: an outcome file where an image is robust (correct under attack) but not clean was
+    accepted; every attacked outcome implies the clean one (evaluate.py), in a run's outcomes.npz and in an
+    exported outcomes file alike."""
+    from easycore.store import ArtifactError
+
+    clean = np.arange(20) % 2 == 0
+    robust = clean.copy()
+    robust[1] = True                                              # robust, yet wrong on the clean image
+    run = runs.Run("main", "easycore", 0.5, "standard", 0)
+    d = run.eval_dir(tmp_path)
+    d.mkdir(parents=True)
+    write_json(d / "metrics.json", {"clean": {"accuracy": 0.5, "n": 20}})
+    save_arrays(d / "outcomes.npz", {"clean": clean, "robust": robust}, {"fingerprint": "fp", "n": 20})
+    r = report.load_run(run, tmp_path, fingerprint="fp")
+    assert not r.ok and "'robust' count 1 images as correct that 'clean' counts as wrong" in r.status, r.status
+    res = [report.RunResult(run, "ok", {}, {"clean": clean, "robust": robust})]
+    path = report.export_outcomes(res, tmp_path / "o.npz", autoattack_root=None)
+    with pytest.raises(ArtifactError, match="o.npz: outcomes 'robust' count 1 images as correct"):
+        report.read_outcomes(path)
+    res[0].outcomes["robust"] = clean & (np.arange(20) % 4 == 0)  # a subset of clean: fine
+    back, _ = report.read_outcomes(report.export_outcomes(res, tmp_path / "ok.npz", autoattack_root=None))
+    np.testing.assert_array_equal(back[0].outcomes["robust"], res[0].outcomes["robust"])
+
+
+def test_a_comment_only_edit_re_runs_no_report(tmp_path, monkeypatch):
+    """Issue 34 item 7: the six report stages depended on the whole easycore/ folder, so a comment-only edit
+    re-ran every notebook. They depend on runs/code/notebook.txt: the AST hashes of every module the notebook
+    command and the notebooks' kernels can import. A comment or docstring edit leaves it byte-identical; a code
+    edit of a module a notebook imports changes it."""
+    import shutil
+
+    from conftest import REPO
+    from easycore import deps
+
+    stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+    reports = {n: st for n, st in stages.items() if st["cmd"].startswith("easycore notebook")}
+    assert len(reports) == 6 and "runs/code/notebook.txt" in stages["check"]["outs"]
+    for name, st in reports.items():
+        assert "easycore" not in st["deps"] and "runs/code/notebook.txt" in st["deps"], name
+    pkg = tmp_path / "easycore"
+    shutil.copytree(REPO / "easycore", pkg, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(REPO / "notebooks", tmp_path / "notebooks")
+    monkeypatch.setattr(deps, "PKG", pkg)
+    monkeypatch.chdir(tmp_path)
+    assert {"easycore.plots", "easycore.headline", "easycore.report"} <= deps.command_closure("notebook")
+    before = deps.manifest("notebook")
+    src = (pkg / "plots.py").read_text()
+    commented = src.replace("    from pathlib import Path\n", "    # another comment\n    from pathlib import Path\n", 1)
+    assert commented != src
+    (pkg / "plots.py").write_text("# a comment\n" + commented)
+    assert deps.manifest("notebook") == before
+    (pkg / "plots.py").write_text(src + "\nX = 1\n")
+    assert deps.manifest("notebook") != before
+
+
+def test_global_batchnorm_with_one_value_per_channel_raises_as_batchnorm(monkeypatch):
+    """Issue 34 item 7: GlobalBatchNorm (runtime.sync_bn on CPU) given one value per channel over all ranks
+    returned its bias (variance 0), where BatchNorm raises. Here one rank in a faked process group (the sum over
+    the ranks is the rank's own): it raises BatchNorm's error; two values per channel train as BatchNorm does."""
+    import torch.nn as nn
+
+    from easycore import syncbn
+
+    monkeypatch.setattr(syncbn.dist, "active", lambda: True)
+    monkeypatch.setattr(syncbn.dist, "world", lambda: 1)
+    monkeypatch.setattr(syncbn._AllReduceSum, "apply", staticmethod(lambda t: t))
+    torch.manual_seed(0)
+    bn = nn.BatchNorm1d(4).train()
+    with torch.no_grad():
+        bn.bias.fill_(0.5)
+    gbn = syncbn.convert(bn).train()
+    assert isinstance(gbn, syncbn.GlobalBatchNorm)
+    with pytest.raises(ValueError, match="Expected more than 1 value per channel when training"):
+        nn.BatchNorm1d(4).train()(torch.randn(1, 4))
+    with pytest.raises(ValueError, match="Expected more than 1 value per channel when training"):
+        gbn(torch.randn(1, 4))
+    x = torch.randn(2, 4)
+    ref = nn.BatchNorm1d(4).train()
+    with torch.no_grad():
+        ref.bias.fill_(0.5)
+    torch.testing.assert_close(gbn(x), ref(x))
+
+
+@pytest.mark.parametrize("name", ["data #1", "a: b", "&x", "!y", "'q'", '"d"'])
+def test_a_data_root_passed_on_as_set_stays_whole(tmp_path, monkeypatch, name):
+    """Issue 34 item 7: a data root containing ' #' was cut at the '#' when passed on to a job as --set (the
+    value is YAML: a comment). (easycore/shards.py, the only code that passes it on, goes with issue 33.)"""
+    from easycore import shards
+
+    monkeypatch.delenv("EASYCORE_DATA", raising=False)
+    root = tmp_path / name
+    root.mkdir()
+    (tmp_path / "p.yaml").write_text(yaml.safe_dump({"data": {"root": str(root)}}))
+    params = load_params(tmp_path / "p.yaml")
+    again = load_params(tmp_path / "p.yaml", shards._absolute_data(params))
+    assert again.data.root == str(root.resolve())
+
+
+def test_checkpoints_a_run_cache_restore_leaves_are_removed(tmp_path, monkeypatch):
+    """Issue 34 item 7: a stage restored by DVC from its run-cache runs no command, so the checkpoints an earlier,
+    interrupted run of it left stayed forever. The data_source stage (first on every `dvc repro`) removes the
+    checkpoints (and AIGN records) of runs whose group is complete and whose model is newer; a group killed mid-way
+    (a model missing) keeps them, and so does a checkpoint newer than its run's model."""
+    from easycore import sources
+
+    p = yaml.safe_load(yaml.safe_dump(TINY))
+    p["train"]["seeds"] = [0, 1]
+    params = params_from_dict(p)
+    monkeypatch.chdir(tmp_path)
+    groups = list(runs.expected_groups(params).items())
+    (done_g, done), (half_g, half) = groups[0], groups[1]
+
+    def make(state: Path, run_dir: Optional[Path], age_s: int) -> None:
+        state.parent.mkdir(parents=True, exist_ok=True)
+        state.write_bytes(b"checkpoint")
+        state.with_suffix(".records").mkdir(exist_ok=True)
+        if run_dir is not None:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            (run_dir / "model.safetensors").write_bytes(b"model")
+        st = state.stat()
+        os.utime(state, ns=(st.st_atime_ns, st.st_mtime_ns - age_s * 10**9))
+
+    for r in done:                                            # restored group: every model, newer
+        make(r.state_path(), r.train_dir(), 10)
+    make(half[0].state_path(), half[0].train_dir(), 10)       # killed mid-way: s1 has no model
+    make(half[1].state_path(), None, 10)
+    make(runs.proxy_state("main", 0), runs.proxy_dir("main", 0), 10)
+    make(runs.proxy_state("main", 1), runs.proxy_dir("main", 1), -10)   # newer than its model: kept
+    keep = [half[0].state_path(), half[1].state_path(), runs.proxy_state("main", 1)]
+    gone = [r.state_path() for r in done] + [runs.proxy_state("main", 0)]
+    assert sorted(runs.stale_states(params)) == sorted(gone)
+    sources.stage(params, Path("runs/data/source.json"))
+    assert not any(s.exists() or s.with_suffix(".records").exists() for s in gone)
+    assert all(s.exists() and s.with_suffix(".records").exists() for s in keep)
 
 
 # ----------------------------------------------------------------------------- issue 25 item 10: EASYCORE_DATA

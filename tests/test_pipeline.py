@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 if str(ROOT) not in sys.path:  # `benchmarks` is a folder of scripts beside the package, not installed
     sys.path.insert(0, str(ROOT))
-from benchmarks._pipeline import TINY as _BENCH_TINY, merge, repo_params  # noqa: E402
+from benchmarks._pipeline import TINY as _BENCH_TINY, merge, repo_params, write_params  # noqa: E402
 
 TINY = merge(_BENCH_TINY, {"train": {"seeds": [0]}})   # the benchmarks' tiny pipeline, one seed
 
@@ -63,7 +63,7 @@ def repo(tmp_path_factory):
     shutil.copytree(ROOT / "notebooks", work / "notebooks")
     shutil.copytree(ROOT / "dvc_plots", work / "dvc_plots")
     shutil.copytree(ROOT / "easycore", work / "easycore", ignore=shutil.ignore_patterns("__pycache__"))
-    (work / "params.yaml").write_text(yaml.safe_dump(tiny_params()))
+    write_params(work, tiny_params())
     env = dict(os.environ, PYTHONPATH=str(work), OMP_NUM_THREADS="2", MPLBACKEND="Agg",
                PATH=str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", ""),
                GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@t", GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@t")
@@ -223,6 +223,10 @@ def test_a_new_method_runs_its_groups_not_the_study(repo):
     p["coreset"]["methods"] = p["coreset"]["methods"] + ["hard"]
     (work / "params.yaml").write_text(yaml.safe_dump(p))
     before = _hashes(work, ["runs/coresets/main/easycore-0.5", "runs/train/main/easycore-0.5-standard"])
+    # DVC expanded the old lists: the check stage rewrites matrix.yaml and stops before anything else runs
+    r = subprocess.run(["dvc", "repro"], cwd=work, env=env, capture_output=True, text=True)
+    assert r.returncode != 0 and "matrix.yaml is rewritten: run `dvc repro` again" in r.stdout + r.stderr, r.stdout
+    assert re.findall(r"^Running stage '([^']+)'", r.stdout, re.M) == ["check"], r.stdout
     r = _run(["dvc", "repro"], work, env)
     ran = set(re.findall(r"^Running stage '([^']+)'", r.stdout, re.M))
     trained = {s for s in ran if s.startswith(("train", "evaluate"))}

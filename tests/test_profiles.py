@@ -123,7 +123,11 @@ def test_every_shipped_profile_runs_dvc_repro_to_the_end(profile, tmp_path, env)
     shutil.copy(ROOT / "dvc.yaml", work / "dvc.yaml")
     shutil.copytree(ROOT / "notebooks", work / "notebooks", ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copytree(ROOT / "easycore", work / "easycore", ignore=shutil.ignore_patterns("__pycache__"))
+    from easycore.config import params_from_dict
+    from easycore.runs import write_matrix
+
     (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    write_matrix(params_from_dict(params), work / "matrix.yaml")        # the run lists dvc.yaml expands
     run_env = dict(env, PYTHONPATH=str(work))
     for cmd in (["git", "init", "-q"], ["dvc", "init", "-q"], ["dvc", "config", "core.analytics", "false"]):
         _run(cmd, work, run_env)

@@ -119,6 +119,10 @@ def _fresh_clone(tmp_path, params: Path = ROOT / "params.yaml", plots: Path | No
     work.mkdir()
     shutil.copy(ROOT / "dvc.yaml", work / "dvc.yaml")
     shutil.copy(params, work / "params.yaml")
+    from easycore.config import load_params
+    from easycore.runs import write_matrix
+
+    write_matrix(load_params(work / "params.yaml"), work / "matrix.yaml")
     shutil.copytree(ROOT / "dvc_plots", work / "dvc_plots")
     if plots is not None:
         shutil.copytree(plots, work / "reports/plots")
