@@ -241,7 +241,7 @@ def _recorded(params, cmd: str) -> None:
     from .deps import check_recorded
 
     stage = _dvc_stage() or ""
-    family = {"select": "select", "eval": "eval"}.get(cmd) or (
+    family = {"select": "select", "eval": "eval", "proxy": "proxy"}.get(cmd) or (
         "train_adaptive" if stage.startswith("train_adaptive@") else "train")
     check_recorded(params, family)
 
@@ -391,6 +391,7 @@ def main(argv=None) -> int:
             if args.dvc:
                 from . import runs
                 args.name = runs.proxy_for_stage(params, _dvc_stage())
+                _recorded(params, "proxy")
             name = safe_name(args.name, "--name")
             if args.dvc and (args.seed is not None or args.out):
                 raise ConfigError("--dvc makes every replicate of its stage's proxy run: no --seed/--out")

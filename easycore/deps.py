@@ -147,6 +147,28 @@ STAGE_PARAMS = {
 PARAMS = Path("runs/params")
 
 
+def _deepfool_replicates(params) -> dict:
+    """Which replicates of each proxy run compute DeepFool distances (runs.needs_deepfool): derived from the
+    methods, so a proxy stage depends on this (runs/params/proxy.json) instead of on coreset.methods: adding a
+    method that needs no DeepFool re-runs no proxy."""
+    from . import runs
+
+    return {name: [s for s in runs.proxy_seeds(params, name) if runs.needs_deepfool(params, name, s)]
+            for name in ["main", *params.proxy.transfer_models]}
+
+
+# families whose dependency file holds values derived from the params (besides STAGE_PARAMS' keys)
+DERIVED = {"proxy": lambda params: {"deepfool_replicates": _deepfool_replicates(params)}}
+
+
+def family_values(params, family: str) -> dict:
+    """What runs/params/<family>.json holds: the family's params keys and its derived values."""
+    out = params_values(params, STAGE_PARAMS.get(family, ()))
+    if family in DERIVED:
+        out.update(DERIVED[family](params))
+    return out
+
+
 def params_values(params, keys) -> dict:
     """{dotted key: value} of `keys` in a Params object, as plain JSON-able values."""
     import dataclasses
@@ -180,10 +202,10 @@ def write_params(params, out: Path = PARAMS) -> list[Path]:
     from .store import atomic_path
 
     paths = []
-    for family, keys in STAGE_PARAMS.items():
+    for family in [*STAGE_PARAMS, *DERIVED]:
         p = Path(out) / f"{family}.json"
         with atomic_path(p) as tmp:
-            tmp.write_text(json.dumps(params_values(params, keys), indent=1, sort_keys=True) + "\n")
+            tmp.write_text(json.dumps(family_values(params, family), indent=1, sort_keys=True) + "\n")
         paths.append(p)
     return paths
 
@@ -209,7 +231,7 @@ def check_recorded(params, family: str, out: Path = PARAMS) -> None:
     from .config import ConfigError
 
     path = Path(out) / f"{family}.json"
-    want = _flat(json.loads(json.dumps(params_values(params, STAGE_PARAMS[family]))))
+    want = _flat(json.loads(json.dumps(family_values(params, family))))
     try:
         got = _flat(json.loads(path.read_text()))
     except (OSError, ValueError):

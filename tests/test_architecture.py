@@ -59,10 +59,27 @@ def test_many_run_families_read_params_through_checks_files(tmp_path):
         "coreset.acs.every=7": {"train_adaptive"}, "coreset.window=last:2": {"select"},
         "coreset.seed=5": {"select", "train_adaptive"}, "eval.pgd_steps=7": {"eval"}, "report.dir=x": set(),
     }
+    families = [*deps.STAGE_PARAMS, *deps.DERIVED]
+    # a method list edit: select only (the demo's one replicate computes DeepFool anyway: the reports read it)
+    changed |= {"coreset.methods=[random,easycore,hard]": {"select"},
+                "coreset.methods=[random,easycore,deepfool]": {"select"}}
     for override, fams in changed.items():
         new = load_params(ROOT / "params.yaml", [override])
         b = [p.read_bytes() for p in deps.write_params(new, tmp_path / "c")]
-        assert {f for f, x, y in zip(deps.STAGE_PARAMS, a, b) if x != y} == fams, override
+        assert {f for f, x, y in zip(families, a, b) if x != y} == fams, override
+
+
+def test_a_proxy_stage_depends_on_which_replicates_compute_deepfool_not_on_the_methods():
+    """The proxy computes DeepFool only for the replicates whose selections (or reports) read it: its stages depend
+    on that derived list (runs/params/proxy.json), so adding a method that needs no DeepFool re-runs no proxy."""
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    for name in ("proxy", "proxy_transfer"):
+        assert "runs/params/proxy.json" in stages[name]["deps"]
+        assert not [p for p in stages[name]["params"] if p.startswith("coreset.")], name
+    p = load_params(ROOT / "params-study.yaml")
+    assert deps.family_values(p, "proxy")["deepfool_replicates"] == {"main": [0, 1, 2], "resnet_tiny": []}
+    more = load_params(ROOT / "params-study.yaml", ["coreset.methods=[easycore,random,deepfool]"])
+    assert deps.family_values(more, "proxy")["deepfool_replicates"]["main"] == list(range(10))
 
 
 def test_code_manifest_follows_the_import_closure(tmp_path, monkeypatch):
