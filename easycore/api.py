@@ -137,6 +137,26 @@ def _shuffles(loader) -> bool:
     return isinstance(getattr(loader, "sampler", None), random) or isinstance(inner, random)
 
 
+def _check_in_order(loader, positions: bool) -> None:
+    """Warn about a scoring loader whose order may not be the set's: a shuffling one (even with positions), or,
+    without positions, any sampler but a sequential one (its batches are taken as samples 0, 1, 2, ...)."""
+    from torch.utils.data import RandomSampler, SequentialSampler
+
+    inner = getattr(getattr(loader, "batch_sampler", None), "sampler", None)
+    sampler = inner if inner is not None else getattr(loader, "sampler", None)
+    if positions or sampler is None or isinstance(sampler, SequentialSampler):
+        msg = ("the scoring loader shuffles (its sampler draws at random): the records go to the positions its "
+               "batches yield; use shuffle=False for scoring") if positions and _shuffles(loader) else None
+    elif isinstance(sampler, RandomSampler):      # certainly another order: every record would go to another sample
+        raise ValueError("the scoring loader shuffles (DataLoader(shuffle=True)) and yields no positions: each record "
+                         "would go to another sample; use shuffle=False for scoring, or yield (x, y, idx)")
+    else:
+        msg = (f"the scoring loader uses a {type(sampler).__name__} and yields no positions: its batches are taken "
+               f"as samples 0, 1, 2, ... in order; yield (x, y, idx) if they are not")
+    if msg:
+        warnings.warn(msg, UserWarning, stacklevel=5)
+
+
 class Recorder:
     """Records per-sample input-gradient norms (AIGN) and the training dynamics once per epoch, for `n` training
     samples, and (optionally) the final model's features and DeepFool distances: the records every static coreset
@@ -236,20 +256,15 @@ class Recorder:
     def _batches(self, loader):
         """(x, y, positions [B] on the CPU) of every batch of a scoring loader, checked: positions inside [0, n),
         labels that agree with `labels` (given, or seen in the first pass) at those positions."""
-        if _shuffles(loader):
-            warnings.warn("the scoring loader shuffles (its sampler draws at random): without positions in its "
-                          "batches, each record goes to another sample; use shuffle=False for scoring, or yield "
-                          "(x, y, idx) batches", UserWarning, stacklevel=4)
         seen = np.full(self.n, -1, dtype=np.int64) if self.labels is None else None
         pos = 0
-        sampler = getattr(loader, "sampler", None)
         for b in loader:
             x, y = b[0], b[1]
+            if pos == 0:
+                _check_in_order(loader, len(b) > 2)
             if len(b) > 2:
                 idx = torch.as_tensor(b[2], dtype=torch.long).cpu()
             else:
-                if pos == 0:
-                    _check_in_order(sampler)
                 idx = torch.arange(pos, pos + len(y))
             pos += len(y)
             if len(idx) and (int(idx.min()) < 0 or int(idx.max()) >= self.n):
@@ -349,6 +364,18 @@ class Recorder:
 
 
 AIGNRecorder = Recorder
+
+
+def _labels(labels, n: int) -> np.ndarray:
+    """labels as int64 class indices of shape (n,): integers, or floats holding integers; anything else is a
+    ValueError (float labels such as 0.5 would each be a class of their own, or match no class at all)."""
+    a = np.asarray(labels.detach().cpu() if torch.is_tensor(labels) else labels)
+    if a.shape != (n,):
+        raise ValueError(f"labels must have shape ({n},) (one per score), got {a.shape}")
+    if a.dtype.kind in "iu" or (a.dtype.kind == "f" and np.isfinite(a).all() and (a == np.round(a)).all()):
+        return a.astype(np.int64)
+    raise ValueError(f"labels must be integer class indices, got dtype {a.dtype}"
+                     f"{f' (e.g. {a.flat[0]!r})' if a.size else ''}; map classes to 0..C-1 first")
 
 
 def select(scores, fraction: float, *, labels=None, balanced: bool = False, keep: str = "low",

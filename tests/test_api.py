@@ -234,18 +234,22 @@ def test_a_method_names_what_it_needs():
         coresets.select("forgeting", rec.records(), y.numpy(), 0.5)
 
 
-def test_a_shuffled_scoring_loader_is_warned_about_and_caught_by_its_labels():
+def test_a_shuffled_scoring_loader_is_refused_or_caught_by_its_labels():
+    """DataLoader(shuffle=True) without positions: refused (every record would go to another sample); another
+    sampler without positions: a warning, and the labels catch a wrong order."""
+    from torch.utils.data import SubsetRandomSampler
+
     model, x, y = _linear_known()
     rec = ec.Recorder(n=len(y))
     shuffled = DataLoader(TensorDataset(x, y), batch_size=7, shuffle=True, generator=torch.Generator().manual_seed(0))
-    with pytest.warns(UserWarning, match="the scoring loader shuffles"):
-        rec.end_epoch(model, DataLoader(TensorDataset(x, y), batch_size=7, shuffle=True,
-                                        generator=torch.Generator().manual_seed(5)))
-    with pytest.raises(ValueError, match="labels disagree.*shuffled"), pytest.warns(UserWarning):
-        rec.end_epoch(model, shuffled)                  # the labels the first pass saw expose the other order
+    with pytest.raises(ValueError, match="shuffles .* yields no positions"):
+        rec.end_epoch(model, shuffled)
+    rec.end_epoch(model, DataLoader(TensorDataset(x, y), batch_size=7))          # in order: fine, labels seen
+    other = DataLoader(TensorDataset(x, y), batch_size=7,
+                       sampler=SubsetRandomSampler(range(len(y)), generator=torch.Generator().manual_seed(3)))
+    with pytest.raises(ValueError, match="labels disagree.*shuffled"), pytest.warns(UserWarning, match="Subset"):
+        rec.end_epoch(model, other)                     # the labels the first pass saw expose the other order
     given = ec.Recorder(n=len(y), labels=y)
-    with pytest.raises(ValueError, match="labels disagree"), pytest.warns(UserWarning):
-        given.end_epoch(model, shuffled)
     indexed = DataLoader(TensorDataset(x, y, torch.arange(20)), batch_size=7, shuffle=True,
                          generator=torch.Generator().manual_seed(0))
     import warnings
