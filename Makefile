@@ -6,6 +6,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+DVC = PATH="$(abspath $(BIN)):$$PATH" $(abspath $(BIN))/dvc
 
 .PHONY: setup demo test bench clean-runs
 
@@ -41,15 +42,22 @@ clean-runs:
 gpu-check: $(STAMP)
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m benchmarks.gpu_check $(GPU_CHECK_ARGS)
 
-# The GPU study in shards (easycore/shards.py, docs/scale.md "The GPU study in shards"): each call trains the runs of
-# params-gpu.yaml not yet committed under reports/gpu/ that fit in BUDGET seconds (empty: run to the end), then
-# recomputes reports/gpu/README.md from whatever is committed. Commit reports/gpu/ after each shard.
-#   make gpu-study BUDGET=480          make gpu-validate BUDGET=480   (FGSM-RS vs the published numbers)
-BUDGET ?=
-.PHONY: gpu-study gpu-validate
-gpu-study: $(STAMP)
-	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/easycore shard --params params-gpu.yaml $(if $(BUDGET),--budget $(BUDGET))
+# Another params profile (params-gpu.yaml, params-gpu-check.yaml, params-paper.yaml, ...) by plain `dvc repro`, in a
+# clone of the committed HEAD beside the workspace (PROFILE_DIR, default ../easycore-<profile>) that shares the
+# workspace's DVC cache (and so its run-cache and remote: `make push` afterwards sends what it made). Run again after
+# an interruption: finished stages come from the cache / run-cache, a killed training resumes from its checkpoint.
+#   make profile PROFILE=params-gpu.yaml        the GPU study (docs/scale.md "The GPU study")
+#   make gpu-validate                           FGSM-RS PreAct ResNet-18 (params-gpu-check.yaml): its full-data run only
+PROFILE ?= params-gpu.yaml
+PROFILE_DIR ?= ../easycore-$(patsubst params-%,%,$(basename $(notdir $(PROFILE))))
+TARGETS ?=
+.PHONY: profile gpu-validate
+profile: $(STAMP)
+	test -d $(PROFILE_DIR)/.git || git clone -q . $(PROFILE_DIR)
+	git -C $(PROFILE_DIR) fetch -q "$(CURDIR)" HEAD && git -C $(PROFILE_DIR) checkout -q --force --detach FETCH_HEAD
+	cp $(PROFILE) $(PROFILE_DIR)/params.yaml
+	cache="$$($(DVC) cache dir)" && cd $(PROFILE_DIR) && $(DVC) cache dir --local "$$cache"
+	cd $(PROFILE_DIR) && PYTHONPATH="$(abspath $(PROFILE_DIR))" $(DVC) repro $(TARGETS)
 
-gpu-validate: $(STAMP)
-	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/easycore shard --params params-gpu-check.yaml --only 'none/full-*' \
-		$(if $(BUDGET),--budget $(BUDGET))
+gpu-validate:
+	$(MAKE) profile PROFILE=params-gpu-check.yaml TARGETS=evaluate_full

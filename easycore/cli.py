@@ -14,8 +14,6 @@
     easycore autoattack                              AutoAttack on the verdict's models -> runs/autoattack/
     easycore notebook NAME [-p key value ...]        execute notebooks/NAME.py         -> reports/notebooks/...
     easycore methods [--markdown]                    the coreset methods and their directions
-    easycore shard --params P [--budget S] [--only GLOB] [--report-only]
-                       one shard of a study: the missing runs that fit in S seconds -> <report.dir>/ (shards.py)
 
 In dvc.yaml the run commands are `easycore proxy|select|train|eval --dvc`: the run (group, proxy) is the one the
 DVC stage being run names ($DVC_STAGE), so no params value is ever part of a shell command line.
@@ -45,8 +43,7 @@ ENTRY = {"check": "easycore.pipeline:check", "source": "easycore.sources:stage",
          "methods": "easycore.methods:direction_table_markdown", "train_files": "easycore.pipeline:train_run",
          "select_one": "easycore.pipeline:select",
          "proxy_one": "easycore.pipeline:proxy",
-         "eval_files": "easycore.pipeline:evaluate_run",
-         "shard": "easycore.shards:run_shard", "shard_report": "easycore.shards:report_shards"}
+         "eval_files": "easycore.pipeline:evaluate_run"}
 
 
 class UsageError(Exception):
@@ -106,13 +103,6 @@ def _seed(v: str) -> int:
     s = int(v)
     if s < 0:
         raise argparse.ArgumentTypeError(f"must be >= 0, got {s}")
-    return s
-
-
-def _seconds(v: str) -> float:
-    s = float(v)
-    if not s > 0:
-        raise argparse.ArgumentTypeError(f"must be > 0 seconds, got {v}")
     return s
 
 
@@ -189,15 +179,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("KEY", "VALUE"),
                    help="notebook parameter (YAML value), repeatable")
     p.add_argument("--out", default=None, help="executed notebook (default reports/notebooks/<name>.ipynb)")
-
-    p = sub.add_parser("shard", formatter_class=_Fmt,
-                       help="one shard of a study: the runs not yet committed under report.dir that fit the budget")
-    _common(p)
-    p.add_argument("--budget", type=_seconds, default=None,
-                   help="seconds the shard may take (the report included); default: run to the end")
-    p.add_argument("--only", default=None, metavar="GLOB",
-                   help="only the runs whose key matches, e.g. 'none/full-*' (and the scores they need)")
-    p.add_argument("--report-only", action="store_true", help="recompute the report from what is committed")
 
     p = sub.add_parser("methods", formatter_class=_Fmt, help="list coreset methods with score and direction")
     p.add_argument("--markdown", action="store_true", help="print the Markdown table (as in the README) instead of "
@@ -425,12 +406,6 @@ def main(argv=None) -> int:
                                      progress=progress)
             else:
                 fn(params, _group(args, params), progress=progress)
-        elif cmd == "shard":
-            if args.report_only:
-                _entry("shard_report")(params, Path(params.report.dir), only=args.only)
-            else:
-                fn(Path(args.params), budget=args.budget, only=args.only, overrides=args.overrides,
-                   progress=progress)
         elif cmd == "notebook":
             fn(args.name, dict(args.parameter), out=args.out and Path(args.out), params_path=args.params)
         return 0
