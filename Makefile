@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DVC = PATH="$(abspath $(BIN)):$$PATH" $(abspath $(BIN))/dvc
 
-.PHONY: setup demo test bench clean-runs
+.PHONY: setup demo test bench clean-runs push pull reports
 
 $(STAMP): requirements.lock pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -28,6 +28,23 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest -q --durations=15
+
+# Results through the DVC remote (.dvc/config: default ../easycore-dvc-remote beside the repository; README
+# "Results through a DVC remote" for S3 / GCS / SSH / HTTP): every cached output (prepared data, proxy records,
+# selections, final model weights, per-image outcomes) and the run-cache (so `dvc repro` / `dvc exp run` elsewhere
+# restores a stage instead of running it). Never the resume checkpoints (runs/**/.*.state.pt: not outputs).
+push: $(STAMP)
+	$(DVC) push --run-cache
+
+pull: $(STAMP)
+	$(DVC) pull --run-cache
+
+# Re-execute every report notebook of PARAMS (default params.yaml) from the outputs in the workspace, without
+# training (easycore/reports.py): after `make pull` all six, byte-identical to the committed ones; on a fresh clone
+# without the runs, the coresets report alone, from the committed <report.dir>/outcomes.npz. Then `git diff`.
+PARAMS ?= params.yaml
+reports: $(STAMP)
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/easycore reports --params $(PARAMS)
 
 bench: $(STAMP)
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m benchmarks
