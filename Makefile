@@ -1,6 +1,7 @@
 # Two commands do everything on a fresh machine:
 #   make demo   set up .venv and run the whole demo pipeline (dvc repro)
-#   make test   set up .venv and run the test suite
+#   make test   set up .venv and run the test suite (all of it: CI); `make test-fast` leaves out the tests marked slow
+#               (dvc repro in temporary repositories, multi-process runs): the edit loop
 # Data: EASYCORE_DATA (or data.root in params.yaml) must point at the data folder; default ../shared/data.
 PYTHON ?= python3
 VENV ?= .venv
@@ -8,7 +9,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DVC = PATH="$(abspath $(BIN)):$$PATH" $(abspath $(BIN))/dvc
 
-.PHONY: setup demo test bench clean-runs push pull reports
+.PHONY: setup demo test test-fast bench clean-runs push pull reports
 
 $(STAMP): requirements.lock pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -28,6 +29,9 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest -q --durations=15
+
+test-fast: $(STAMP)
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest -q -m "not slow" --durations=10
 
 # Results through the DVC remote (.dvc/config: default ../easycore-dvc-remote beside the repository; README
 # "Results through a DVC remote" for S3 / GCS / SSH / HTTP): every cached output (prepared data, proxy records,

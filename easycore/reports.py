@@ -71,7 +71,7 @@ def render_all(params_path: str = "params.yaml", *, only: Optional[Sequence[str]
     inputs = report_inputs()
     unknown = sorted(set(only or ()) - set(inputs))
     if unknown:
-        raise ConfigError(f"reports: no report stage for {unknown}; choose from {sorted(inputs)}")
+        raise ConfigError(f"no report stage for {unknown}; choose from {sorted(inputs)}")
     done: dict = {"rendered": [], "from_outcomes": [], "missing": {}}
     for name, deps in inputs.items():
         if only and name not in only:
@@ -92,5 +92,5 @@ def render_all(params_path: str = "params.yaml", *, only: Optional[Sequence[str]
         print(f"reports: {name} rendered from {root / 'outcomes.npz'} into {root / SANDBOX}/ (no runs/ here)",
               flush=True)
     if not done["rendered"] and not done["from_outcomes"]:
-        raise ConfigError("reports: no report has its inputs here; `make pull` (the DVC remote) or `dvc repro` first")
+        raise ConfigError("no report has its inputs here; `make pull` (the DVC remote) or `dvc repro` first")
     return done

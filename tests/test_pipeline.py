@@ -64,6 +64,7 @@ def repo(tmp_path_factory):
     shutil.copytree(ROOT / "dvc_plots", work / "dvc_plots")
     shutil.copytree(ROOT / "easycore", work / "easycore", ignore=shutil.ignore_patterns("__pycache__"))
     (work / "params.yaml").write_text(yaml.safe_dump(tiny_params()))
+    shutil.copy(ROOT / ".gitignore", work / ".gitignore")  # as in the repository: runs/ and data/prepared ignored
     env = dict(os.environ, PYTHONPATH=str(work), OMP_NUM_THREADS="2", MPLBACKEND="Agg",
                PATH=str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", ""),
                GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@t", GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@t")
@@ -164,8 +165,6 @@ def test_remote_round_trip_and_reports_from_a_fresh_clone(repo):
 
     work, env = repo
     shutil.copy(ROOT / ".dvc" / "config", work / ".dvc" / "config")
-    with open(work / ".gitignore", "a") as f:   # the repository's own: runs/ (timings too) and data/prepared
-        f.write((ROOT / ".gitignore").read_text())
     _run(["git", "add", "-A"], work, env)       # the committed state, as in the repository (runs/, data/: DVC's)
     _run(["git", "commit", "-qm", "tiny pipeline"], work, env)
     remote = work.parent / "easycore-dvc-remote"
