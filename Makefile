@@ -1,13 +1,15 @@
 # Two commands do everything on a fresh machine:
 #   make demo   set up .venv and run the whole demo pipeline (dvc repro)
-#   make test   set up .venv and run the test suite
+#   make test   set up .venv and run the test suite (all of it: CI); `make test-fast` leaves out the tests marked slow
+#               (dvc repro in temporary repositories, multi-process runs): the edit loop
 # Data: EASYCORE_DATA (or data.root in params.yaml) must point at the data folder; default ../shared/data.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+DVC = PATH="$(abspath $(BIN)):$$PATH" $(abspath $(BIN))/dvc
 
-.PHONY: setup demo test bench clean-runs
+.PHONY: setup demo test test-fast bench clean-runs push pull reports
 
 $(STAMP): requirements.lock pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -28,6 +30,26 @@ demo: $(STAMP)
 test: $(STAMP)
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest -q --durations=15
 
+test-fast: $(STAMP)
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest -q -m "not slow" --durations=10
+
+# Results through the DVC remote (.dvc/config: default ../easycore-dvc-remote beside the repository; README
+# "Results through a DVC remote" for S3 / GCS / SSH / HTTP): every cached output (prepared data, proxy records,
+# selections, final model weights, per-image outcomes) and the run-cache (so `dvc repro` / `dvc exp run` elsewhere
+# restores a stage instead of running it). Never the resume checkpoints (runs/**/.*.state.pt: not outputs).
+push: $(STAMP)
+	$(DVC) push --run-cache
+
+pull: $(STAMP)
+	$(DVC) pull --run-cache
+
+# Re-execute every report notebook of PARAMS (default params.yaml) from the outputs in the workspace, without
+# training (easycore/reports.py): after `make pull` all six, byte-identical to the committed ones; on a fresh clone
+# without the runs, the coresets report alone, from the committed <report.dir>/outcomes.npz. Then `git diff`.
+PARAMS ?= params.yaml
+reports: $(STAMP)
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/easycore reports --params $(PARAMS)
+
 bench: $(STAMP)
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m benchmarks
 
@@ -41,15 +63,22 @@ clean-runs:
 gpu-check: $(STAMP)
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m benchmarks.gpu_check $(GPU_CHECK_ARGS)
 
-# The GPU study in shards (easycore/shards.py, docs/scale.md "The GPU study in shards"): each call trains the runs of
-# params-gpu.yaml not yet committed under reports/gpu/ that fit in BUDGET seconds (empty: run to the end), then
-# recomputes reports/gpu/README.md from whatever is committed. Commit reports/gpu/ after each shard.
-#   make gpu-study BUDGET=480          make gpu-validate BUDGET=480   (FGSM-RS vs the published numbers)
-BUDGET ?=
-.PHONY: gpu-study gpu-validate
-gpu-study: $(STAMP)
-	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/easycore shard --params params-gpu.yaml $(if $(BUDGET),--budget $(BUDGET))
+# Another params profile (params-gpu.yaml, params-gpu-check.yaml, params-paper.yaml, ...) by plain `dvc repro`, in a
+# clone of the committed HEAD beside the workspace (PROFILE_DIR, default ../easycore-<profile>) that shares the
+# workspace's DVC cache (and so its run-cache and remote: `make push` afterwards sends what it made). Run again after
+# an interruption: finished stages come from the cache / run-cache, a killed training resumes from its checkpoint.
+#   make profile PROFILE=params-gpu.yaml        the GPU study (docs/scale.md "The GPU study")
+#   make gpu-validate                           FGSM-RS PreAct ResNet-18 (params-gpu-check.yaml): its full-data run only
+PROFILE ?= params-gpu.yaml
+PROFILE_DIR ?= ../easycore-$(patsubst params-%,%,$(basename $(notdir $(PROFILE))))
+TARGETS ?=
+.PHONY: profile gpu-validate
+profile: $(STAMP)
+	test -d $(PROFILE_DIR)/.git || git clone -q . $(PROFILE_DIR)
+	git -C $(PROFILE_DIR) fetch -q "$(CURDIR)" HEAD && git -C $(PROFILE_DIR) checkout -q --force --detach FETCH_HEAD
+	cp $(PROFILE) $(PROFILE_DIR)/params.yaml
+	cache="$$($(DVC) cache dir)" && cd $(PROFILE_DIR) && $(DVC) cache dir --local "$$cache"
+	cd $(PROFILE_DIR) && PYTHONPATH="$(abspath $(PROFILE_DIR))" $(DVC) repro $(TARGETS)
 
-gpu-validate: $(STAMP)
-	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/easycore shard --params params-gpu-check.yaml --only 'none/full-*' \
-		$(if $(BUDGET),--budget $(BUDGET))
+gpu-validate:
+	$(MAKE) profile PROFILE=params-gpu-check.yaml TARGETS=evaluate_full

@@ -31,6 +31,7 @@ import argparse
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import tempfile
@@ -41,7 +42,6 @@ from pathlib import Path
 from typing import Callable, Optional, Sequence
 
 from benchmarks._common import DEFAULT_OUT, REPO, data_root, table
-from easycore.shards import kill_group
 from easycore.sources import status_clean
 
 TOTAL_BUDGET = 15 * 60      # seconds: the whole check on one H100
@@ -53,6 +53,21 @@ PARTS = tuple(BUDGETS)
 
 
 # ----------------------------------------------------------------------------- running parts
+def kill_group(p: subprocess.Popen, grace: float = 10.0) -> None:
+    """SIGTERM the process group of `p` (started with start_new_session: the part and everything it started), SIGKILL
+    after `grace` seconds."""
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
+        try:
+            os.killpg(p.pid, sig)
+        except (ProcessLookupError, PermissionError):
+            return
+        try:
+            p.wait(timeout=wait)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
 @dataclass
 class Part:
     """One line of the table: a command run in REPO with a time budget; `summarize(log, rc)` -> key numbers."""

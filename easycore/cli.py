@@ -12,10 +12,10 @@
     easycore eval --method M --fraction F --scores S --mode MODE [--seed N ...]        -> runs/eval/<scores>/<group>/
     easycore eval --model-path P --out D
     easycore autoattack                              AutoAttack on the verdict's models -> runs/autoattack/
-    easycore notebook NAME [-p key value ...]        execute notebooks/NAME.py         -> reports/notebooks/...
+    easycore notebook NAME [-p key value ...] [--outcomes PATH]
+                                                     execute notebooks/NAME.py         -> reports/notebooks/...
+    easycore reports                                 re-execute every report notebook from the workspace's outputs
     easycore methods [--markdown]                    the coreset methods and their directions
-    easycore shard --params P [--budget S] [--only GLOB] [--report-only]
-                       one shard of a study: the missing runs that fit in S seconds -> <report.dir>/ (shards.py)
 
 In dvc.yaml the run commands are `easycore proxy|select|train|eval --dvc`: the run (group, proxy) is the one the
 DVC stage being run names ($DVC_STAGE), so no params value is ever part of a shell command line.
@@ -45,8 +45,7 @@ ENTRY = {"check": "easycore.pipeline:check", "source": "easycore.sources:stage",
          "methods": "easycore.methods:direction_table_markdown", "train_files": "easycore.pipeline:train_run",
          "select_one": "easycore.pipeline:select",
          "proxy_one": "easycore.pipeline:proxy",
-         "eval_files": "easycore.pipeline:evaluate_run",
-         "shard": "easycore.shards:run_shard", "shard_report": "easycore.shards:report_shards"}
+         "eval_files": "easycore.pipeline:evaluate_run", "reports": "easycore.reports:render_all"}
 
 
 class UsageError(Exception):
@@ -109,11 +108,18 @@ def _seed(v: str) -> int:
     return s
 
 
-def _seconds(v: str) -> float:
-    s = float(v)
-    if not s > 0:
-        raise argparse.ArgumentTypeError(f"must be > 0 seconds, got {v}")
-    return s
+def inside_repo(value: str, option: str) -> str:
+    """A relative path to an existing file inside the current folder (the repository): no absolute path, no '..',
+    no symbolic link that leads out. Returns it normalised (forward slashes)."""
+    from .config import ConfigError
+
+    p = Path(value)
+    here = Path.cwd().resolve()
+    if p.is_absolute() or ".." in p.parts or not (here / p).resolve().is_relative_to(here):
+        raise ConfigError(f"{option} {value!r} is not allowed; give a path inside the repository (relative, no '..')")
+    if not (here / p).is_file():
+        raise ConfigError(f"{option} {value!r}: no such file")
+    return p.as_posix()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -189,15 +195,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("KEY", "VALUE"),
                    help="notebook parameter (YAML value), repeatable")
     p.add_argument("--out", default=None, help="executed notebook (default reports/notebooks/<name>.ipynb)")
+    p.add_argument("--outcomes", default=None, metavar="PATH",
+                   help="render from an exported outcomes file inside the repository (e.g. reports/outcomes.npz) "
+                        "instead of runs/: the notebooks with an outcomes_path parameter (coresets)")
 
-    p = sub.add_parser("shard", formatter_class=_Fmt,
-                       help="one shard of a study: the runs not yet committed under report.dir that fit the budget")
+    p = sub.add_parser("reports", formatter_class=_Fmt,
+                       help="re-execute every report notebook from the outputs in the workspace, without training")
     _common(p)
-    p.add_argument("--budget", type=_seconds, default=None,
-                   help="seconds the shard may take (the report included); default: run to the end")
-    p.add_argument("--only", default=None, metavar="GLOB",
-                   help="only the runs whose key matches, e.g. 'none/full-*' (and the scores they need)")
-    p.add_argument("--report-only", action="store_true", help="recompute the report from what is committed")
+    p.add_argument("--only", nargs="+", default=None, metavar="NAME", help="only these notebooks")
 
     p = sub.add_parser("methods", formatter_class=_Fmt, help="list coreset methods with score and direction")
     p.add_argument("--markdown", action="store_true", help="print the Markdown table (as in the README) instead of "
@@ -368,14 +373,16 @@ def main(argv=None) -> int:
             raise ConfigError(f"easycore {args.cmd} runs in one process: run it without torchrun "
                               f"(WORLD_SIZE={os.environ['WORLD_SIZE']}); only proxy and train use several processes")
         overrides = list(args.overrides)
+        if cmd in ("notebook", "reports") and overrides:
+            raise ConfigError(f"{cmd}: --set is not supported (a report reads its params file as the pipeline "
+                              "ran it); use --params with another file, or -p KEY VALUE for notebook parameters")
         if cmd == "notebook":
-            if overrides:
-                raise ConfigError("notebook: --set is not supported (a report reads its params file as the pipeline "
-                                  "ran it); use --params with another file, or -p KEY VALUE for notebook parameters")
             safe_name(args.name, "notebook")
             for key, value in args.parameter:
                 safe_name(key, "-p key")
                 safe_name(value, f"-p {key}")     # the values name the executed copy
+            if args.outcomes:
+                args.outcomes = inside_repo(args.outcomes, "--outcomes")
         if getattr(args, "download", False):
             overrides.append("data.download=true")
         params = load_params(args.params, overrides)
@@ -441,14 +448,11 @@ def main(argv=None) -> int:
                                      progress=progress)
             else:
                 fn(params, _group(args, params), progress=progress)
-        elif cmd == "shard":
-            if args.report_only:
-                _entry("shard_report")(params, Path(params.report.dir), only=args.only)
-            else:
-                fn(Path(args.params), budget=args.budget, only=args.only, overrides=args.overrides,
-                   progress=progress)
         elif cmd == "notebook":
-            fn(args.name, dict(args.parameter), out=args.out and Path(args.out), params_path=args.params)
+            fn(args.name, dict(args.parameter), out=args.out and Path(args.out), params_path=args.params,
+               outcomes=args.outcomes)
+        elif cmd == "reports":
+            fn(args.params, only=args.only)
         return 0
     except (ConfigError, DataError, ArtifactError, NonFiniteLoss) as e:
         msg = " ".join(str(e).split("\n"))  # one line, even when a wrapped library message has several

@@ -94,10 +94,19 @@ def load(name: str, folder: Path = NOTEBOOKS):
     return nb
 
 
+def takes(name: str, parameter: str, folder: Path = NOTEBOOKS) -> bool:
+    """Does notebook `name` declare `parameter` in its parameters cell?"""
+    nb = load(name, folder)
+    cell = next((c for c in nb.cells if "parameters" in c.get("metadata", {}).get("tags", [])), None)
+    return cell is not None and any(line.split("=")[0].strip() == parameter for line in cell.source.splitlines())
+
+
 def run(name: str, parameters: Optional[Mapping[str, Any]] = None, *, out: Optional[Path] = None,
-        params_path: str = "params.yaml", folder: Path = NOTEBOOKS, cwd: Optional[Path] = None) -> Path:
+        params_path: str = "params.yaml", folder: Path = NOTEBOOKS, cwd: Optional[Path] = None,
+        outcomes: Optional[str] = None) -> Path:
     """Execute notebook `name` with `parameters` (strings are YAML-parsed, as on the command line) and
-    params_path; returns the executed notebook's path."""
+    params_path; returns the executed notebook's path. `outcomes`: an exported outcomes file (a path the caller
+    checked) given to a notebook that takes `outcomes_path` (coresets): it renders from that file, not runs/."""
     import papermill
     from papermill.exceptions import PapermillExecutionError
 
@@ -105,6 +114,10 @@ def run(name: str, parameters: Optional[Mapping[str, Any]] = None, *, out: Optio
 
     values = {k: (yaml.safe_load(v) if isinstance(v, str) else v) for k, v in (parameters or {}).items()}
     values["params_path"] = params_path
+    if outcomes is not None:
+        if not takes(name, "outcomes_path", folder):
+            raise ArtifactError(f"notebook {name} does not render from an outcomes file (no outcomes_path parameter)")
+        values["outcomes_path"] = str(outcomes)
     root = Path(load_params(params_path).report.dir)
     executed = root / "notebooks"
     out = Path(out or executed / f"{name}{''.join(f'_{v}' for v in (parameters or {}).values())}.ipynb")

@@ -239,6 +239,19 @@ def read_labels(path: str | os.PathLike) -> Optional[np.ndarray]:
     return None if y is None else y.astype(np.int64)
 
 
+def outcomes_data(path: str | os.PathLike) -> dict:
+    """The description of the prepared data (data/prepared/info.json: dataset, classes, sizes, fingerprints) that an
+    `export_outcomes` file carries in its meta ('data'), so that a fresh clone renders the coresets report from the
+    file alone (`easycore reports`)."""
+    _, meta = load_arrays(path)
+    if meta.get("format") != OUTCOMES_FORMAT:
+        raise ArtifactError(f"{path} is not an easycore outcomes file (format {meta.get('format')!r})")
+    if not isinstance(meta.get("data"), dict):
+        raise ArtifactError(f"{path} does not describe its data (written before the outcomes files did): "
+                            "`dvc pull data/prepared/info.json`, or re-render it from runs/")
+    return meta["data"]
+
+
 def _unpack(path, member: str, bits: np.ndarray, n, n_key: str) -> np.ndarray:
     """np.unpackbits(bits, count=n), checked: uint8 bytes, exactly ceil(n / 8) of them, zero padding bits. A wrong
     `n` in the meta would otherwise zero-pad or truncate every run silently."""

@@ -13,6 +13,8 @@ n_boot = 10000
 outcomes_path = None   # an export_outcomes file (e.g. reports/outcomes.npz): re-render without runs/ (no pass counts)
 
 # %%
+import os
+
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
@@ -27,7 +29,10 @@ from easycore.store import read_json
 sns.set_theme(style="whitegrid", context="notebook")
 P = load_params(params_path)
 FIG, TAB = report.out_dirs(P, "coresets")
-info = read_json("data/prepared/info.json")
+# the data's description: the prepared data's, or (rendering from an outcomes file on a fresh clone) the one the
+# outcomes file carries
+info = (read_json("data/prepared/info.json") if not outcomes_path or os.path.exists("data/prepared/info.json")
+        else report.outcomes_data(outcomes_path))
 if outcomes_path:
     results, aa_outcomes = report.read_outcomes(outcomes_path, P)
     display(Markdown(f"Rendered from `{outcomes_path}` (every run's per-image outcomes), not from `runs/`: the "
@@ -88,7 +93,7 @@ display(Markdown(report.to_markdown(report.verdict_markdown(ver, "secondary"), "
 report.save_json(headline.headline(ver, P, n_test=min(P.eval.n_for(True), info["test"]["n"])), f"{P.report.dir}/summary.json")
 report.save_json(report.summary(results, P), TAB / "summary_full.json")
 if not outcomes_path:
-    report.export_outcomes(results, f"{P.report.dir}/outcomes.npz", labels=labels, scale=cap)
+    report.export_outcomes(results, f"{P.report.dir}/outcomes.npz", labels=labels, scale=cap, data=info)
 print(f"wrote {P.report.dir}/summary.json and {P.report.dir}/outcomes.npz (every run's per-image outcomes: "
       "report.read_outcomes recomputes the verdict without retraining)")
 

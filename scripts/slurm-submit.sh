@@ -2,8 +2,9 @@
 # scripts/slurm-submit.sh PATTERN [sbatch options...] -- a Slurm job array over the stages matching PATTERN (e.g.
 # '^train'), one task per stage, from the workspace (ancestors done, dvc.lock committed: docs/scale.md section 4).
 # The stage names are pinned to a file at submission (scripts/pin-stages.sh) and task k runs line k+1 of it.
-# Tasks are requeued on preemption (--requeue) and resume from their checkpoint on shared storage (STATE_ROOT, default
-# <workspace>/.dvc/tmp/stage-tasks: put the workspace, or STATE_ROOT, on storage every node sees; CACHE likewise).
+# Tasks are requeued on preemption (--requeue) or near their time limit (--signal: scripts/slurm-stage.sbatch) and
+# resume from their checkpoint on shared storage (STATE_ROOT, default <workspace>/.dvc/tmp/stage-tasks: put the
+# workspace, or STATE_ROOT, on storage every node sees; CACHE likewise).
 #   THROTTLE=16 (tasks at once), SBATCH=sbatch (SBATCH=echo prints the command: a dry run).
 #   e.g. scripts/slurm-submit.sh '^train' --gres=gpu:1 --time=24:00:00
 #        scripts/slurm-submit.sh '^evaluate' --dependency=afterok:<train job id>

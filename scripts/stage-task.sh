@@ -2,7 +2,7 @@
 # scripts/stage-task.sh STAGE -- run one pipeline stage (e.g. train@main-easycore-0.3-trades-0) in its own clone of
 # the workspace, with the workspace's DVC cache, so that its outputs and run-cache entry land where the workspace's
 # final `dvc repro` restores them (docs/scale.md section 4). The body of one Slurm array task
-# (scripts/slurm-stage.sbatch) and of one GPU worker's step (scripts/gpu-workers.sh).
+# (scripts/slurm-stage.sbatch) and of one job slot of the one-worker-per-GPU recipe (docs/scale.md section 4b).
 #
 # The clone lives at $STATE_ROOT/<stage> (default: <workspace>/.dvc/tmp/stage-tasks; on a cluster put it on shared
 # storage): the stage's resume checkpoint (written after every epoch) lives in the clone, so a task that is killed

@@ -1,8 +1,9 @@
 """The cluster recipes (scripts/, docs/scale.md section 4), rehearsed on the CPU with the tiny pipeline: the shared
 ancestors run and only dvc.lock is committed (runs/ and data/prepared are ignored); the train stages are pinned to a
 file at submission (a params change afterwards does not move them); a Slurm array task (scripts/slurm-stage.sbatch,
-SLURM_* set by hand) that is killed mid-training continues from its checkpoint when started again and removes its
-clone when done; the other stages run on two "GPU" workers (scripts/gpu-workers.sh), each with its own
+SLURM_* set by hand) that gets Slurm's time-limit signal (USR1, --signal) mid-training stops its stage, asks for its
+requeue and keeps its clone, continues from its checkpoint when started again and removes its clone when done; the
+other stages run on two "GPU" job slots (docs/scale.md 4b: xargs -P 2 --process-slot-var), each with its own
 CUDA_VISIBLE_DEVICES; the workspace's `dvc repro` then restores every train stage from the run-cache and
 `dvc status` is clean."""
 from __future__ import annotations
@@ -33,7 +34,7 @@ SPEC = merge(TINY, {"runtime": {"device": "cpu"},
 
 
 @pytest.mark.slow
-def test_slurm_and_gpu_worker_recipes_rehearsed_on_cpu(tmp_path):
+def test_slurm_and_one_worker_per_gpu_recipes_rehearsed_on_cpu(tmp_path):
     if shutil.which("dvc", path=str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", "")) is None:
         pytest.skip("dvc is not installed (make setup)")
     env = pipeline_env("", {"OMP_NUM_THREADS": "1"})
@@ -70,7 +71,8 @@ def test_slurm_and_gpu_worker_recipes_rehearsed_on_cpu(tmp_path):
     run(["git", "checkout", "params.yaml"], work, env)
 
     # task 0 is preempted (killed) after its checkpoint of epoch >= 1, then requeued: it continues from there
-    task = dict(env, STAGES=str(listfile), SLURM_ARRAY_TASK_ID="0", SLURM_RESTART_COUNT="0")
+    task = dict(env, STAGES=str(listfile), SLURM_ARRAY_TASK_ID="0", SLURM_RESTART_COUNT="0", SLURM_ARRAY_JOB_ID="77",
+                SCONTROL="echo scontrol")
     clone = state / trains[0]
     logf = open(tmp_path / "task0.log", "w")
     proc = subprocess.Popen([str(work / "scripts/slurm-stage.sbatch")], cwd=work, env=task, stdout=logf,
@@ -81,10 +83,15 @@ def test_slurm_and_gpu_worker_recipes_rehearsed_on_cpu(tmp_path):
         assert time.monotonic() < deadline, "no checkpoint appeared"
         time.sleep(0.2)
     time.sleep(0.5)
-    os.killpg(proc.pid, signal.SIGKILL)                          # what a preemption leaves: no clean-up at all
-    proc.wait()
+    os.kill(proc.pid, signal.SIGUSR1)                            # --signal=B:USR1@120: the time limit is near
+    assert proc.wait(timeout=60) == 0
     logf.close()
+    first = (tmp_path / "task0.log").read_text()
+    assert "stopping" in first and "scontrol requeue 77_0" in first, first[-3000:]
     assert clone.is_dir()
+    group = int(re.search(r"process group (\d+)", first).group(1))
+    with pytest.raises(ProcessLookupError):                      # nothing of the stopped stage is left running
+        os.killpg(group, 0)
     second = run([str(work / "scripts/slurm-stage.sbatch")], work, dict(task, SLURM_RESTART_COUNT="1")).stdout
     assert "resuming in the clone of an earlier attempt" in second
     m = re.search(r"resumed from .* after epoch (\d+)/30", second)
@@ -97,9 +104,11 @@ def test_slurm_and_gpu_worker_recipes_rehearsed_on_cpu(tmp_path):
     rest.write_text("\n".join([trains[1], *evals]) + "\n")
     assert trains[1].startswith("train_full") and evals[-1].startswith("evaluate_full")
     logs = tmp_path / "logs"
-    out = run([str(work / "scripts/gpu-workers.sh"), str(rest), "2"], work, dict(env, LOGS=str(logs))).stdout
-    assert "all stages" in out
-    seen = {i: re.findall(r"CUDA_VISIBLE_DEVICES=(\S+)", (logs / f"worker-{i}.log").read_text()) for i in (0, 1)}
+    logs.mkdir()
+    run(["xargs", "-a", str(rest), "-P", "2", "-I{}", "--process-slot-var=SLOT", "sh", "-c",
+         f'CUDA_VISIBLE_DEVICES=$SLOT "{work}/scripts/stage-task.sh" "$1" >> "{logs}/slot-$SLOT.log" 2>&1', "_", "{}"],
+        work, env)
+    seen = {i: re.findall(r"CUDA_VISIBLE_DEVICES=(\S+)", (logs / f"slot-{i}.log").read_text()) for i in (0, 1)}
     assert seen[0] and set(seen[0]) == {"0"} and seen[1] and set(seen[1]) == {"1"}
     assert not any(state.iterdir())                              # no clone left behind
 

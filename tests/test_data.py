@@ -39,12 +39,20 @@ def test_official_only_datasets_fail_clearly_without_files(tmp_path, name):
     assert "data.root" in msg and "EASYCORE_DATA" in msg and "download" in msg
 
 
-def test_cifar100_svhn_offline_copy(data_root):
-    for f in ("cifar-100-python", "train_32x32.mat"):
-        if (data_root / f).exists():
-            break
-    else:
-        pytest.skip(f"no CIFAR-100 or SVHN copy under {data_root} (only CIFAR-10, MNIST, Fashion-MNIST are shipped)")
+@pytest.mark.parametrize("name,files,n_train,n_test", [("cifar100", "cifar-100-python", 50000, 10000),
+                                                    ("svhn", ("train_32x32.mat", "test_32x32.mat"), 73257, 26032)])
+def test_cifar100_svhn_offline_copy(data_root, name, files, n_train, n_test):
+    """A real offline copy, where there is one (only CIFAR-10, MNIST and Fashion-MNIST are shipped; the readers are
+    checked on generated files in the official formats by tests/test_datasets.py)."""
+    need_data(*([files] if isinstance(files, str) else files))
+    k = 100 if name == "cifar100" else 10
+    tr = load_dataset(name, "train", data_root, n_per_class=2, seed=0)
+    te = load_dataset(name, "test", data_root, n_per_class=1, seed=0)
+    assert tr.x.shape == (2 * k, 3, 32, 32) and tr.x.dtype == torch.uint8 and tr.num_classes == k
+    assert np.bincount(tr.y.numpy(), minlength=k).tolist() == [2] * k and len(te) == k
+    assert int(tr.index.max()) < n_train and int(te.index.max()) < n_test
+    again = load_dataset(name, "train", data_root, n_per_class=2, seed=0)
+    assert again.fingerprint == tr.fingerprint and torch.equal(again.x, tr.x)
 
 
 def test_balanced_subset_seeded_and_clear_error():

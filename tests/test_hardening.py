@@ -1268,21 +1268,6 @@ def test_global_batchnorm_with_one_value_per_channel_raises_as_batchnorm(monkeyp
     torch.testing.assert_close(gbn(x), ref(x))
 
 
-@pytest.mark.parametrize("name", ["data #1", "a: b", "&x", "!y", "'q'", '"d"'])
-def test_a_data_root_passed_on_as_set_stays_whole(tmp_path, monkeypatch, name):
-    """Issue 34 item 7: a data root containing ' #' was cut at the '#' when passed on to a job as --set (the
-    value is YAML: a comment). (easycore/shards.py, the only code that passes it on, goes with issue 33.)"""
-    from easycore import shards
-
-    monkeypatch.delenv("EASYCORE_DATA", raising=False)
-    root = tmp_path / name
-    root.mkdir()
-    (tmp_path / "p.yaml").write_text(yaml.safe_dump({"data": {"root": str(root)}}))
-    params = load_params(tmp_path / "p.yaml")
-    again = load_params(tmp_path / "p.yaml", shards._absolute_data(params))
-    assert again.data.root == str(root.resolve())
-
-
 def test_checkpoints_a_run_cache_restore_leaves_are_removed(tmp_path, monkeypatch):
     """Issue 34 item 7: a stage restored by DVC from its run-cache runs no command, so the checkpoints an earlier,
     interrupted run of it left stayed forever. The data_source stage (first on every `dvc repro`) removes the

@@ -64,6 +64,7 @@ def repo(tmp_path_factory):
     shutil.copytree(ROOT / "dvc_plots", work / "dvc_plots")
     shutil.copytree(ROOT / "easycore", work / "easycore", ignore=shutil.ignore_patterns("__pycache__"))
     write_params(work, tiny_params())
+    shutil.copy(ROOT / ".gitignore", work / ".gitignore")  # as in the repository: runs/ and data/prepared ignored
     env = dict(os.environ, PYTHONPATH=str(work), OMP_NUM_THREADS="2", MPLBACKEND="Agg",
                PATH=str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", ""),
                GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@t", GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@t")
@@ -147,6 +148,60 @@ def test_dvc_repro_tiny(repo):
     assert (direct[direct.family == "primary"].verdict == "not replicated (K=1)").all()
     # nothing left to do
     _assert_clean(work, env)
+
+
+@pytest.mark.slow
+def test_remote_round_trip_and_reports_from_a_fresh_clone(repo):
+    """Issue 33 items 3-4. The repository's own .dvc/config (its default remote: ../../easycore-dvc-remote relative
+    to .dvc/, a folder beside the repository) in the tiny pipeline: `dvc push --run-cache`; a fresh `git clone`,
+    `dvc pull --run-cache`: `dvc status` clean and every input of every report stage present, byte-identical;
+    `easycore reports` (make reports) re-executes all six notebooks there and changes no committed file; then
+    `dvc exp run -S coreset.p=inf` re-runs only check, the selections and what follows them (no prepare, proxy,
+    full-data or ACS training)."""
+    import re
+    import time
+
+    from benchmarks._pipeline import stages_ran
+
+    work, env = repo
+    shutil.copy(ROOT / ".dvc" / "config", work / ".dvc" / "config")
+    _run(["git", "add", "-A"], work, env)       # the committed state, as in the repository (runs/, data/: DVC's)
+    _run(["git", "commit", "-qm", "tiny pipeline"], work, env)
+    remote = work.parent / "easycore-dvc-remote"
+    assert not remote.exists()
+    t0 = time.monotonic()
+    _run(["dvc", "push", "--run-cache"], work, env)
+    t_push = time.monotonic() - t0
+    files = [f for f in remote.rglob("*") if f.is_file()]
+    clone = work.parent / "clone"
+    _run(["git", "clone", "-q", str(work), str(clone)], work.parent, env)
+    cenv = dict(env, PYTHONPATH=str(clone))
+    assert not (clone / "runs").exists() and not (clone / "data").exists()
+    t0 = time.monotonic()
+    _run(["dvc", "pull", "--run-cache"], clone, cenv)
+    t_pull = time.monotonic() - t0
+    print(f"remote: {sum(f.stat().st_size for f in files) / 1e6:.2f} MB in {len(files)} files; "
+          f"push --run-cache {t_push:.1f} s, pull --run-cache {t_pull:.1f} s")
+    _assert_clean(clone, cenv)
+    lock = yaml.safe_load((clone / "dvc.lock").read_text())["stages"]
+    inputs = sorted({d["path"] for name, st in lock.items() if name.startswith("report_") for d in st["deps"]
+                     if d["path"].startswith(("runs/", "data/"))})
+    assert len(inputs) >= 6 and all((clone / p).exists() for p in inputs), inputs
+    assert _hashes(clone, inputs) == _hashes(work, inputs)
+
+    t0 = time.monotonic()
+    out = _run(["easycore", "reports", "-q"], clone, cenv).stdout
+    print(f"easycore reports: {time.monotonic() - t0:.0f} s")
+    assert out.count("notebook: ") == 6, out
+    assert _run(["git", "status", "--porcelain"], clone, cenv).stdout == ""    # the same bytes as committed
+
+    r = _run(["dvc", "exp", "run", "-S", "coreset.p=inf"], clone, cenv)
+    ran = stages_ran(r.stdout)
+    assert "select@main" in ran, r.stdout[-3000:]
+    follows = ("check", "data_source", "select", "train@", "train_survey@", "train_transfer@", "evaluate@",
+               "evaluate_survey@", "evaluate_transfer@", "autoattack", "report_")
+    assert all(s.startswith(follows) for s in ran), sorted(ran)
+    assert "train@main-easycore-0.5-standard" in ran and "train@main-random-0.5-standard" not in ran, sorted(ran)
 
 
 @pytest.mark.slow
@@ -255,7 +310,7 @@ def test_exp_show_fits_160_columns(repo):
     readme = (ROOT / "README.md").read_text()
     assert f"dvc exp show --only-changed --drop '{EXP_SHOW_DROP}'" in readme      # the documented command, verbatim
     _run(["git", "add", "-A"], work, env)
-    _run(["git", "commit", "-qm", "tiny pipeline"], work, env)
+    _run(["git", "commit", "-qm", "tiny pipeline", "--allow-empty"], work, env)
     _run(["dvc", "exp", "run", "-S", "coreset.p=inf"], work, env)
     wide = dict(env, COLUMNS="1000")                       # no squeezing by the terminal: the table's own width
     out = _run(["dvc", "exp", "show", "--only-changed", "--drop", EXP_SHOW_DROP, "--no-pager"], work, wide).stdout

@@ -1,5 +1,5 @@
 """Every shipped params profile (params.yaml, params-study.yaml, params-paper.yaml, params-imagenet.yaml, and the GPU
-study's params-gpu.yaml / params-gpu-check.yaml, which also run in shards: tests/test_shards.py) runs
+study's params-gpu.yaml / params-gpu-check.yaml: `make profile`, `make gpu-validate`) runs
 `dvc repro` to the end at a tiny size, in a temporary git + DVC repository (issue 24: the ImageNet profile's reports
 failed on its manifest-only prepared data and its inline-only AIGN).
 
