@@ -1334,6 +1334,7 @@ def test_dvc_sees_where_easycore_data_points(tmp_path):
     full = dataclasses.asdict(params_from_dict({**TINY, "data": {"dataset": "cifar10", "root": "nowhere",
                                                                 "n_per_class": 3, "test_n_per_class": 2}}))
     (work / "params.yaml").write_text(yaml.safe_dump(full))
+    runs.write_matrix(params_from_dict(full), work / "matrix.yaml")   # what `easycore check` writes
     path = f"{dvc.parent}{os.pathsep}{os.environ.get('PATH', '')}"
 
     def repro(where: str) -> tuple[set, str]:

@@ -464,7 +464,8 @@ def test_source_identity_is_the_files_content_not_their_place(tmp_path, monkeypa
     assert src(b) == [b / "cifar-10-batches-py"]
     c = tmp_path / "c"
     make_image_tgz(c / "cifar10-jpeg.tar.gz", tmp_path / "work")
-    assert src(c) == [c / "cifar10-jpeg.tar.gz"] and src(tmp_path / "empty") == []
+    assert src(c) == [c / "cifar10-jpeg.tar.gz"]
+    assert src(tmp_path / "empty") == [tmp_path / "empty" / "cifar-10-batches-py"]  # absent: where download puts it
 
 
 def test_cifar10_archive_cache_is_keyed_by_content(tmp_path, monkeypatch):
