@@ -253,7 +253,7 @@ def coresets(ver: pd.DataFrame, *, paper_claim: Optional[Mapping[str, float]] = 
             out.append("No cell detects a difference; each cell's MDE says how large a difference it could have "
                        "missed.")
     out.append("Cell by cell: " + "; ".join(_cell(r) for _, r in prim.iterrows()) + ".")
-    if paper_claim and n:
+    if paper_claim and n and "diff" in prim:   # no cell with runs: no diff column
         ok = prim[(prim["status"] == "ok") & prim["diff"].notna()]
         for mode, claim in paper_claim.items():
             d = ok[ok["mode"] == mode]

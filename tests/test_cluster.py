@@ -66,9 +66,10 @@ def test_slurm_and_one_worker_per_gpu_recipes_rehearsed_on_cpu(tmp_path):
     p = yaml.safe_load((work / "params.yaml").read_text())      # a params change after submission: more stages
     p["coreset"]["fractions"] = p["coreset"]["fractions"] + [0.25]
     (work / "params.yaml").write_text(yaml.safe_dump(p))
+    run([sys.executable, "-m", "easycore", "check", "-q"], work, env)   # check rewrites matrix.yaml: dvc.yaml's lists
     assert run(["dvc", "stage", "list", "--name-only"], work, env).stdout.split() != names
     assert listfile.read_text().split() == trains               # ... the pinned list is unchanged
-    run(["git", "checkout", "params.yaml"], work, env)
+    run(["git", "checkout", "params.yaml", "matrix.yaml"], work, env)
 
     # task 0 is preempted (killed) after its checkpoint of epoch >= 1, then requeued: it continues from there
     task = dict(env, STAGES=str(listfile), SLURM_ARRAY_TASK_ID="0", SLURM_RESTART_COUNT="0", SLURM_ARRAY_JOB_ID="77",

@@ -178,3 +178,16 @@ def test_the_replicate_intervals_enter_the_hardness_and_transfer_conclusions():
                      for v in ("spearman_AIGN_main_vs_transfer", "jaccard_easycore_main_vs_transfer")])
     t = conclude.transfer(agree, {}, acr)
     assert "Spearman 0.81 [" in t and "Jaccard at 0.1 0.49 [" in t
+
+
+def test_coresets_conclusion_when_no_primary_cell_has_runs():
+    """A profile whose primary cells all miss runs (one seed, a fraction with no comparator run) has no `diff`
+    column in its verdict table: the conclusion says the cells cannot be decided instead of failing (the
+    cluster rehearsal's tiny profile stopped the coresets notebook with KeyError 'diff')."""
+    ver = pd.DataFrame({"family": ["primary"] * 2, "mode": ["standard", "trades"], "fraction": [0.5, 0.5], "eps_255": [2.0, 8.0],
+                        "method": ["easycore"] * 2, "comparator": ["random"] * 2, "status": ["missing"] * 2,
+                        "verdict": ["missing runs (random, replicate 0)"] * 2, "comparison": ["easycore - random"] * 2})
+    from easycore import report
+    text = conclude.coresets(ver, paper_claim=report.PAPER_CLAIM)
+    assert "None of the 2 primary cells (EasyCore minus random) can be decided here" in text
+    assert "The paper reports" not in text
