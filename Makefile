@@ -44,7 +44,7 @@ pull: $(STAMP)
 	$(DVC) pull --run-cache
 
 # Re-execute every report notebook of PARAMS (default params.yaml) from the outputs in the workspace, without
-# training (easycore/reports.py): after `make pull` all six, byte-identical to the committed ones; on a fresh clone
+# training (easycore/report/render.py): after `make pull` all six, byte-identical to the committed ones; on a fresh clone
 # without the runs, the coresets report alone, from the committed <report.dir>/outcomes.npz. Then `git diff`.
 PARAMS ?= params.yaml
 reports: $(STAMP)

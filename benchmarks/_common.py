@@ -70,7 +70,7 @@ def session(args):
     """Yield the device; resolve --out; apply --threads (--quick: 1 thread unless given, so a smoke run on a
     busy machine does not oversubscribe it) and restore torch's thread count afterwards (the scripts also
     run in-process from the tests and `python -m benchmarks`)."""
-    from easycore.train import resolve_device
+    from easycore.core.train import resolve_device
 
     resolve_out(args)
     before = torch.get_num_threads()
@@ -85,7 +85,8 @@ def session(args):
 
 def load_data(dataset: str, n_per_class: int, *, quick: bool = False, seed: int = 0, split: str = "train"):
     """(ArrayDataset, one-line description). cifar10 from the offline copy, else synthetic (said so)."""
-    from easycore.data import DataError, load_dataset
+    from easycore.data.loaders import load_dataset
+    from easycore.data.base import DataError
 
     if quick or dataset == "synthetic":
         ds = load_dataset("synthetic", split, ".", n_per_class=n_per_class, seed=seed)

@@ -82,9 +82,9 @@ def run(cmd: Sequence[str], cwd, env, *, check: bool = True, timeout: Optional[f
 
 def write_params(work, params: dict) -> None:
     """`params` as work/params.yaml, and work/matrix.yaml, the run lists dvc.yaml expands (what `easycore check`
-    writes from them: easycore/runs.py write_matrix)."""
+    writes from them: easycore/pipeline/runs.py write_matrix)."""
     from easycore.config import params_from_dict
-    from easycore.runs import write_matrix
+    from easycore.pipeline.runs import write_matrix
 
     (Path(work) / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     write_matrix(params_from_dict(params), Path(work) / "matrix.yaml")

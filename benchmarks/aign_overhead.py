@@ -41,10 +41,10 @@ def main(argv=None) -> int:
 
 
 def _run(args, rounds, device) -> int:
-    from easycore.aign import AIGNTracker, exact_pass
+    from easycore.core.aign import AIGNTracker, exact_pass
     from easycore.config import OptimConfig, RuntimeConfig, TrainConfig
-    from easycore.data import DeviceLoader
-    from easycore.train import train
+    from easycore.data.loaders import DeviceLoader
+    from easycore.core.train import train
 
     ds, data_desc = load_data(args.dataset, args.n_per_class, quick=args.quick)
     E = args.epochs

@@ -1,4 +1,4 @@
-"""PGD evaluation throughput: easycore.attacks.pgd vs torchattacks.PGD on the same model and batches.
+"""PGD evaluation throughput: easycore.core.attacks.pgd vs torchattacks.PGD on the same model and batches.
 
     python -m benchmarks.attack_speed [--n 512] [--batch-size 128] [--model cnn_small] [--steps 20]
                                       [--eps 8,4] [--quick]
@@ -48,7 +48,7 @@ def train(model: torch.nn.Module, steps: int, bs: int, device: torch.device) -> 
 
 
 def _ours(model: torch.nn.Module, eps: float, steps: int):
-    from easycore import attacks
+    from easycore.core import attacks
 
     return lambda xb, yb: attacks.pgd(model, xb, yb, eps=eps, alpha=eps / 4, steps=steps)
 
@@ -78,7 +78,7 @@ def main(argv=None) -> int:
 def _run(args, rounds: int, device: torch.device) -> int:
     import torchattacks
 
-    from easycore.models import build_model
+    from easycore.core.models import build_model
 
     torch.manual_seed(0)
     model = build_model(args.model, num_classes=10, in_channels=3, mean=(0.5,) * 3, std=(0.25,) * 3).to(device)

@@ -52,7 +52,7 @@ def main(argv=None) -> int:
     import torch
     import yaml
 
-    from easycore import pipeline
+    from easycore.pipeline import stages as pipeline
 
     base = yaml.safe_load(Path(args.params).read_text())
     if args.quick:

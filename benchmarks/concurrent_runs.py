@@ -4,7 +4,7 @@
                                          [--concurrent 0] [--device cuda] [--quick]
 
 A group of `--runs` training runs (seeds 0..runs-1) of `--model` on a random `--fraction` coreset of CIFAR-10 (all
-50,000 training images; --quick: a tiny synthetic set) is trained by `easycore.group.train_group` twice, in
+50,000 training images; --quick: a tiny synthetic set) is trained by `easycore.pipeline.group.train_group` twice, in
 fresh folders: with runtime.concurrent = 1 (one run after the other in one process) and with --concurrent
 (0 = automatic: from the free memory and the first run's measured peak on CUDA; on the CPU automatic means 1, so
 give N to rehearse). Reported: wall seconds, models per hour, the speed-up, and the worker count used. On the CPU
@@ -40,7 +40,7 @@ def main(argv=None) -> int:
 def _run(args, device) -> int:
     import numpy as np
 
-    from easycore import group, pipeline, runs
+    from easycore.pipeline import group, stages as pipeline, runs
     from easycore.config import params_from_dict
     from easycore.store import save_npy
 

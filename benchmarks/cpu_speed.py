@@ -52,12 +52,12 @@ def main(argv=None) -> int:
 def _run(args, rounds, device) -> int:
     import torch
 
-    from easycore.attacks import pgd
+    from easycore.core.attacks import pgd
     from easycore.config import AttackConfig, OptimConfig
-    from easycore.data import DeviceLoader
-    from easycore.models import build_model
-    from easycore.modes import MODES
-    from easycore.train import make_optimizer
+    from easycore.data.loaders import DeviceLoader
+    from easycore.core.models import build_model
+    from easycore.core.modes import MODES
+    from easycore.core.train import make_optimizer
 
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]
     ds, data_desc = load_data(args.dataset, max(1, (args.batch_size * args.iters + 9) // 10), quick=args.quick)

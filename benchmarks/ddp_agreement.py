@@ -2,7 +2,7 @@
 
 The demo's proxy (params.yaml: model, batch size, optimiser, augmentation) on a small CIFAR-10 subset, run three
 times through the CLI a user runs: `easycore proxy` (one process), `torchrun --nproc_per_node=2 -m easycore proxy`
-with runtime.sync_bn true (BatchNorm over the global batch: easycore/syncbn.py) and with sync_bn false (each rank
+with runtime.sync_bn true (BatchNorm over the global batch: easycore/core/syncbn.py) and with sync_bn false (each rank
 normalises by its own half batch). Reports per tracked epoch the median and max relative difference of the exact
 AIGN (L2) to the one-process run, and how many images the EasyCore coresets (fractions 0.1, 0.3) share with the
 one-process coresets. A baseline row: the same one-process run on 2 threads (other float summation orders, no
@@ -42,7 +42,7 @@ def main(argv=None) -> str:
     ap.add_argument("--no-augment", action="store_true", help="proxy.augment false")
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT, help="Markdown report appended to ('-': print only)")
     a = ap.parse_args(argv)
-    from easycore.coresets import select
+    from easycore.core.coresets import select
 
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     params["data"].update(dataset=a.dataset, root=str(data_root()), n_per_class=a.n_per_class, test_n_per_class=2)

@@ -32,7 +32,7 @@ import time
 from pathlib import Path
 
 from benchmarks._common import base_parser, publish, resolve_out, table
-from easycore.sources import status_clean
+from easycore.data.sources import status_clean
 
 
 def shards(stages, n: int) -> list[list[str]]:

@@ -72,9 +72,9 @@ def _data(args, cuda: bool):
 def _run(args, variants, device) -> int:
     import torch
 
-    from easycore import attacks
+    from easycore.core import attacks
     from easycore.config import AttackConfig, RuntimeConfig, TrainConfig
-    from easycore.train import train
+    from easycore.core.train import train
 
     cuda = device.type == "cuda"
     if not cuda and variants != ["default"]:

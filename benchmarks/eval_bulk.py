@@ -2,7 +2,7 @@
 
     python -m benchmarks.eval_bulk [--model cnn_tiny] [--models 3] [--n 1000] [--batch-size 500] [--quick]
 
-`sequential` runs easycore.attacks.pgd (PGD-20, 8/255) on each model in turn (what an evaluate group does);
+`sequential` runs easycore.core.attacks.pgd (PGD-20, 8/255) on each model in turn (what an evaluate group does);
 `stacked` stacks the K models' weights (torch.func.stack_module_state) and runs the same PGD for all of them at once
 with torch.func.vmap over the models (one batched forward/backward per step: the "attack batches filled across
 models"). Both in eval mode, fp32, the same images; the robust accuracies must agree up to the random starts.
@@ -59,8 +59,8 @@ def stacked_pgd(models, x, y, *, eps, alpha, steps, seed=0):
 def _run(args, rounds, device) -> int:
     import torch
 
-    from easycore.attacks import pgd
-    from easycore.models import build_model
+    from easycore.core.attacks import pgd
+    from easycore.core.models import build_model
 
     test, desc = load_data(args.dataset, max(1, (args.n + 9) // 10), quick=args.quick, split="test")
     x = test.x[: args.n].float().div(255).to(device)

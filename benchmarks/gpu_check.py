@@ -9,7 +9,7 @@ part is that part's FAILED / TIMEOUT row; the others still run):
   test_cuda     pytest tests/test_cuda.py (CUDA paths against the CPU reference)
   epoch_time    benchmarks.epoch_time: ResNet-18 on full CIFAR-10, standard and TRADES-10, bf16 + channels_last,
                 without (`default`) and with torch.compile (`compile`); last of 2 epochs timed; PGD-20 eval rate
-  attack_speed  benchmarks.attack_speed on CUDA: PGD-20 images/s, easycore.attacks.pgd vs torchattacks.PGD
+  attack_speed  benchmarks.attack_speed on CUDA: PGD-20 images/s, easycore.core.attacks.pgd vs torchattacks.PGD
                 (ResNet-18, fp32 both, same starts), at 8/255 and 4/255
   concurrency   benchmarks.concurrent_runs: models per hour for a group of cnn_tiny runs and of ResNet-18 runs on a
                 0.1 coreset of CIFAR-10, one at a time vs concurrent worker processes (runtime.concurrent automatic)
@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Callable, Optional, Sequence
 
 from benchmarks._common import DEFAULT_OUT, REPO, data_root, table
-from easycore.sources import status_clean
+from easycore.data.sources import status_clean
 
 TOTAL_BUDGET = 15 * 60      # seconds: the whole check on one H100
 RESERVE = 30                # of the budget, kept for the parent's start-up and the table
@@ -273,7 +273,8 @@ def demo_child(work: Path, *, device: str, epochs: int, tiny: bool) -> int:
     root = data_root().resolve()
     dataset = params["data"]["dataset"]
     if dataset != "synthetic":
-        from easycore.data import DataError, load_dataset
+        from easycore.data.loaders import load_dataset
+        from easycore.data.base import DataError
 
         try:
             load_dataset(dataset, "test", root, n_per_class=1)

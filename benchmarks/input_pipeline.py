@@ -3,7 +3,7 @@
     python -m benchmarks.input_pipeline [--model cnn_tiny] [--workers 0,2] [--rounds 3] [--quick]
 
 Loaders (batch --batch-size, shuffled, random crop pad 4 + horizontal flip unless said otherwise):
-  device        easycore.data.DeviceLoader: uint8 set resident on the device, crop+flip in batch on the device
+  device        easycore.data.loaders.DeviceLoader: uint8 set resident on the device, crop+flip in batch on the device
   tv_pil_w{k}   torch DataLoader(num_workers=k) over a Dataset that, per sample, makes a PIL image from the
                 uint8 HWC array and applies torchvision.transforms RandomCrop(32, padding=4) +
                 RandomHorizontalFlip + ToTensor (the usual CIFAR recipe; workers persistent)
@@ -55,8 +55,8 @@ def _run(args, rounds, device) -> int:
     import torchvision.transforms as T
     from torch.utils.data import DataLoader, TensorDataset
 
-    from easycore.data import DeviceLoader
-    from easycore.models import build_model
+    from easycore.data.loaders import DeviceLoader
+    from easycore.core.models import build_model
 
     ds, data_desc = load_data(args.dataset, args.n_per_class, quick=args.quick)
     cuda = device.type == "cuda"

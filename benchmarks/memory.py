@@ -43,10 +43,11 @@ def child(n: int, model: str, epochs: int, dataset: str, batch_size: int, aign_b
     import numpy as np
     import torch
 
-    from easycore.aign import AIGNTracker
+    from easycore.core.aign import AIGNTracker
     from easycore.config import OptimConfig, RuntimeConfig, TrainConfig
-    from easycore.data import DataError, load_dataset
-    from easycore.train import train
+    from easycore.data.loaders import load_dataset
+    from easycore.data.base import DataError
+    from easycore.core.train import train
 
     torch.set_num_threads(int(os.environ.get("BENCH_THREADS", "0")) or torch.get_num_threads())
     rss_import = _status_kib("VmRSS")

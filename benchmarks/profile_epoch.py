@@ -40,9 +40,9 @@ def _run(args, device) -> int:
     from torch.profiler import ProfilerActivity, profile
 
     from benchmarks._report import machine_description
-    from easycore.aign import AIGNTracker
+    from easycore.core.aign import AIGNTracker
     from easycore.config import OptimConfig, RuntimeConfig, TrainConfig
-    from easycore.train import train
+    from easycore.core.train import train
 
     ds, data_desc = load_data(args.dataset, args.n_per_class, quick=args.quick)
     cfg = TrainConfig(model=args.model, epochs=1, batch_size=args.batch_size, augment=True,

@@ -79,8 +79,8 @@ def make_image_folder(root, n: int, size: int = 80, classes: int = 10, seed: int
 def _run(kind: str, root: str, out_size: int, batch_size: int, workers: int, epochs: int) -> dict:
     import resource
 
-    from easycore.datasets import open_dataset
-    from easycore.streaming import make_loader
+    from easycore.data.datasets import open_dataset
+    from easycore.data.streaming import make_loader
 
     reset = _reset_peak()
     rss_before = _status_kib("VmRSS")
@@ -113,8 +113,8 @@ def child(kinds, roots, out_size: int, batch_size: int, workers: int, epochs: in
 
     import torch
 
-    from easycore.datasets import open_dataset
-    from easycore.streaming import make_loader
+    from easycore.data.datasets import open_dataset
+    from easycore.data.streaming import make_loader
 
     torch.set_num_threads(1)
     src = open_dataset("imagenet", "train", roots[0])

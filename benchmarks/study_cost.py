@@ -33,13 +33,13 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
 
     from benchmarks._report import machine_description
-    from easycore import runs
-    from easycore.acs import acs_plan, partial_share
-    from easycore.coresets import budget
+    from easycore.pipeline import runs
+    from easycore.core.acs import acs_plan, partial_share
+    from easycore.core.coresets import budget
     from easycore.config import load_params
-    from easycore.data import load_dataset
-    from easycore.evaluate import evaluate_model
-    from easycore.train import train
+    from easycore.data.loaders import load_dataset
+    from easycore.core.evaluate import evaluate_model
+    from easycore.core.train import train
 
     P = load_params(args.params)
     d, t = P.data, P.train
@@ -54,7 +54,7 @@ def main(argv=None) -> int:
         n = min(P.eval.n_test, len(te))
         eval_s[mode] = _seconds(lambda: acc.setdefault(mode, evaluate_model(res[0].model, te.x[:n], te.y[:n],
                                                                                P.eval, progress=False)[0]))
-    overhead = _seconds(lambda: subprocess.run([sys.executable, "-c", "import torch, easycore.pipeline"], check=True))
+    overhead = _seconds(lambda: subprocess.run([sys.executable, "-c", "import torch, easycore.pipeline.stages"], check=True))
     aign = P.proxy.aign.mode in ("exact", "both")
     proxy_s = per_sample_epoch["standard"] * len(tr) * P.proxy.epochs * (1.7 if aign else 1.0)
 

@@ -2,7 +2,7 @@
 
     python -m benchmarks.train_step [--model cnn_tiny] [--batch-size 128] [--steps 10] [--rounds 3] [--quick]
 
-Each mode runs the exact per-batch code of the training loop (the mode's `easycore.modes.MODES` function +
+Each mode runs the exact per-batch code of the training loop (the mode's `easycore.core.modes.MODES` function +
 zero_grad + backward + SGD step, bf16 autocast and channels_last on CUDA as `train` does) on the same fixed, already
 augmented batches (so the input pipeline is not timed), each mode on its own copy of the same initial
 model. A round times `--iters` steps of every mode, round-robin; the median per-step time is reported.
@@ -40,10 +40,10 @@ def _run(args, rounds, device) -> int:
     import torch
 
     from easycore.config import AttackConfig, OptimConfig
-    from easycore.data import DeviceLoader
-    from easycore.models import build_model
-    from easycore.modes import MODES
-    from easycore.train import make_optimizer
+    from easycore.data.loaders import DeviceLoader
+    from easycore.core.models import build_model
+    from easycore.core.modes import MODES
+    from easycore.core.train import make_optimizer
 
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     if "standard" not in modes:

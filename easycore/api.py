@@ -41,9 +41,9 @@ What each method needs (`ec.needs(method)` says it in words; `ec.select_method` 
             rec.batch(idx, x.grad)
         rec.end_epoch()
 
-These are the pipeline's own functions (`easycore.aign.AIGNTracker` accumulates the per-epoch rows,
-`easycore.aign.dynamics_from_logits` the dynamics, `easycore.attacks.deepfool_distance` the distances,
-`easycore.coresets.select` / `select_by_score` choose), so a score or a selection made here equals the pipeline's for
+These are the pipeline's own functions (`easycore.core.aign.AIGNTracker` accumulates the per-epoch rows,
+`easycore.core.aign.dynamics_from_logits` the dynamics, `easycore.core.attacks.deepfool_distance` the distances,
+`easycore.core.coresets.select` / `select_by_score` choose), so a score or a selection made here equals the pipeline's for
 the same records. `rec.records()` returns them under the keys the coreset registry reads (`aign_l1`, `aign_l2`,
 `aign_linf`, `loss`, `correct`, `margin`, `el2n`, `grand`, `entropy` [epochs, n]; `features` [n, d], `deepfool` [n];
 `labels`: given, or seen in the first scoring pass).
@@ -66,9 +66,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .aign import DYNAMICS, AIGNTracker, _norms, aign_scores, dynamics_from_logits, norm_key
-from .coresets import budget, check_fraction, select_by_score
-from .methods import METHODS, score_names   # every registered method, the adaptive ones included
+from easycore.core.aign import DYNAMICS, AIGNTracker, _norms, aign_scores, dynamics_from_logits, norm_key
+from easycore.core.coresets import budget, check_fraction, select_by_score
+from easycore.core.methods import METHODS, score_names   # every registered method, the adaptive ones included
 
 __all__ = ["Recorder", "AIGNRecorder", "input_grad_norms", "select", "select_method", "needs", "coreset"]
 
@@ -304,7 +304,7 @@ class Recorder:
         `features` [n, d] (moderate, kcenter, herding; needs a model with `features` or Recorder(features=fn)) and
         the L2 DeepFool distance to the boundary [n] (deepfool, deepfool_far; `deepfool_steps` iterations over the
         `deepfool_candidates` top classes, 0 = all: the pipeline's proxy.deepfool_steps / deepfool_candidates)."""
-        from .attacks import deepfool_distance
+        from easycore.core.attacks import deepfool_distance
 
         fn = self.features or ((lambda m, x: m.features(x)) if _has_head(model) else None)
         if features and fn is None:
@@ -342,7 +342,7 @@ class Recorder:
     def records(self) -> dict[str, np.ndarray]:
         """The per-epoch matrices [tracked epochs, n] (aign_l2; exact mode also aign_l1, aign_linf and the
         dynamics), the final model's `features` / `deepfool` when `final` ran, and `labels` (given or seen): the
-        artifact layout `easycore.coresets.select` reads."""
+        artifact layout `easycore.core.coresets.select` reads."""
         if not self._tracker.tracked_epochs:
             raise ValueError("no epoch recorded yet: call end_epoch() after each epoch")
         m = self._tracker.matrices()
@@ -452,7 +452,7 @@ def select_method(method: str, records, fraction: float, *, labels=None, balance
     pipeline's `coresets.select` on them (same options: window, p, squared, score_epochs, ccs_score, ccs_cutoff,
     moderate_band, device). Labels: given, or the records'. A record the method needs and the records lack is
     named with the Recorder call that produces it."""
-    from .coresets import select as _select
+    from easycore.core.coresets import select as _select
 
     rec: Mapping[str, np.ndarray] = records.records() if isinstance(records, Recorder) else records
     e = METHODS.get(method)

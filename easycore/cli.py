@@ -33,19 +33,11 @@ import re
 import sys
 from pathlib import Path
 
-from . import __version__
-from .registry import did_you_mean  # one rule for the CLI and the registries
+from easycore import __version__
+from easycore.registry import did_you_mean  # one rule for the CLI and the registries
 
 # the function each stage command runs (tests/test_architecture.py derives every stage's code dependencies from it)
-ENTRY = {"check": "easycore.pipeline:check", "source": "easycore.sources:stage", "prepare": "easycore.pipeline:prepare",
-         "proxy": "easycore.pipeline:proxy_all", "select": "easycore.pipeline:select_all",
-         "train": "easycore.group:train_group", "eval": "easycore.group:evaluate_group",
-         "notebook": "easycore.notebook:run", "autoattack": "easycore.pipeline:autoattack_stage",
-         # not pipeline stages: the listing, and training / evaluating files given by path
-         "methods": "easycore.methods:direction_table_markdown", "train_files": "easycore.pipeline:train_run",
-         "select_one": "easycore.pipeline:select",
-         "proxy_one": "easycore.pipeline:proxy",
-         "eval_files": "easycore.pipeline:evaluate_run", "reports": "easycore.reports:render_all"}
+from easycore.pipeline.commands import ENTRY  # noqa: E402
 
 
 class UsageError(Exception):
@@ -69,7 +61,7 @@ class _Fmt(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFo
 
 
 def _names(registry_kind: str, **where) -> list[str]:
-    from .registry import registry
+    from easycore.registry import registry
 
     return registry(registry_kind).names(**where)
 
@@ -111,7 +103,7 @@ def _seed(v: str) -> int:
 def inside_repo(value: str, option: str) -> str:
     """A relative path to an existing file inside the current folder (the repository): no absolute path, no '..',
     no symbolic link that leads out. Returns it normalised (forward slashes)."""
-    from .config import ConfigError
+    from easycore.config import ConfigError
 
     p = Path(value)
     here = Path.cwd().resolve()
@@ -214,7 +206,7 @@ def safe_name(value: str, option: str) -> str:
     """A name that becomes part of a path or a file name (a proxy run, --scores, a notebook and its -p values):
     letters, digits, '_', '.', '-', not starting with '.' (no '/', no '..'). Checked here, where it is used, not
     only by `easycore check` (`dvc repro -s` skips check)."""
-    from .config import ConfigError, SAFE_NAME
+    from easycore.config import ConfigError, SAFE_NAME
 
     if not isinstance(value, str) or not re.fullmatch(SAFE_NAME, value):
         raise ConfigError(f"{option} {value!r} is not allowed; use letters, digits, '_', '.', '-' (not starting with "
@@ -224,8 +216,8 @@ def safe_name(value: str, option: str) -> str:
 
 def _scores(value: str, params) -> str:
     """--scores of a training / evaluation run: main, none, or a declared transfer proxy."""
-    from . import runs
-    from .config import ConfigError
+    from easycore.pipeline import runs
+    from easycore.config import ConfigError
 
     safe_name(value, "--scores")
     if value not in ("main", runs.NONE, *params.proxy.transfer_models):
@@ -235,7 +227,7 @@ def _scores(value: str, params) -> str:
 
 
 def _dvc_stage():
-    from . import runs
+    from easycore.pipeline import runs
 
     return os.environ.get(runs.DVC_STAGE)
 
@@ -243,7 +235,7 @@ def _dvc_stage():
 def _recorded(params, cmd: str) -> None:
     """A `--dvc` select / train / eval stage runs only under the params its dvc.lock entry records: those of
     runs/params/<family>.json (deps.check_recorded; `dvc repro -s` skips the check stage that writes it)."""
-    from .deps import check_recorded
+    from easycore.pipeline.deps import check_recorded
 
     stage = _dvc_stage() or ""
     family = {"select": "select", "eval": "eval", "proxy": "proxy"}.get(cmd) or (
@@ -255,8 +247,8 @@ def _group(args, params):
     """The runs named by --method/--fraction/--scores/--mode and --seed (default: every seed the params declare for
     that group, else every seed of train.seeds); with --dvc, the group of the DVC stage being run (its seeds), after
     checking the params are those the stage is recorded under (_recorded)."""
-    from . import runs
-    from .config import ConfigError
+    from easycore.pipeline import runs
+    from easycore.config import ConfigError
 
     if args.dvc:
         if args.seed is not None:
@@ -324,7 +316,7 @@ def methods_table(width: int | None = None) -> str:
     import shutil
     import textwrap
 
-    from .registry import registry
+    from easycore.registry import registry
 
     keep_txt = {"low": "lowest", "high": "highest", "custom": "custom", "adaptive": "in training", "all": "all"}
     rows = [(n, e.kind, e.score or "-", keep_txt[e.keep], e.doc) for n, e in registry("methods").items()]
@@ -358,10 +350,10 @@ def main(argv=None) -> int:
         return 2
     logging.basicConfig(level=logging.WARNING if getattr(args, "quiet", False) else logging.INFO,
                         format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
-    from .config import ConfigError, load_params
-    from .data import DataError
-    from .store import ArtifactError
-    from .train import NonFiniteLoss
+    from easycore.config import ConfigError, load_params
+    from easycore.data.base import DataError
+    from easycore.store import ArtifactError
+    from easycore.core.train import NonFiniteLoss
 
     cmd = {"score": "proxy"}.get(args.cmd, args.cmd)
     try:
@@ -396,7 +388,7 @@ def main(argv=None) -> int:
             fn(params, Path(args.out), progress=progress)
         elif cmd == "proxy":
             if args.dvc:
-                from . import runs
+                from easycore.pipeline import runs
                 args.name = runs.proxy_for_stage(params, _dvc_stage())
                 _recorded(params, "proxy")
             name = safe_name(args.name, "--name")
@@ -409,7 +401,7 @@ def main(argv=None) -> int:
                    progress=progress)
         elif cmd == "select":
             if args.dvc:
-                from . import runs
+                from easycore.pipeline import runs
                 if args.method is not None or args.fraction is not None or args.out:
                     raise ConfigError("--dvc makes every coreset of its stage's proxy run: no --method/--fraction/--out")
                 args.scores = runs.scores_for_stage(params, _dvc_stage())

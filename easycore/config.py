@@ -21,7 +21,7 @@ from typing import Any, Callable, Optional, Sequence
 
 import yaml
 
-from .registry import choices
+from easycore.registry import choices
 
 DATA_ENV = "EASYCORE_DATA"
 NORMS = (1.0, 2.0, math.inf)

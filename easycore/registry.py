@@ -4,12 +4,12 @@ A registry maps a name to a function and a few facts about it (`meta`). Adding a
 or a model is one function and one `@REGISTRY.register(...)` line next to it; everything that lists choices (the
 params schema, the CLI, `easycore methods`, the README table, the notebooks) reads the registry.
 
-This module imports nothing heavy: the params schema names a registry by its module (`choices("models")`) and the
-module is imported only when the choices are needed, so `import easycore.config` does not import torch.
+This module imports nothing heavy: the params schema names a registry by its kind (`choices("models")`), and the
+modules that register are imported (`load_registrations`: the package's entry points) only when the choices are
+needed, so `import easycore.config` does not import torch.
 """
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Mapping
 
@@ -38,9 +38,11 @@ class Entry:
 class Registry:
     """An ordered name -> Entry map filled by the `register` decorator; iteration order = registration order."""
 
-    def __init__(self, kind: str):
+    def __init__(self, kind: str, key: str | None = None):
         self.kind = kind
         self._entries: dict[str, Entry] = {}
+        if key is not None:                  # the name the params schema uses (choices("methods"))
+            REGISTRIES[key] = self
 
     def register(self, name: str | None = None, **meta: Any) -> Callable:
         def deco(fn: Callable) -> Callable:
@@ -89,25 +91,41 @@ class Registry:
         return list(self._entries.values())
 
 
-# where each registry lives: importing the module fills it
-_HOMES = {
-    "methods": ("easycore.methods", "METHODS"),
-    "modes": ("easycore.modes", "MODES"),
-    "attacks": ("easycore.evaluate", "ATTACKS"),
-    "datasets": ("easycore.data", "DATASETS"),
-    "models": ("easycore.models", "MODELS"),
-}
+# Every registry, by the name the params schema uses for it (filled as each registry is made).
+REGISTRIES: dict[str, Registry] = {}
+GROUP = "easycore.registrations"
+_loaded = False
+
+
+def load_registrations() -> None:
+    """Import every module that registers entries: the entry points of group 'easycore.registrations' (this package
+    declares its own in pyproject.toml; another installed package adds methods, models, ... by declaring its
+    modules there). No module is named here: the registries know what registers into them from the installed
+    metadata."""
+    global _loaded
+    if _loaded:
+        return
+    from importlib.metadata import entry_points
+
+    eps = list(entry_points(group=GROUP))
+    if not any(ep.value.split(":")[0].startswith("easycore.") for ep in eps):
+        raise RuntimeError(f"easycore's own registrations ({GROUP} entry points) are not installed: run "
+                           f"`make setup` (pip install --no-deps -e .) in this checkout")
+    _loaded = True
+    for ep in eps:
+        ep.load()
 
 
 def registry(kind: str) -> Registry:
-    """The registry of `kind` ('methods' | 'modes' | 'attacks' | 'datasets' | 'models'), imported on first use."""
-    module, attr = _HOMES[kind]
-    return getattr(importlib.import_module(module), attr)
+    """The registry of `kind` ('methods' | 'modes' | 'attacks' | 'datasets' | 'models'), its registrations loaded."""
+    load_registrations()
+    return REGISTRIES[kind]
 
 
 def choices(registry_kind: str, **where: Any) -> Callable[[], list[str]]:
     """A deferred list of names, for the params schema (evaluated when params are checked). kind 'scores': the
     per-sample scores the static coreset methods rank by."""
     if registry_kind == "scores":
-        return lambda: importlib.import_module("easycore.methods").score_names()
+        return lambda: list(dict.fromkeys(e.score for e in registry("methods").entries()
+                                          if e.meta.get("keep") in ("low", "high")))
     return lambda: registry(registry_kind).names(**where)

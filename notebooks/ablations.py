@@ -19,7 +19,9 @@ import matplotlib.pyplot as plt
 import pandas as pd
 from IPython.display import Markdown, display
 
-from easycore import conclude, plots, report, runs
+from easycore.report import conclude, plots
+from easycore import report
+from easycore.pipeline import runs
 from easycore.config import load_params
 from easycore.store import load_arrays
 
@@ -58,7 +60,7 @@ report.save_figure(fig, "variant_overlap", P.report.formats, out_dir=FIG); plt.s
 # Compare with `dvc exp show --only-changed` or `dvc metrics diff` (reports/summary.json).
 
 # %% [markdown]
-# ## Conclusion (generated from the numbers above: `easycore/conclude.py`)
+# ## Conclusion (generated from the numbers above: `easycore/report/conclude.py`)
 
 # %%
 display(Markdown(conclude.ablations(tab.loc[f].drop(index=same), fraction=f)))

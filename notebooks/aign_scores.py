@@ -20,10 +20,13 @@ import pandas as pd
 import seaborn as sns
 from IPython.display import Markdown, display
 
-from easycore import conclude, coresets, report, runs
-from easycore.aign import spearman
+from easycore.report import conclude
+from easycore.core import coresets
+from easycore import report
+from easycore.pipeline import runs
+from easycore.core.aign import spearman
 from easycore.config import load_params
-from easycore.pipeline import decode_at, load_prepared
+from easycore.pipeline.stages import decode_at, load_prepared
 from easycore.store import load_arrays
 
 sns.set_theme(style="whitegrid", context="notebook")
@@ -89,7 +92,7 @@ else:
     display(Markdown("proxy.aign.mode is not `both`: no inline/exact comparison."))
 
 # %% [markdown]
-# ## Conclusion (generated from the numbers above: `easycore/conclude.py`)
+# ## Conclusion (generated from the numbers above: `easycore/report/conclude.py`)
 
 # %%
 display(Markdown(conclude.aign_scores(df.groupby("class")["AIGN"].median().to_dict(), stab, fraction=c.fractions[0],

@@ -21,9 +21,10 @@ import pandas as pd
 import seaborn as sns
 from IPython.display import Markdown, display
 
-from easycore import conclude, headline, plots, report
+from easycore.report import conclude, headline, plots
+from easycore import report
 from easycore.config import load_params
-from easycore.evaluate import ATTACKS, eps_name
+from easycore.core.evaluate import ATTACKS, eps_name
 from easycore.store import read_json
 
 sns.set_theme(style="whitegrid", context="notebook")
@@ -89,7 +90,7 @@ report.save_table(report.verdict_headline(ver), "verdict_headline", out_dir=TAB,
                           "one for these test images.*")
 display(Markdown(report.to_markdown(report.verdict_markdown(ver, "primary"), "**Primary family** " + cap, index=False)))
 display(Markdown(report.to_markdown(report.verdict_markdown(ver, "secondary"), "**Secondary** (unadjusted)", index=False)))
-# the one DVC metric holds the headline only (easycore/headline.py); every cell goes to a plain output
+# the one DVC metric holds the headline only (easycore/report/headline.py); every cell goes to a plain output
 report.save_json(headline.headline(ver, P, n_test=min(P.eval.n_for(True), info["test"]["n"])), f"{P.report.dir}/summary.json")
 report.save_json(report.summary(results, P), TAB / "summary_full.json")
 if not outcomes_path:
@@ -241,7 +242,7 @@ for r in ver[ver.family == "primary"].itertuples():
           + (f" ({r.diff:+.1f} [{r.lo:+.1f}, {r.hi:+.1f}] points, K={int(r.k)}, MDE {r.mde:.1f})" if r.status == "ok" and r.k > 1 else ""))
 
 # %% [markdown]
-# ## Conclusion (generated from the verdict above: `easycore/conclude.py`)
+# ## Conclusion (generated from the verdict above: `easycore/report/conclude.py`)
 
 # %%
 display(Markdown(conclude.coresets(ver, paper_claim=report.PAPER_CLAIM)))

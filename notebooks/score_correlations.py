@@ -19,8 +19,11 @@ import numpy as np
 import pandas as pd
 from IPython.display import Markdown, display
 
-from easycore import conclude, coresets, plots, report, runs
-from easycore.methods import METHODS
+from easycore.report import conclude, plots
+from easycore.core import coresets
+from easycore import report
+from easycore.pipeline import runs
+from easycore.core.methods import METHODS
 from easycore.config import load_params
 from easycore.store import load_arrays
 
@@ -58,7 +61,7 @@ fig = plots.overlap_figure(J, f"Jaccard overlap of the selected coresets (fracti
 report.save_figure(fig, "coreset_overlap", P.report.formats, out_dir=FIG); plt.show()
 
 # %% [markdown]
-# ## Conclusion (generated from the numbers above: `easycore/conclude.py`)
+# ## Conclusion (generated from the numbers above: `easycore/report/conclude.py`)
 
 # %%
 display(Markdown(conclude.score_correlations(R, J, fraction=f)))

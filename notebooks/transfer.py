@@ -17,8 +17,11 @@ import matplotlib.pyplot as plt
 import pandas as pd
 from IPython.display import Markdown, display
 
-from easycore import conclude, coresets, inference, report, runs
-from easycore.aign import spearman
+from easycore.report import conclude
+from easycore.core import coresets
+from easycore import inference, report
+from easycore.pipeline import runs
+from easycore.core.aign import spearman
 from easycore.config import load_params
 from easycore.store import load_arrays, read_json
 
@@ -116,7 +119,7 @@ report.save_table(agree.set_index(["transfer proxy", "fraction"]), "transfer_agr
 display(Markdown(report.to_markdown(table, cap)))
 
 # %% [markdown]
-# ## Conclusion (generated from the numbers above: `easycore/conclude.py`)
+# ## Conclusion (generated from the numbers above: `easycore/report/conclude.py`)
 
 # %%
 display(Markdown(conclude.transfer(agree, robust, across)))

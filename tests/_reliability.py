@@ -51,7 +51,7 @@ def kill_callback():
     the test-only kill switch, plugged in through the loop's extension points."""
     import signal
 
-    from easycore.train import Callback
+    from easycore.core.train import Callback
 
     class KillAt(Callback):
         name = "kill"
@@ -78,10 +78,10 @@ def train_tiny(a: dict) -> dict:
     """
     import torch
 
-    from easycore.aign import AIGNTracker
+    from easycore.core.aign import AIGNTracker
     from easycore.config import OptimConfig, RuntimeConfig, TrainConfig
-    from easycore.data import load_dataset
-    from easycore.train import train
+    from easycore.data.loaders import load_dataset
+    from easycore.core.train import train
 
     KillAt = kill_callback()
     with one_thread():

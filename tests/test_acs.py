@@ -1,4 +1,4 @@
-"""ACS selectors and helpers (easycore/acs.py) against brute force, scipy and autograd."""
+"""ACS selectors and helpers (easycore/core/acs.py) against brute force, scipy and autograd."""
 import copy
 import itertools
 import math
@@ -10,9 +10,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 from scipy.optimize import nnls
 
-from easycore import acs
-from easycore.coresets import budget, class_quotas
-from easycore.models import Classifier
+from easycore.core import acs
+from easycore.core.coresets import budget, class_quotas
+from easycore.core.models import Classifier
 
 
 # ----------------------------------------------------------------------------- references
@@ -369,13 +369,13 @@ def test_weighted_mean_and_normalised_weights():
 # ----------------------------------------------------------------------------- ACS inside the training loop
 def _acs_run(tmp_path=None, *, method="acs_craig", mode="trades", callbacks=(), epochs=6, state=None):
     from easycore.config import params_from_dict, RuntimeConfig
-    from easycore.data import load_dataset
-    from easycore.train import train
+    from easycore.data.loaders import load_dataset
+    from easycore.core.train import train
 
     P = params_from_dict({"train": {"model": "cnn_tiny", "epochs": epochs, "batch_size": 16, "attack": {"steps": 1},
                                     "optim": {"lr": 0.05}},
                           "coreset": {"acs": {"every": 2, "kappa": 0.5, "batch_size": 8}}})
-    from easycore.data import DeviceLoader
+    from easycore.data.loaders import DeviceLoader
 
     ds = load_dataset("synthetic", "train", ".", n_per_class=8)
     score = DeviceLoader(ds.x, ds.y, batch_size=32, device="cpu", shuffle=False, info=ds.info)
@@ -399,7 +399,7 @@ def test_acs_run_sees_a_static_coresets_examples(method):
 
 
 def test_acs_killed_after_a_reselection_resumes_bit_identical(tmp_path):
-    from easycore.train import Callback
+    from easycore.core.train import Callback
 
     class Stop(Exception):
         pass
@@ -424,8 +424,8 @@ def test_acs_killed_after_a_reselection_resumes_bit_identical(tmp_path):
 @pytest.mark.parametrize("mode", ["standard", "pgd_at", "trades", "fgsm_rs"])
 def test_mode_loss_with_unit_weights_equals_unweighted(mode):
     from easycore.config import AttackConfig
-    from easycore.models import build_model
-    from easycore.modes import MODES
+    from easycore.core.models import build_model
+    from easycore.core.modes import MODES
 
     torch.manual_seed(0)
     model = build_model("cnn_tiny", 10, 3, (0.5,) * 3, (0.25,) * 3).train()

@@ -9,9 +9,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.func import functional_call, grad, vmap
 
-from easycore.data import DeviceLoader
-from easycore.aign import AIGNTracker, aign_scores, dynamics_from_logits, exact_pass, parse_window, per_sample_input_grad_norm, spearman
-from easycore.models import build_model
+from easycore.data.loaders import DeviceLoader
+from easycore.core.aign import AIGNTracker, aign_scores, dynamics_from_logits, exact_pass, parse_window, per_sample_input_grad_norm, spearman
+from easycore.core.models import build_model
 
 
 def tiny_bn_cnn():
@@ -142,8 +142,8 @@ def test_inline_and_exact_agree_in_rank(data_root):
     Measured while developing: ~0.83-0.89 at 500 images / 6 epochs; early epochs agree less (~0.2)."""
     from conftest import need_data
     from easycore.config import OptimConfig, TrainConfig
-    from easycore.data import load_dataset
-    from easycore.train import train
+    from easycore.data.loaders import load_dataset
+    from easycore.core.train import train
 
     need_data("cifar10-jpeg.tar.gz")
     ds = load_dataset("cifar10", "train", data_root, n_per_class=30, seed=0)

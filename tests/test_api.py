@@ -9,9 +9,9 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
 import easycore.api as ec
-from easycore import coresets
-from easycore.aign import exact_pass
-from easycore.models import build_model
+from easycore.core import coresets
+from easycore.core.aign import exact_pass
+from easycore.core.models import build_model
 
 
 def _data(n=60, classes=3, seed=0):
@@ -167,8 +167,8 @@ def test_records_have_their_closed_form_on_a_linear_model():
 
 
 def test_every_static_method_selects_from_a_recorder_as_the_pipeline_does():
-    from easycore.aign import exact_pass
-    from easycore.attacks import deepfool_distance
+    from easycore.core.aign import exact_pass
+    from easycore.core.attacks import deepfool_distance
 
     torch.manual_seed(0)
     x, y = _data()

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 import yaml
 
-from easycore import cli, deps, runs
+from easycore import cli
+from easycore.pipeline import deps, runs
 from easycore.config import load_params
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -86,19 +87,19 @@ def test_code_manifest_follows_the_import_closure(tmp_path, monkeypatch):
     """The manifest of a command lists every module its entry function can reach (function-level imports included,
     same-module helpers followed) and changes only when one of those modules changes."""
     proxy = deps.command_closure("proxy")
-    assert {"easycore.train", "easycore.aign", "easycore.attacks", "easycore.pipeline", "easycore.cli"} <= proxy
-    assert not proxy & {"easycore.evaluate", "easycore.report", "easycore.coresets"}
-    assert "easycore.evaluate" in deps.command_closure("eval")          # imported inside evaluate_run
-    assert "easycore.acs" in deps.command_closure("train")              # imported inside train_run (adaptive)
+    assert {"easycore.core.train", "easycore.core.aign", "easycore.core.attacks", "easycore.pipeline.stages", "easycore.cli"} <= proxy
+    assert not proxy & {"easycore.core.evaluate", "easycore.report", "easycore.core.coresets"}
+    assert "easycore.core.evaluate" in deps.command_closure("eval")          # imported inside evaluate_run
+    assert "easycore.core.acs" in deps.command_closure("train")              # imported inside train_run (adaptive)
     text = deps.manifest("proxy")
-    assert [ln.split()[0] for ln in text.splitlines()] == sorted(f"easycore/{m.split('.', 1)[1]}.py" for m in proxy)
+    assert [ln.split()[0] for ln in text.splitlines()] == sorted(deps._relpath(m) for m in proxy)
     paths = deps.write_manifests(tmp_path)
     before = {p.name: p.read_bytes() for p in paths}
     assert {p.name: p.read_bytes() for p in deps.write_manifests(tmp_path)} == before      # byte-stable
     real = deps._path
     fake = tmp_path / "evaluate.py"
-    monkeypatch.setattr(deps, "_path", lambda m: fake if m == "easycore.evaluate" else real(m))
-    src = (deps.PKG / "evaluate.py").read_text()
+    monkeypatch.setattr(deps, "_path", lambda m: fake if m == "easycore.core.evaluate" else real(m))
+    src = (deps.PKG / "core" / "evaluate.py").read_text()
     # issue 25 item 8: comments, blank lines and docstrings are not code: no stage goes stale for them
     fake.write_text(src.replace('"""', '"""An edited docstring. ', 1).replace("\n\n", "\n\n# a comment\n", 3)
                     + "\n# an edit\n")
@@ -106,7 +107,7 @@ def test_code_manifest_follows_the_import_closure(tmp_path, monkeypatch):
     fake.write_text(src + "\n_EDIT = 1\n")
     after = {p.name: p.read_bytes() for p in deps.write_manifests(tmp_path)}
     changed = {n for n in before if before[n] != after[n]}
-    assert changed == {f"{c}.txt" for c in deps.STAGE_COMMANDS if "easycore.evaluate" in deps.command_closure(c)}
+    assert changed == {f"{c}.txt" for c in deps.STAGE_COMMANDS if "easycore.core.evaluate" in deps.command_closure(c)}
     assert "proxy.txt" not in changed and "eval.txt" in changed
 
 
@@ -163,7 +164,7 @@ def test_fraction_spellings_that_would_name_other_folders_are_refused(tmp_path, 
 # ----------------------------------------------------------------------------- the method registry
 def test_every_registered_method_appears_everywhere():
     from easycore.config import CoresetConfig
-    from easycore.methods import METHODS, direction_table_markdown
+    from easycore.core.methods import METHODS, direction_table_markdown
 
     out = subprocess.run([sys.executable, "-m", "easycore", "methods", "--markdown"], capture_output=True, text=True,
                          cwd=ROOT).stdout
@@ -182,7 +183,7 @@ def test_every_registered_method_appears_everywhere():
 
 @pytest.mark.parametrize("f", [0.1, 0.3])
 def test_every_static_method_selects_exactly_the_budget(f):
-    from easycore.coresets import METHODS, budget, select
+    from easycore.core.coresets import METHODS, budget, select
 
     rng = np.random.default_rng(0)
     n, e = 120, 4

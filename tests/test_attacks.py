@@ -13,10 +13,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from easycore import attacks
+from easycore.core import attacks
 from easycore.config import EvalConfig
-from easycore.models import Normalize
-from easycore.evaluate import evaluate_model, sanity_checks, write_eval
+from easycore.core.models import Normalize
+from easycore.core.evaluate import evaluate_model, sanity_checks, write_eval
 from easycore.store import load_arrays, read_json
 
 K = 4
@@ -347,7 +347,7 @@ def test_robust_is_the_worst_case_over_every_attack(evaluated):
 def test_autoattack_runs(trained):
     """torchattacks' standard AutoAttack on 8 samples. eps is large so APGD breaks every sample and the
     Square attack (5000 queries per robust sample: ~1 min on CPU) has nothing left to do."""
-    from easycore.evaluate import autoattack
+    from easycore.core.evaluate import autoattack
 
     model, x, y = trained
     ok = autoattack(model, x[:8], y[:8], eps=32 / 255, seed=0, batch_size=8)

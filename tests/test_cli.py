@@ -9,7 +9,7 @@ import pytest
 
 from _reliability import REPO, sub_env
 from easycore import cli
-from easycore.coresets import METHODS, direction_table_markdown
+from easycore.core.coresets import METHODS, direction_table_markdown
 
 
 def _run(argv, capsys):

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from easycore.sources import status_clean
+from easycore.data.sources import status_clean
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:

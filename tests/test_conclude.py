@@ -1,4 +1,4 @@
-"""The notebooks' closing sentences (easycore/conclude.py) come from their numbers: change the numbers and the
+"""The notebooks' closing sentences (easycore/report/conclude.py) come from their numbers: change the numbers and the
 sentence changes with them, whichever way they fall."""
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from easycore import conclude
+from easycore.report import conclude
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -155,7 +155,8 @@ def test_the_replicate_intervals_enter_the_hardness_and_transfer_conclusions():
     """report.replicate_summary's t interval over replicates appears in the sentences and follows the numbers."""
     import pandas as pd
 
-    from easycore import conclude, report
+    from easycore.report import conclude
+    from easycore import report
 
     tab = pd.DataFrame([{"pair": "AIGN vs DeepFool distance", "samples": "all training samples", "n": 50000,
                          "spearman": -0.6, "p_value": 0.0},

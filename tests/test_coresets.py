@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from easycore import coresets as cs
+from easycore.core import coresets as cs
 from easycore.store import ArtifactError, save_arrays
 
 N_PER = 200
@@ -357,7 +357,7 @@ def test_run_select_good(tmp_path, blobs):
 def test_the_deepfool_methods_list_matches_the_registry():
     """runs.DEEPFOOL_METHODS (which proxy replicates compute DeepFool) names exactly the registered methods whose
     records need `deepfool`."""
-    from easycore import runs
-    from easycore.methods import METHODS
+    from easycore.pipeline import runs
+    from easycore.core.methods import METHODS
 
     assert set(runs.DEEPFOOL_METHODS) == {e.name for e in METHODS.entries() if "deepfool" in e.needs}

@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 import torch
 
-from easycore.aign import exact_pass, per_sample_input_grad_norm, spearman
-from easycore.attacks import pgd, predict
+from easycore.core.aign import exact_pass, per_sample_input_grad_norm, spearman
+from easycore.core.attacks import pgd, predict
 from easycore.config import RuntimeConfig, TrainConfig
-from easycore.data import DeviceLoader, load_dataset
-from easycore.models import build_model
-from easycore.train import train
+from easycore.data.loaders import DeviceLoader, load_dataset
+from easycore.core.models import build_model
+from easycore.core.train import train
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 CUDA = torch.device("cuda")

@@ -5,7 +5,8 @@ import torch
 
 from conftest import need_data
 from easycore.config import ConfigError
-from easycore.data import ArrayDataset, DataError, DeviceLoader, augment_batch, balanced_subset, load_dataset
+from easycore.data.loaders import DeviceLoader, augment_batch, balanced_subset, load_dataset
+from easycore.data.base import ArrayDataset, DataError
 
 
 def test_cifar10_offline_copy(data_root, tmp_path, monkeypatch):

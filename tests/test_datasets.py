@@ -1,4 +1,4 @@
-"""Readers of the official layouts (easycore.datasets) on small copies generated here in the official formats.
+"""Readers of the official layouts (easycore.data.datasets) on small copies generated here in the official formats.
 
 No dataset file is shipped: each test writes a tiny CIFAR-100 (`cifar-100-python/` pickles + meta), SVHN
 (`*_32x32.mat`) or ImageNet (`train/<wnid>/*.JPEG`, `val/<wnid>/*.JPEG`, optionally `meta.bin`) copy in a
@@ -15,8 +15,9 @@ import numpy as np
 import pytest
 import torch
 
-from easycore.data import STATS, DataError, balanced_subset, load_dataset
-from easycore.datasets import manifest_fingerprint, open_dataset, to_arrays
+from easycore.data.loaders import balanced_subset, load_dataset
+from easycore.data.base import STATS, DataError
+from easycore.data.datasets import manifest_fingerprint, open_dataset, to_arrays
 
 
 def _md5(p: Path) -> str:

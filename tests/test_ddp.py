@@ -1,4 +1,4 @@
-"""Multi-process training (DDP, easycore/dist.py) on the CPU: 2 processes on the gloo backend, tiny synthetic data.
+"""Multi-process training (DDP, easycore/core/dist.py) on the CPU: 2 processes on the gloo backend, tiny synthetic data.
 
 Two launches of the proxy stage (pipeline.proxy, as `torchrun -m easycore proxy` runs it) with a BatchNorm-free model:
   killed   rank 1 SIGKILLs itself in epoch 2 (after two failure probes: a batch size the world does not divide,
@@ -21,8 +21,10 @@ import pytest
 import torch
 
 from _reliability import one_thread, spawn_ranks
-from easycore import dist, pipeline, streaming
-from easycore.data import DeviceLoader, load_dataset
+from easycore.core import dist
+from easycore.pipeline import stages as pipeline
+from easycore.data import streaming
+from easycore.data.loaders import DeviceLoader, load_dataset
 from easycore.store import load_arrays, load_state, load_tensors, read_json
 
 WORLD, EPOCHS, BATCH = 2, 2, 8                        # 40 samples: 5 global batches of 8 = 2 x 4 per rank
@@ -38,7 +40,7 @@ def _register() -> None:
     """A BatchNorm-free CNN: with it, W processes at per-rank batch B/W follow one process at batch B."""
     import torch.nn as nn
 
-    from easycore.models import MODELS
+    from easycore.core.models import MODELS
 
     if "ddp_plain" not in MODELS:
         @MODELS.register("ddp_plain")
@@ -52,7 +54,7 @@ def _register() -> None:
 def plain_model():
     _register()
     yield
-    from easycore.models import MODELS
+    from easycore.core.models import MODELS
 
     MODELS.unregister("ddp_plain")
 
@@ -66,7 +68,7 @@ def _worker(rank: int, world: int, port: int, job: dict) -> None:
     os.chdir(job["cwd"])
     from easycore import store
     from easycore.config import ConfigError, RuntimeConfig, params_from_dict
-    from easycore.train import Callback, NonFiniteLoss, train
+    from easycore.core.train import Callback, NonFiniteLoss, train
 
     tag = f"{job['name']}-{rank}"
     writes = Path(f"writes-{tag}.txt")
@@ -245,11 +247,19 @@ def test_two_rank_run_follows_the_one_process_run(runs2):
 @pytest.mark.parametrize("m", [0, 1, 5, 8, 13])
 @pytest.mark.parametrize("w", [1, 2, 3, 4])
 def test_shard_is_the_streaming_rule_and_padded_order_interleaves_it(m, w):
+    """data.base.shard (DeviceLoader's and the streaming loader's one rule) takes what DistributedSampler
+    (drop_last False, no shuffling) gives rank r; padded_order interleaves the ranks' parts."""
+    from torch.utils.data import DistributedSampler
+
+    from easycore.data.base import padded_order, shard
+
     order = torch.randperm(m, generator=torch.Generator().manual_seed(m))
-    padded = dist.padded_order(order, w)
+    padded = padded_order(order, w)
     for r in range(w):
-        assert torch.equal(dist.shard(order, r, w), streaming.shard(order, r, w))
-        assert torch.equal(padded[r::w], dist.shard(order, r, w))
+        ref = order[list(DistributedSampler(range(m), num_replicas=w, rank=r, shuffle=False))] if m else order
+        assert torch.equal(shard(order, r, w), ref)
+        assert torch.equal(padded[r::w], shard(order, r, w))
+        assert streaming.shard is shard
     if m and w > 1:  # DistributedSampler's count per rank, and every sample kept
         assert len(padded) == -(-m // w) * w and set(padded.tolist()) == set(order.tolist())
 
@@ -293,9 +303,9 @@ def test_all_gather_by_index_one_process():
 def test_aign_records_live_beside_the_checkpoint_and_missing_ones_restart_the_run(tmp_path, caplog):
     """One process: the checkpoint lists the tracked epochs, their records are files in records_dir(state); a
     checkpoint whose records are gone is not resumed."""
-    from easycore.aign import AIGNTracker
+    from easycore.core.aign import AIGNTracker
     from easycore.config import OptimConfig, RuntimeConfig, TrainConfig
-    from easycore.train import Callback, records_dir, train
+    from easycore.core.train import Callback, records_dir, train
 
     class Stop(Exception):
         pass
@@ -324,7 +334,7 @@ def test_aign_records_live_beside_the_checkpoint_and_missing_ones_restart_the_ru
     import shutil
 
     shutil.rmtree(records_dir(state))
-    with one_thread(), caplog.at_level(logging.WARNING, logger="easycore.train"):
+    with one_thread(), caplog.at_level(logging.WARNING, logger="easycore.core.train"):
         tracker = AIGNTracker(n=20, epochs=2)
         assert train(cfg, ds, tracker=tracker, **kw).epochs_run == 2
     assert "ignoring checkpoint" in caplog.text and "AIGN records of epoch 1 missing" in caplog.text

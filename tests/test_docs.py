@@ -80,7 +80,7 @@ def test_readme_api_example_runs():
 
 
 def test_methods_table_in_docs_is_the_registry():
-    from easycore.coresets import direction_table_markdown
+    from easycore.core.coresets import direction_table_markdown
 
     assert direction_table_markdown() in (ROOT / "docs/pipeline.md").read_text()
 

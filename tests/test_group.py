@@ -1,4 +1,4 @@
-"""Runs in bulk (easycore/group.py): a group of runs trained in one process (or in several worker processes) gives
+"""Runs in bulk (easycore/pipeline/group.py): a group of runs trained in one process (or in several worker processes) gives
 each run exactly what it gets alone, keeps each run's own outputs and resume point, and a group killed mid-way
 resumes every run where it stopped."""
 from __future__ import annotations
@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from easycore import group, pipeline, runs
+from easycore.pipeline import group, stages as pipeline, runs
 from easycore.config import params_from_dict
 from easycore.store import load_state
 
@@ -91,7 +91,8 @@ def test_auto_concurrency_is_one_on_the_cpu(prepared):
 
 _CHILD = """
 import os, signal, sys
-from easycore import group, runs, train
+from easycore.pipeline import group, runs
+from easycore.core import train
 from easycore.config import params_from_dict
 sys.path.insert(0, {tests!r})
 from test_group import STD, TINY

@@ -29,10 +29,12 @@ import torch
 import yaml
 
 from _reliability import error_lines, run_cli, sub_env
-from easycore import cli, pipeline, report, runs
-from easycore import train as train_mod
+from easycore import cli, report
+from easycore.pipeline import datasource
+from easycore.pipeline import stages as pipeline, runs
+from easycore.core import train as train_mod
 from easycore.config import load_params, params_from_dict
-from easycore.models import build_model
+from easycore.core.models import build_model
 from easycore.store import save_arrays, write_json
 
 TINY = {
@@ -667,7 +669,7 @@ def test_eval_progress_bars_count_images(monkeypatch):
     updates sum to it. (The training bar and the exact-AIGN bar count batches: see the report.)"""
     import types
 
-    from easycore import evaluate
+    from easycore.core import evaluate
     from easycore.config import EvalConfig
 
     monkeypatch.setattr(evaluate, "tqdm", _Bar)
@@ -803,7 +805,7 @@ fail = 0
 
 # %%
 import pandas as pd
-from easycore import plots
+from easycore.report import plots
 from easycore.config import load_params
 P = load_params(params_path)
 cv = pd.DataFrame({"mode": ["standard"], "method": ["random"], "fraction": [0.5], "eps_255": [0.0],
@@ -1060,7 +1062,7 @@ def test_forced_single_stage_with_edited_params_locks_nothing(tmp_path):
     assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
     assert digest() == first and (work / "runs/params/train.json").read_text() == recorded
     st = run("dvc", "status", "--json", stage)
-    from easycore.sources import status_clean
+    from easycore.data.sources import status_clean
     assert status_clean(st.stdout), st.stdout
 
 
@@ -1098,8 +1100,9 @@ def test_data_identity_follows_symlinked_class_folders(tmp_path, monkeypatch):
     import shutil
 
     from _reliability import make_image_folder
-    from easycore import sources
-    from easycore.data import DATASETS, DataError
+    from easycore.data import sources
+    from easycore.data.loaders import DATASETS
+    from easycore.data.base import DataError
 
     monkeypatch.setenv("EASYCORE_CACHE", str(tmp_path / "cache"))
     src = DATASETS.get("cifar10").sources
@@ -1217,7 +1220,7 @@ def test_a_comment_only_edit_re_runs_no_report(tmp_path, monkeypatch):
     import shutil
 
     from conftest import REPO
-    from easycore import deps
+    from easycore.pipeline import deps
 
     stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
     reports = {n: st for n, st in stages.items() if st["cmd"].startswith("easycore notebook")}
@@ -1229,14 +1232,14 @@ def test_a_comment_only_edit_re_runs_no_report(tmp_path, monkeypatch):
     shutil.copytree(REPO / "notebooks", tmp_path / "notebooks")
     monkeypatch.setattr(deps, "PKG", pkg)
     monkeypatch.chdir(tmp_path)
-    assert {"easycore.plots", "easycore.headline", "easycore.report"} <= deps.command_closure("notebook")
+    assert {"easycore.report.plots", "easycore.report.headline", "easycore.report.verdict"} <= deps.command_closure("notebook")
     before = deps.manifest("notebook")
-    src = (pkg / "plots.py").read_text()
+    src = (pkg / "report" / "plots.py").read_text()
     commented = src.replace("    from pathlib import Path\n", "    # another comment\n    from pathlib import Path\n", 1)
     assert commented != src
-    (pkg / "plots.py").write_text("# a comment\n" + commented)
+    (pkg / "report" / "plots.py").write_text("# a comment\n" + commented)
     assert deps.manifest("notebook") == before
-    (pkg / "plots.py").write_text(src + "\nX = 1\n")
+    (pkg / "report" / "plots.py").write_text(src + "\nX = 1\n")
     assert deps.manifest("notebook") != before
 
 
@@ -1246,7 +1249,7 @@ def test_global_batchnorm_with_one_value_per_channel_raises_as_batchnorm(monkeyp
     the ranks is the rank's own): it raises BatchNorm's error; two values per channel train as BatchNorm does."""
     import torch.nn as nn
 
-    from easycore import syncbn
+    from easycore.core import syncbn
 
     monkeypatch.setattr(syncbn.dist, "active", lambda: True)
     monkeypatch.setattr(syncbn.dist, "world", lambda: 1)
@@ -1273,7 +1276,7 @@ def test_checkpoints_a_run_cache_restore_leaves_are_removed(tmp_path, monkeypatc
     interrupted run of it left stayed forever. The data_source stage (first on every `dvc repro`) removes the
     checkpoints (and AIGN records) of runs whose group is complete and whose model is newer; a group killed mid-way
     (a model missing) keeps them, and so does a checkpoint newer than its run's model."""
-    from easycore import sources
+    from easycore.data import sources
 
     p = yaml.safe_load(yaml.safe_dump(TINY))
     p["train"]["seeds"] = [0, 1]
@@ -1301,7 +1304,7 @@ def test_checkpoints_a_run_cache_restore_leaves_are_removed(tmp_path, monkeypatc
     keep = [half[0].state_path(), half[1].state_path(), runs.proxy_state("main", 1)]
     gone = [r.state_path() for r in done] + [runs.proxy_state("main", 0)]
     assert sorted(runs.stale_states(params)) == sorted(gone)
-    sources.stage(params, Path("runs/data/source.json"))
+    datasource.stage(params, Path("runs/data/source.json"))
     assert not any(s.exists() or s.with_suffix(".records").exists() for s in gone)
     assert all(s.exists() and s.with_suffix(".records").exists() for s in keep)
 
@@ -1317,7 +1320,7 @@ def test_dvc_sees_where_easycore_data_points(tmp_path):
 
     from _reliability import make_image_folder, png_bytes
     from conftest import REPO
-    from easycore.sources import status_clean
+    from easycore.data.sources import status_clean
 
     dvc = Path(sys.executable).with_name("dvc")
     if not dvc.exists():

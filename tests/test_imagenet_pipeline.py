@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from easycore import pipeline, runs
+from easycore.pipeline import stages as pipeline, runs
 from easycore.config import params_from_dict
 from easycore.store import ArtifactError, load_tensors
 from test_datasets import make_imagenet, save_jpeg

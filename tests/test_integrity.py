@@ -14,13 +14,15 @@ import torch
 
 from _reliability import (jpeg_bytes, make_image_folder, make_image_tgz, one_thread, sub_env, train_tiny,
                           weights_equal)
-from easycore import pipeline
-from easycore.aign import AIGNTracker
+from easycore.pipeline import stages as pipeline
+from easycore.pipeline import datasource
+from easycore.core.aign import AIGNTracker
 from easycore.config import OptimConfig, TrainConfig, params_from_dict
-from easycore.data import DataError, balanced_subset, load_dataset
+from easycore.data.loaders import balanced_subset, load_dataset
+from easycore.data.base import DataError
 from easycore.store import (load_state, ArtifactError, atomic_path, load_arrays, load_torch, read_json, save_arrays,
                             save_torch, write_json)
-from easycore.train import Callback, NonFiniteLoss, train
+from easycore.core.train import Callback, NonFiniteLoss, train
 
 
 def leftovers(folder: Path) -> list[str]:
@@ -94,7 +96,7 @@ def test_train_run_rejects_indices_from_other_data(prepared, tmp_path):
 
 
 def test_select_rejects_proxy_artifact_from_other_data(prepared, tmp_path):
-    from easycore.coresets import run_select
+    from easycore.core.coresets import run_select
 
     params, prep, info = prepared
     n = info["train"]["n"]
@@ -254,7 +256,7 @@ def test_image_folder_without_images(tmp_path, cache):
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a GPU")
 def test_cuda_without_gpu_is_a_params_error():
     from easycore.config import ConfigError
-    from easycore.train import resolve_device
+    from easycore.core.train import resolve_device
 
     with pytest.raises(ConfigError, match="runtime.device"):
         resolve_device("cuda")
@@ -302,7 +304,7 @@ def test_datasets_are_reproducible(tmp_path, cache):
 
 
 def test_training_and_selection_are_reproducible(tmp_path):
-    from easycore.coresets import run_select
+    from easycore.core.coresets import run_select
 
     args = dict(n_per_class=4, epochs=2, batch_size=8, lr=0.05, seed=0, tracker="exact", state=None)
     r1, r2 = train_tiny(args), train_tiny(args)
@@ -327,7 +329,8 @@ def test_training_and_selection_are_reproducible(tmp_path):
 # ----------------------------------------------------------------------------- issue 25: nothing silently wrong
 def _verdict_results(drop=None, n=200):
     """easycore 40 %, hard 60 %, random 10 % robust at eps 8/255 (2 seeds each); `drop`: a (method, seed) missing."""
-    from easycore import report, runs
+    from easycore import report
+    from easycore.pipeline import runs
 
     out = []
     for method, p in (("easycore", 0.4), ("hard", 0.6), ("random", 0.1)):
@@ -371,8 +374,9 @@ def pd_isna(v) -> bool:
 def test_outcome_files_are_validated_on_read(tmp_path):
     """Issue 25 item 7: float outcomes are not coerced to bool, outcomes from another test set are not mixed in, and
     a wrong `n` in an exported outcomes file neither zero-pads nor truncates."""
-    from easycore import report, runs
-    from easycore.evaluate import write_eval
+    from easycore import report
+    from easycore.pipeline import runs
+    from easycore.core.evaluate import write_eval
 
     params = params_from_dict({"coreset": {"methods": ["easycore", "random"], "fractions": [0.3]},
                                "proxy": {"transfer_models": []}, "train": {"modes": ["standard"], "seeds": [0]}})
@@ -423,12 +427,12 @@ def test_mnist_cache_is_keyed_by_the_source_files(tmp_path, monkeypatch):
 
 
 def test_source_identity_is_the_files_content_not_their_place(tmp_path, monkeypatch):
-    """Issue 25 item 10: the data_source stage's identity (easycore/sources.py) of a data root: the same files in
+    """Issue 25 item 10: the data_source stage's identity (easycore/data/sources.py) of a data root: the same files in
     another folder give the same identity (no absolute path in it: one dvc.lock on every machine); one changed byte
     or a renamed file gives another; content digests are remembered by (path, size, mtime, inode) and re-read only
     when those change (ctime too: a rewrite in place with its old mtime); above the content limit, names and sizes only."""
-    from easycore import sources
-    from easycore.data import DATASETS
+    from easycore.data import sources
+    from easycore.data.loaders import DATASETS
 
     monkeypatch.setenv("EASYCORE_CACHE", str(tmp_path / "cache"))
     src = DATASETS.get("cifar10").sources
@@ -491,8 +495,8 @@ def test_cifar10_archive_cache_is_keyed_by_content(tmp_path, monkeypatch):
 def test_data_source_stage_needs_the_datasets_sources(tmp_path, monkeypatch):
     """A dataset registered without sources= stops the data_source stage with one line saying what to add (DVC could
     not see its files change); with sources=, the stage writes the identity; missing files: the loaders' message; sources=[]: no files needed."""
-    from easycore import sources
-    from easycore.data import DATASETS
+    from easycore.data import sources
+    from easycore.data.loaders import DATASETS
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("EASYCORE_DATA", raising=False)  # CI sets it; it would win over data.root
@@ -501,15 +505,15 @@ def test_data_source_stage_needs_the_datasets_sources(tmp_path, monkeypatch):
     DATASETS.register("toy_none", sources=lambda root: [])(lambda *a: None)
     try:
         with pytest.raises(DataError, match="registered without sources="):
-            sources.stage(params_from_dict({"data": {"dataset": "toy_nosrc", "root": str(tmp_path)}}))
+            datasource.stage(params_from_dict({"data": {"dataset": "toy_nosrc", "root": str(tmp_path)}}))
         with pytest.raises(DataError, match="toy_src not found under data root"):
-            sources.stage(params_from_dict({"data": {"dataset": "toy_src", "root": str(tmp_path)}}))
+            datasource.stage(params_from_dict({"data": {"dataset": "toy_src", "root": str(tmp_path)}}))
         assert not (tmp_path / sources.SOURCE).exists()
         (tmp_path / "toy.bin").write_bytes(b"x")
-        ident = sources.stage(params_from_dict({"data": {"dataset": "toy_src", "root": str(tmp_path)}}))
+        ident = datasource.stage(params_from_dict({"data": {"dataset": "toy_src", "root": str(tmp_path)}}))
         assert json.loads((tmp_path / sources.SOURCE).read_text()) == ident and ident["read"] == ["toy.bin"]
         # sources=lambda root: [] (docs/extending.md's example): a dataset that reads no files is not "missing"
-        ident = sources.stage(params_from_dict({"data": {"dataset": "toy_none", "root": str(tmp_path)}}))
+        ident = datasource.stage(params_from_dict({"data": {"dataset": "toy_none", "root": str(tmp_path)}}))
         assert ident["files"] == 0 and ident["read"] == []
         # every shipped dataset that reads files says so when its root holds none of them
         empty = tmp_path / "empty"
@@ -518,7 +522,7 @@ def test_data_source_stage_needs_the_datasets_sources(tmp_path, monkeypatch):
             if name in ("toy_nosrc", "toy_src", "toy_none", "synthetic"):
                 continue
             with pytest.raises(DataError, match=f"{name} not found under data root"):
-                sources.stage(params_from_dict({"data": {"dataset": name, "root": str(empty)}}), tmp_path / "x.json")
+                datasource.stage(params_from_dict({"data": {"dataset": name, "root": str(empty)}}), tmp_path / "x.json")
         assert not (tmp_path / "x.json").exists()
     finally:
         DATASETS.unregister("toy_nosrc")

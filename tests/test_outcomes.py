@@ -8,7 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from easycore import report, runs
+from easycore import report
+from easycore.pipeline import runs
 from easycore.config import load_params
 from easycore.store import ArtifactError, save_arrays
 

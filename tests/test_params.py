@@ -9,9 +9,9 @@ import pytest
 import yaml
 
 from _reliability import REPO, error_lines, make_image_folder, run_cli
-from easycore import pipeline
+from easycore.pipeline import stages as pipeline
 from easycore.config import ConfigError, Params, load_params, params_from_dict
-from easycore.data import balanced_subset, cifar10_extracted, load_dataset
+from easycore.data.loaders import balanced_subset, cifar10_extracted, load_dataset
 
 
 def nested(dotted: str, value) -> dict:

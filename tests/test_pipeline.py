@@ -36,7 +36,7 @@ def _run(cmd, cwd, env):
 
 def _assert_clean(work, env) -> None:
     """`dvc status` lists nothing to re-run (data_source is always listed: it re-checks the data files)."""
-    from easycore.sources import status_clean
+    from easycore.data.sources import status_clean
 
     st = _run(["dvc", "status", "--json"], work, env).stdout
     assert status_clean(st), st
@@ -304,7 +304,7 @@ def _table_width(out: str) -> int:
 def test_exp_show_fits_160_columns(repo):
     """Issue 22: after `dvc exp run -S coreset.p=inf` (the README's ablation), the README's
     `dvc exp show --only-changed --drop '<EXP_SHOW_DROP>'` fits in 160 columns (the metric is the headline only:
-    easycore/headline.py). Plain --only-changed is wider: every changed dependency path is a column. Runs last: it
+    easycore/report/headline.py). Plain --only-changed is wider: every changed dependency path is a column. Runs last: it
     commits the workspace and leaves the experiment's results in it."""
     work, env = repo
     readme = (ROOT / "README.md").read_text()

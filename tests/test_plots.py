@@ -1,4 +1,4 @@
-"""The report figures (easycore/plots.py): no overlapping text at the saved size, one fixed colour per method in
+"""The report figures (easycore/report/plots.py): no overlapping text at the saved size, one fixed colour per method in
 every figure, the verdict names each row's comparator; rendered from the study's committed per-image outcomes
 (reports/study-small/outcomes.npz: 17 methods, 2 fractions, 2 modes, 3 seeds) and from a small synthetic set."""
 from __future__ import annotations
@@ -14,9 +14,10 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 
-from easycore import plots, report  # noqa: E402
+from easycore.report import plots
+from easycore import report# noqa: E402
 from easycore.config import load_params  # noqa: E402
-from easycore.evaluate import eps_name  # noqa: E402
+from easycore.core.evaluate import eps_name  # noqa: E402
 from easycore.registry import registry  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 import yaml
 
-from easycore.sources import status_clean
+from easycore.data.sources import status_clean
 
 ROOT = Path(__file__).resolve().parent.parent
 PROFILES = ("params.yaml", "params-study.yaml", "params-paper.yaml", "params-imagenet.yaml", "params-gpu.yaml",
@@ -124,7 +124,7 @@ def test_every_shipped_profile_runs_dvc_repro_to_the_end(profile, tmp_path, env)
     shutil.copytree(ROOT / "notebooks", work / "notebooks", ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copytree(ROOT / "easycore", work / "easycore", ignore=shutil.ignore_patterns("__pycache__"))
     from easycore.config import params_from_dict
-    from easycore.runs import write_matrix
+    from easycore.pipeline.runs import write_matrix
 
     (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     write_matrix(params_from_dict(params), work / "matrix.yaml")        # the run lists dvc.yaml expands
@@ -139,7 +139,7 @@ def test_every_shipped_profile_runs_dvc_repro_to_the_end(profile, tmp_path, env)
         assert (rep / "notebooks" / f"{nb}.ipynb").exists(), nb
     summary = json.loads((rep / "summary.json").read_text())
     assert summary, "the verdict summary is empty"
-    from easycore import runs
+    from easycore.pipeline import runs
     from easycore.config import params_from_dict
 
     P = params_from_dict(params)

@@ -9,10 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from easycore import coresets, group, pipeline, runs
+from easycore.core import coresets
+from easycore.pipeline import group, stages as pipeline, runs
 from easycore.config import ConfigError, params_from_dict
 from easycore.store import load_arrays, read_json
-from easycore.train import load_model
+from easycore.core.train import load_model
 
 TINY = {
     "data": {"dataset": "synthetic", "n_per_class": 8, "test_n_per_class": 4, "seed": 0},

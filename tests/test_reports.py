@@ -13,8 +13,8 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from easycore.headline import NO_MDE, VERDICT_CODES, n_keys
-from easycore.notebook import image_outputs
+from easycore.report.headline import NO_MDE, VERDICT_CODES, n_keys
+from easycore.report.notebook import image_outputs
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "reports"
@@ -120,7 +120,7 @@ def _fresh_clone(tmp_path, params: Path = ROOT / "params.yaml", plots: Path | No
     shutil.copy(ROOT / "dvc.yaml", work / "dvc.yaml")
     shutil.copy(params, work / "params.yaml")
     from easycore.config import load_params
-    from easycore.runs import write_matrix
+    from easycore.pipeline.runs import write_matrix
 
     write_matrix(load_params(work / "params.yaml"), work / "matrix.yaml")
     shutil.copytree(ROOT / "dvc_plots", work / "dvc_plots")

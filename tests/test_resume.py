@@ -15,7 +15,7 @@ import torch
 import yaml
 
 from _reliability import history_core, one_thread, run_train_script, sub_env, train_tiny, weights_equal
-from easycore import pipeline, runs
+from easycore.pipeline import stages as pipeline, runs
 from easycore.store import load_state, load_tensors
 from easycore.config import params_from_dict
 
@@ -81,7 +81,7 @@ def test_corrupt_checkpoint_is_not_loaded(tmp_path, caplog, damage):
     assert first["epochs_run"] == 2 and state.exists()
     data = state.read_bytes()
     state.write_bytes({"truncate": data[: len(data) // 2], "empty": b"", "garbage": b"not a checkpoint" * 10}[damage])
-    with caplog.at_level(logging.WARNING, logger="easycore.train"):
+    with caplog.at_level(logging.WARNING, logger="easycore.core.train"):
         got = train_tiny(args)
     assert got["epochs_run"] == 2, "a damaged checkpoint must not be resumed"
     assert "ignoring unreadable checkpoint" in caplog.text and str(state) in caplog.text
@@ -105,7 +105,7 @@ def test_checkpoint_from_other_settings_is_ignored(tmp_path, caplog, change):
     state = tmp_path / ".s.pt"
     train_tiny(dict(BASE, epochs=2, state=str(state)))          # a complete checkpoint for other settings
     # same epochs as the checkpoint (2): were it wrongly accepted, nothing would be trained
-    with caplog.at_level(logging.WARNING, logger="easycore.train"):
+    with caplog.at_level(logging.WARNING, logger="easycore.core.train"):
         got = train_tiny(dict(BASE, epochs=2, state=str(state), **change))
     assert got["epochs_run"] == 2
     assert "other settings, data or code" in caplog.text

@@ -11,9 +11,11 @@ import pytest
 import torch
 import yaml
 
-from easycore import cli, streaming
-from easycore.data import DataError
-from easycore.datasets import header_problem, open_dataset
+from easycore import cli
+from easycore.data import streaming
+from easycore.data.base import DataError
+from easycore.data.datasets import open_dataset
+from easycore.data.streaming import header_problem
 from test_datasets import WNIDS, make_imagenet, save_jpeg
 
 
@@ -92,7 +94,7 @@ def test_decode_errors_in_the_loader_name_the_file(imagenet, workers):
 
 # ----------------------------------------------------------------------------- md5 messages (CIFAR-100, SVHN)
 def test_files_present_but_not_official_say_so_and_name_real_settings(tmp_path, capsys, monkeypatch):
-    from easycore.data import load_dataset
+    from easycore.data.loaders import load_dataset
     from test_datasets import make_cifar100, make_svhn
 
     make_cifar100(tmp_path)

@@ -1,12 +1,13 @@
-"""The streaming loader (easycore.streaming) against DeviceLoader, its determinism, sharding, recipes, the
+"""The streaming loader (easycore.data.streaming) against DeviceLoader, its determinism, sharding, recipes, the
 device-or-streaming rule, and flat peak memory (a small run of benchmarks/streaming_memory.py)."""
 import numpy as np
 import pytest
 import torch
 
-from easycore.data import DataError, DeviceLoader, load_dataset
-from easycore.datasets import from_arrays, open_dataset
-from easycore.streaming import (EpochSampler, Recipe, StreamingLoader, choose_loader, epoch_order, make_loader,
+from easycore.data.loaders import DeviceLoader, load_dataset
+from easycore.data.base import DataError
+from easycore.data.datasets import from_arrays, open_dataset
+from easycore.data.streaming import (EpochSampler, Recipe, StreamingLoader, choose_loader, epoch_order, make_loader,
                                 resized_crop_params)
 from test_datasets import make_cifar_folder, make_imagenet, save_jpeg
 

@@ -11,9 +11,10 @@ import numpy as np
 import pytest
 import torch
 
-from easycore import evaluate, pipeline, runs
+from easycore.core import evaluate
+from easycore.pipeline import stages as pipeline, runs
 from easycore.config import EvalConfig, params_from_dict
-from easycore.evaluate import class_interleaved
+from easycore.core.evaluate import class_interleaved
 from easycore.store import load_arrays, read_json
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -1,4 +1,4 @@
-"""DDP equal to one process with BatchNorm (runtime.sync_bn; easycore/syncbn.py), 2 CPU ranks on gloo:
+"""DDP equal to one process with BatchNorm (runtime.sync_bn; easycore/core/syncbn.py), 2 CPU ranks on gloo:
   the layer   a BatchNorm CNN on the two halves of a batch vs one process on the whole batch: outputs, input and
               parameter gradients, running statistics;
   the stage   the proxy (cnn_tiny, BatchNorm) under 2 ranks vs 1 process: its exact-AIGN matrices and the EasyCore
@@ -20,7 +20,8 @@ import torch
 import torch.nn as nn
 
 from _reliability import one_thread, spawn_ranks
-from easycore import pipeline, syncbn
+from easycore.pipeline import stages as pipeline
+from easycore.core import syncbn
 
 WORLD = 2
 SPEC = {"data": {"dataset": "synthetic", "n_per_class": 4, "test_n_per_class": 2},
@@ -55,7 +56,7 @@ def _layer_worker(rank: int, world: int, port: int, folder: str) -> None:
     os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
                       MASTER_PORT=str(port))
     torch.set_num_threads(1)
-    from easycore import dist
+    from easycore.core import dist
 
     with dist.session("cpu"):
         x, y = _batch()
@@ -141,7 +142,7 @@ def _rel(a, b) -> float:
 
 
 def test_two_rank_proxy_with_sync_bn_equals_one_process_and_selects_the_same_coreset(proxies):
-    from easycore.coresets import select
+    from easycore.core.coresets import select
 
     one, two, plain = proxies["single"], proxies["sync"], proxies["plain"]
     assert one["aign_l2"].shape == (3, 40)

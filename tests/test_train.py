@@ -2,11 +2,11 @@
 import pytest
 import torch
 
-from easycore.aign import AIGNTracker
+from easycore.core.aign import AIGNTracker
 from easycore.store import load_state, load_tensors
 from easycore.config import OptimConfig, TrainConfig
-from easycore.data import load_dataset
-from easycore.train import Callback, lr_factor, train
+from easycore.data.loaders import load_dataset
+from easycore.core.train import Callback, lr_factor, train
 
 
 @pytest.fixture(scope="module")
@@ -77,7 +77,7 @@ def test_cpu_bf16_autocasts_the_cpu_steps_only_when_asked(ds):
     """runtime.cpu_bf16: the training forward (and the attack's) runs in bf16 on the CPU; off by default, where the
     run is fp32 (the default's weights differ from the bf16 run's, and both learn)."""
     from easycore.config import AttackConfig, RuntimeConfig
-    from easycore.runtime import use_amp
+    from easycore.core.runtime import use_amp
 
     cpu = torch.device("cpu")
     assert not use_amp(RuntimeConfig(device="cpu"), cpu) and use_amp(RuntimeConfig(device="cpu", cpu_bf16=True), cpu)

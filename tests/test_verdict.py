@@ -10,9 +10,10 @@ import math
 import numpy as np
 import pandas as pd
 
-from easycore import report, runs
+from easycore import report
+from easycore.pipeline import runs
 from easycore.config import params_from_dict
-from easycore.headline import headline, n_keys
+from easycore.report.headline import headline, n_keys
 
 N = 400
 LABELS = np.arange(N) % 10
@@ -158,7 +159,7 @@ def test_mode_eps_primary_fractions_and_fewer_images_for_the_others():
     """eval.mode_eps fixes each mode's primary eps; report.primary.fractions makes 0.3 secondary with the secondary
     replicates (indicative with K = 3); a pair evaluated on fewer images (eval.n_test < primary_n_test) is
     compared on the images both were attacked on (the prefix of the class-interleaved order)."""
-    from easycore.evaluate import test_positions
+    from easycore.core.evaluate import test_positions
 
     P = params_from_dict({
         "coreset": {"methods": ["easycore", "random"], "fractions": [0.1, 0.3], "survey_methods": ["hard"],

@@ -1,0 +1,1 @@
+"""The data layer: datasets, loaders, streaming, the identity of the source files."""

@@ -1,0 +1,1 @@
+"""The pipeline: run names and paths, the DVC stage commands, groups of runs, code dependencies, report notebooks."""
