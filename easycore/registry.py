@@ -11,6 +11,8 @@ needed, so `import easycore.config` does not import torch.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from importlib import import_module
+from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
 
 
@@ -107,13 +109,26 @@ def load_registrations() -> None:
         return
     from importlib.metadata import entry_points
 
-    eps = list(entry_points(group=GROUP))
-    if not any(ep.value.split(":")[0].startswith("easycore.") for ep in eps):
+    eps = [ep.value for ep in entry_points(group=GROUP)]
+    if not any(v.split(":")[0].startswith("easycore.") for v in eps):
+        eps += _declared_here()          # a checkout used without installing it (PYTHONPATH=.): its pyproject.toml
+    if not any(v.split(":")[0].startswith("easycore.") for v in eps):
         raise RuntimeError(f"easycore's own registrations ({GROUP} entry points) are not installed: run "
                            f"`make setup` (pip install --no-deps -e .) in this checkout")
     _loaded = True
-    for ep in eps:
-        ep.load()
+    for value in eps:
+        import_module(value.split(":")[0])
+
+
+def _declared_here() -> list[str]:
+    """The entry points of GROUP that the pyproject.toml beside this package declares (none if there is none)."""
+    import tomllib
+
+    path = Path(__file__).resolve().parents[1] / "pyproject.toml"
+    if not path.is_file():
+        return []
+    table = tomllib.loads(path.read_text()).get("project", {}).get("entry-points", {}).get(GROUP, {})
+    return list(table.values())
 
 
 def registry(kind: str) -> Registry:

@@ -134,3 +134,26 @@ def test_the_import_graph_has_no_circle():
 @pytest.mark.parametrize("layer", LAYERS[1:-1])
 def test_each_layer_is_a_subpackage(layer):
     assert (PKG / layer / "__init__.py").exists()
+
+
+def test_registrations_come_from_the_entry_points_or_the_checkouts_pyproject(monkeypatch):
+    """The registries are filled by importing the modules that the entry points group easycore.registrations names
+    (pyproject.toml); a checkout used without installing it reads the same table from its pyproject.toml; with
+    neither, one clear error."""
+    import importlib.metadata
+
+    from easycore import registry
+
+    declared = registry._declared_here()
+    assert sorted(declared) == sorted(ep.value for ep in importlib.metadata.entry_points(group=registry.GROUP)
+                                      if ep.value.startswith("easycore."))
+    imported = []
+    monkeypatch.setattr(registry, "import_module", imported.append)
+    monkeypatch.setattr(importlib.metadata, "entry_points", lambda group: [])      # not installed
+    monkeypatch.setattr(registry, "_loaded", False)
+    registry.load_registrations()
+    assert sorted(imported) == sorted(declared) and "easycore.core.methods" in imported
+    monkeypatch.setattr(registry, "_loaded", False)
+    monkeypatch.setattr(registry, "_declared_here", lambda: [])
+    with pytest.raises(RuntimeError, match="make setup"):
+        registry.load_registrations()
