@@ -32,9 +32,12 @@ import tempfile
 import warnings
 import zipfile
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, Iterator, Mapping
 
 import numpy as np
+
+if TYPE_CHECKING:      # torch is imported where tensors are read or written, not at import time
+    import torch
 
 META_KEY = "__meta__"
 ZIP_DATE = (1980, 1, 1, 0, 0, 0)          # the zip format's earliest date: a fixed stamp for every member

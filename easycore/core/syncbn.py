@@ -19,7 +19,6 @@ import logging
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from easycore.core import dist
 

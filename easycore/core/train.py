@@ -32,7 +32,7 @@ from typing import Optional, Sequence, Union
 
 import torch
 
-from easycore.config import ConfigError, OptimConfig, RuntimeConfig, TrainConfig
+from easycore.config import OptimConfig, RuntimeConfig, TrainConfig
 from easycore.core import dist, syncbn
 from easycore.core.aign import AIGNTracker
 from easycore.core.callbacks import AIGNCallback, Callback, EvalCallback, Loop  # noqa: F401  (re-exported: train.Callback)

@@ -1,11 +1,8 @@
 """The data_source stage: the identity of the files the dataset is read from (easycore.data.sources), written on every `dvc repro`, and the housekeeping of checkpoints a run-cache restore left."""
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 from pathlib import Path
-from typing import Iterable
 
 from easycore.data.sources import SOURCE, identity
 

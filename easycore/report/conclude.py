@@ -8,8 +8,7 @@ decides it excludes 0; overlapping unpaired intervals separate nothing; a correl
 """
 from __future__ import annotations
 
-import math
-from typing import Mapping, Optional, Sequence
+from typing import Mapping, Optional
 
 import numpy as np
 import pandas as pd

@@ -12,7 +12,6 @@ the white background. A method registered later gets a colour from a fallback li
 from __future__ import annotations
 
 import itertools
-import math
 import textwrap
 from typing import Mapping, Optional, Sequence
 

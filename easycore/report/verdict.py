@@ -307,7 +307,6 @@ def regime_table(results: Sequence[RunResult], params: Params, labels,
     where each model stands before reading a difference."""
     from easycore.core.evaluate import eps_name
 
-    pc = params.report.primary
     lab = np.asarray(labels) if labels is not None else None
     rows = []
     for r in results:
