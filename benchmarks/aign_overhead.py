@@ -2,7 +2,7 @@
 
     python -m benchmarks.aign_overhead [--models cnn_tiny,cnn_small] [--epochs 2] [--rounds 3] [--quick]
 
-Variants, on the same data, model, seed and batches (`easycore.train.train`, standard mode):
+Variants, on the same data, model, seed and batches (`easycore.core.train.train`, standard mode):
   plain        no tracker
   inline       AIGNTracker(mode="inline"): the training step's own input gradient, every epoch
   exact        AIGNTracker(mode="exact"): an eval-mode forward + input backward over the set after every epoch

@@ -4,7 +4,7 @@ PGD-20 eval throughput. The GPU measurement of issue 6 in one command.
     python -m benchmarks.epoch_time [--model resnet18] [--modes standard,trades] [--n-per-class N]
                                     [--epochs E] [--variants default,fp32,nchw,compile] [--quick]
 
-Each (mode, variant) trains a fresh model with `easycore.train.train` itself (on-device data and
+Each (mode, variant) trains a fresh model with `easycore.core.train.train` itself (on-device data and
 augmentation; on CUDA bf16 autocast, channels_last, cudnn.benchmark; no per-batch host sync), for
 --epochs epochs, and reports the LAST epoch's wall time (`TrainResult.epoch_seconds`) (the first pays cudnn autotuning and, with
 `compile`, compilation). Variants (CUDA only, besides `default`): `fp32` (runtime.amp off), `nchw`

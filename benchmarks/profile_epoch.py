@@ -3,7 +3,7 @@
     python -m benchmarks.profile_epoch [--model M] [--n-per-class K] [--out reports/profile_epoch.md] [--quick]
 
 The defaults are the demo proxy of params.yaml (model, batch size, subset size, AIGN mode and batch).
-Runs `easycore.train.train` for 1 epoch with that AIGNTracker under torch.profiler (CPU activities, plus
+Runs `easycore.core.train.train` for 1 epoch with that AIGNTracker under torch.profiler (CPU activities, plus
 CUDA when the device is a GPU) after an untimed warm-up epoch, and WRITES (overwrites) a Markdown
 report: the wall time, the share of self CPU time of the top ops, and torch's table.
 """

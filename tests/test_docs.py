@@ -33,20 +33,26 @@ def test_readme_opens_with_the_verdict_figure_and_table_then_the_two_commands():
     assert two.index("make demo") < two.index("make test") < 400
 
 
-@pytest.mark.parametrize("src, block", MARK.findall(README), ids=lambda v: v if v.endswith(".md") else "")
-def test_readme_tables_match_reports(src, block):
+DOCS = {"README.md": README, **{f"docs/{p.name}": p.read_text() for p in sorted((ROOT / "docs").glob("*.md"))}}
+COPIED = [(doc, src, block) for doc, text in DOCS.items() for src, block in MARK.findall(text)]
+
+
+@pytest.mark.parametrize("doc, src, block", COPIED, ids=[f"{d}:{s}" for d, s, _ in COPIED])
+def test_readme_tables_match_reports(doc, src, block):
+    """Every table the README or a page of docs/ copies from reports/ matches its file row by row."""
     path = ROOT / src
-    assert path.exists(), f"README copies rows of {src}, which does not exist"
+    assert path.exists(), f"{doc} copies rows of {src}, which does not exist"
     have = _table_rows(path.read_text())
     rows = [ln for ln in block.splitlines() if ln.startswith("|") and not set(ln) <= set("|:- ")]
     header, body = rows[0], rows[1:]
-    assert _cells(header) in have, f"README's header differs from {src}: {header}"
+    assert _cells(header) in have, f"{doc}'s header differs from {src}: {header}"
     stale = [r for r in body if _cells(r) not in have]
-    assert not stale, f"README rows not in {src} (re-copy them):\n" + "\n".join(stale)
+    assert not stale, f"{doc}: rows not in {src} (re-copy them):\n" + "\n".join(stale)
 
 
 def test_readme_quoted_differences_exist_in_reports():
-    quoted = set(DIFF_CI.findall(README))
+    """Every 'difference [CI]' the README or docs/results.md quotes is in a report table."""
+    quoted = set(DIFF_CI.findall(README + DOCS["docs/results.md"]))
     assert quoted, "the README quotes no difference [CI]"
     reports = "\n".join(p.read_text() for p in (ROOT / "reports").rglob("*.md"))
     missing = sorted(q for q in quoted if q not in reports)
@@ -68,11 +74,13 @@ def test_readme_and_docs_local_links_resolve():
             assert (doc.parent / target).exists(), f"{doc.name}: broken link {target}"
 
 
-def test_readme_api_example_runs():
-    section = README[README.index("## Your own data"):]
+def test_api_example_runs():
+    """docs/api.md's first example (the README links it) runs verbatim."""
+    api = (ROOT / "docs" / "api.md").read_text()
+    section = api[api.index("# Your own data"):]
     code = re.search(r"```python\n(.*?)```", section, flags=re.S).group(1)
     ns: dict = {}
-    exec(compile(code, "README.md", "exec"), ns)
+    exec(compile(code, "docs/api.md", "exec"), ns)
     keep, y = ns["keep"], ns["y"]
     assert len(keep) == 60 and len(set(keep.tolist())) == 60
     assert sorted(set(y[keep].tolist())) == list(range(10))         # balanced: every class kept
