@@ -78,6 +78,8 @@ profile: $(STAMP)
 	git -C $(PROFILE_DIR) fetch -q "$(CURDIR)" HEAD && git -C $(PROFILE_DIR) checkout -q --force --detach FETCH_HEAD
 	cp $(PROFILE) $(PROFILE_DIR)/params.yaml
 	cache="$$($(DVC) cache dir)" && cd $(PROFILE_DIR) && $(DVC) cache dir --local "$$cache"
+	cd $(PROFILE_DIR) && git diff --quiet HEAD -- params.yaml || rm -f dvc.lock   # another profile: not the demo's lock
+	cd $(PROFILE_DIR) && PYTHONPATH="$(abspath $(PROFILE_DIR))" $(abspath $(BIN))/easycore check -q   # matrix.yaml first
 	cd $(PROFILE_DIR) && PYTHONPATH="$(abspath $(PROFILE_DIR))" $(DVC) repro $(TARGETS)
 
 gpu-validate:
