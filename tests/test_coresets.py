@@ -334,6 +334,23 @@ def test_run_select_writes_nothing_on_bad_input(tmp_path, blobs):
     assert not out.exists() or not any(out.iterdir())
 
 
+def test_a_scoring_option_changes_only_the_selections_that_read_records(tmp_path, blobs):
+    """coreset.p (or window, ...) is recorded in the summary of a method that scores records, not in random's: a
+    changed p leaves random's selection files byte-identical, so DVC re-trains none of its models."""
+    art, labels, _ = blobs
+    src = _write_artifact(tmp_path, art)
+    kw = dict(fingerprint="fp0", labels=labels, balanced=False, seed=0)
+    files = {}
+    for p in (2.0, math.inf):
+        for m in ("random", "random_balanced", "easycore"):
+            out = tmp_path / f"{m}-{p}"
+            cs.run_select(m, 0.3, src, out / "i.npy", out / "s.json", p=p, **kw)
+            files[m, p] = ((out / "i.npy").read_bytes(), (out / "s.json").read_bytes())
+    assert files["random", 2.0] == files["random", math.inf]
+    assert files["random_balanced", 2.0] == files["random_balanced", math.inf]
+    assert files["easycore", 2.0][1] != files["easycore", math.inf][1]
+
+
 def test_run_select_good(tmp_path, blobs):
     art, labels, dist = blobs
     src = _write_artifact(tmp_path, art)

@@ -128,6 +128,24 @@ def test_a_one_class_difference_is_found_by_the_pre_specified_per_class_analysis
     assert abs(rows.loc[8, "without class"]) < 2.5
 
 
+def test_the_per_class_analysis_needs_replicates_and_two_images_per_class():
+    """One replicate (the replicate is the unit) or a class with one attacked image (a tiny profile's 5 test
+    images): no per-class analysis for that cell, where it stopped the coresets notebook with a ValueError."""
+    P = _params(seeds=(0,))
+    res = _results(P, {})
+    tests, per = report.per_class_analysis(res, P, report.verdict(res, P, labels=LABELS), LABELS)
+    assert tests.empty and per.empty
+    P = _params()
+    res = _results(P, {})
+    lab = np.array(LABELS).copy()
+    lab[lab == 3] = 4
+    lab[np.flatnonzero(LABELS == 4)[0]] = 3                       # class 3 holds one image
+    tests, per = report.per_class_analysis(res, P, report.verdict(res, P, labels=lab), lab)
+    assert tests.empty and per.empty
+    tests, _ = report.per_class_analysis(res, P, report.verdict(res, P, labels=LABELS), LABELS)
+    assert len(tests) == 4
+
+
 def test_both_targets_are_printed_and_the_crossed_one_decides():
     """Every primary row carries the crossed interval (which decides the word) and, at the same level, the
     fixed-test-set interval (the t over the per-replicate differences)."""

@@ -706,7 +706,9 @@ def run_select(method: str, fraction: float, artifacts_path: str | os.PathLike, 
         "method": method, "fraction": fraction, "balanced": bool(balanced or _spec(method).meta.get("balanced")),
         "seed": int(seed),
         "fingerprint": fingerprint, "budget": budget(fraction, len(labels)),
-        "options": {k: (str(v) if isinstance(v, float) and not math.isfinite(v) else v) for k, v in opts.items()},
+        # the scoring options, for a method that reads records (random reads none: a changed p re-runs none of it)
+        "options": {k: (str(v) if isinstance(v, float) and not math.isfinite(v) else v) for k, v in opts.items()}
+        if METHODS[method].needs else {},
         "direction": METHODS[method].keep, "score": METHODS[method].score or None,
     })
     save_npy(out_npy, idx)

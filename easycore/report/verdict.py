@@ -376,6 +376,8 @@ def per_class_analysis(results: Sequence[RunResult], params: Params, ver: pd.Dat
             continue
         _, ma, mb, lab = got
         d = ma.astype(np.int8) - mb.astype(np.int8)
+        if d.shape[0] < 2 or np.bincount(lab).min() < 2:   # the replicate is the unit; a class needs >= 2 images
+            continue
         it = inference.interaction(d, lab)
         pcs = inference.per_class_diffs(d, lab, level=level)
         loco = inference.leave_one_class_out(d, lab, level=level)
