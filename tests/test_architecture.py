@@ -83,6 +83,7 @@ def test_a_proxy_stage_depends_on_which_replicates_compute_deepfool_not_on_the_m
     assert deps.family_values(more, "proxy")["deepfool_replicates"]["main"] == list(range(10))
 
 
+@pytest.mark.slow
 def test_code_manifest_follows_the_import_closure(tmp_path, monkeypatch):
     """The manifest of a command lists every module its entry function can reach (function-level imports included,
     same-module helpers followed) and changes only when one of those modules changes."""

@@ -174,6 +174,7 @@ def test_gpu_check_summaries_and_table(tmp_path):
     assert "### Paper-scale epoch time (2026-01-01 00:00 UTC)" in body and "# Benchmarks" not in body
 
 
+@pytest.mark.slow
 def test_gpu_check_rehearsal_runs_the_gpu_commands_on_cpu(tmp_path):
     """The epoch_time and attack_speed parts with their GPU arguments (+ --quick --device cpu): both parse, run
     and land in the table, with their own sections below it."""

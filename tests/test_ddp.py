@@ -174,6 +174,7 @@ def runs2(tmp_path_factory):
 
 
 # ----------------------------------------------------------------------------- multi-process tests
+@pytest.mark.slow
 def test_killed_rank_stops_the_job_and_the_run_resumes_to_the_end(runs2):
     codes = runs2["codes"]
     assert codes["killed"][1] == -signal.SIGKILL, codes

@@ -110,6 +110,7 @@ group.train_group(p, STD.runs(p.train.seeds), progress=False)
 """
 
 
+@pytest.mark.slow
 def test_a_killed_group_resumes_each_run_where_it_stopped(prepared, tmp_path):
     """The group's process is SIGKILLed right after its second run checkpointed its first epoch: the first run (finished) is
     restored from its final checkpoint without training again, the second continues after its saved epoch, the

@@ -589,6 +589,7 @@ def test_train_and_eval_print_their_results_with_the_umask_mode(repo, tmp_path):
     assert not [p for p in written if ".tmp" in p.name or p.name.endswith(".state.pt")]
 
 
+@pytest.mark.slow
 def test_notebook_is_quiet_and_a_failure_keeps_the_published_copy(tmp_path):
     """`easycore notebook -q` prints its one result line and nothing from papermill or the kernel (no
     "[IPKernelApp] WARNING | Kernel is running over TCP ...", no "KeyboardInterrupt caught in kernel"); cell
@@ -772,6 +773,7 @@ assert not fail, "late failure"
 '''
 
 
+@pytest.mark.slow
 def test_report_outputs_are_all_or_nothing(tmp_path):
     """Issue 25 item 4: a notebook that fails in a late cell has replaced nothing (tables, summary.json); a
     successful run publishes exactly its own outputs (an earlier configuration's tables do not survive)."""
@@ -818,6 +820,7 @@ assert not fail, "late failure"
 '''
 
 
+@pytest.mark.slow
 def test_dvc_plot_csvs_are_published_all_or_nothing(tmp_path):
     """Issue 34 item 3: `<report.dir>/plots/*.csv` (plots.write_dvc_plots, the coresets notebook) go through the
     notebook's staging like its tables: a notebook failing in a late cell leaves the published CSVs as they were."""
@@ -838,6 +841,7 @@ def test_dvc_plot_csvs_are_published_all_or_nothing(tmp_path):
 
 
 # ----------------------------------------------------------------------------- issue 25 item 1: `dvc repro -s`
+@pytest.mark.slow
 def test_dvc_repro_single_stage_runs_no_params_value(repo, tmp_path):
     """`dvc repro -s` skips `check`: after a passing check, a transfer model named 'x;touch PWNED;echo' reaches
     the proxy_transfer stage's command (which must not hand it to the shell): the stage fails with easycore's one
@@ -955,6 +959,7 @@ def _escape(template: str) -> str:
     return "x/" + "../" * (i + 2) + "victim"
 
 
+@pytest.mark.slow
 def test_dvc_removes_no_folder_a_params_name_points_at(tmp_path):
     """Issue 34 item 1: DVC removes a stage's outputs before its command runs, and dvc.yaml builds them from the
     matrix names. A name such as '../../../victim' in params.yaml (with `dvc repro -s`, which skips check) made DVC
@@ -1000,6 +1005,7 @@ def test_dvc_removes_no_folder_a_params_name_points_at(tmp_path):
     assert r.returncode != 0 and (victim / "plots/keep.txt").read_text() == "report", r.stdout + r.stderr
 
 
+@pytest.mark.slow
 def test_matrix_yaml_follows_the_params_and_stage_commands_refuse_another(tmp_path, monkeypatch, capsys):
     """The check stage rewrites matrix.yaml when params declare other runs and, as a DVC stage (DVC expanded the
     old lists), stops with one line; run by hand it just writes it. A `--dvc` stage command of a declared run
@@ -1031,6 +1037,7 @@ def test_matrix_yaml_follows_the_params_and_stage_commands_refuse_another(tmp_pa
 
 
 # ----------------------------------------------------------------------------- issue 34 item 2: forced single stage
+@pytest.mark.slow
 def test_forced_single_stage_with_edited_params_locks_nothing(tmp_path):
     """Issue 34 item 2: edit train.epochs, `dvc repro -f -s train_full@...` (check skipped: runs/params/train.json
     still holds the old value), revert params.yaml, `dvc repro`: the model trained with the edited value stayed

@@ -185,6 +185,7 @@ def test_make_loader_rule(cifar_root, imagenet_root):
         make_loader(inet, batch_size=5, kind="device", augment=True)
 
 
+@pytest.mark.slow
 def test_peak_memory_flat_as_n_grows():
     """benchmarks/streaming_memory.py, small: one pass over a JPEG folder of N=150 and 4N=600 images (136 px ->
     the imagenet eval recipe at 128 px: 48 KiB per sample in uint8), streaming vs DeviceLoader, in one

@@ -141,6 +141,7 @@ def _rel(a, b) -> float:
     return float(np.max(np.abs(a - b) / np.maximum(np.abs(b), 1e-12)))
 
 
+@pytest.mark.slow
 def test_two_rank_proxy_with_sync_bn_equals_one_process_and_selects_the_same_coreset(proxies):
     from easycore.core.coresets import select
 
