@@ -203,6 +203,30 @@ def mde(diff: Diff, *, alpha: float = 0.05, power: float = 0.8) -> float:
     return float((t.ppf(1 - alpha / 2, diff.df) + t.ppf(power, diff.df)) * diff.se)
 
 
+def replicates_for_mde(diff: Diff, target: float, *, alpha: float = 0.05, power: float = 0.8,
+                       k_max: int = 10_000) -> float:
+    """A planning number, never a verdict: the fewest replicates K' (>= 2) at which this cell's MDE would be <=
+    `target` (a fraction), with the measured variance components and the same n test images: Var(K') = s2_rep / K'
+    + s2_img / n + s2_res / (K' n) (components floored at 0), df = K' - 1. inf where the image term alone keeps the
+    MDE above `target` (only more test images help) or no K' <= k_max reaches it; nan without components."""
+    s2_rep, s2_img, s2_res = (max(0.0, float(c)) for c in diff.components)
+    if not all(map(math.isfinite, (s2_rep, s2_img, s2_res))) or diff.n < 1:
+        return math.nan
+    t = _t()
+
+    def mde_at(k: int) -> float:
+        se = math.sqrt(s2_rep / k + s2_img / diff.n + s2_res / (k * diff.n))
+        return float((t.ppf(1 - alpha / 2, k - 1) + t.ppf(power, k - 1)) * se)
+
+    if mde_at(k_max) > target:
+        return math.inf
+    lo, hi = 2, k_max                      # the MDE falls with K: bisect for the first K' that reaches the target
+    while lo < hi:
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if mde_at(mid) <= target else (mid + 1, hi)
+    return float(lo)
+
+
 def holm(p_values: Sequence[float]) -> np.ndarray:
     """Holm's step-down adjusted p-values (nan stays nan and is not counted in the family)."""
     p = np.asarray(p_values, dtype=np.float64)

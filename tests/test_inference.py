@@ -280,3 +280,26 @@ def test_constant_classifier_and_per_class():
     o[:, labels == 8] = True
     acc = inference.per_class(o, labels)
     assert acc[8] == 1.0 and np.nansum(acc) == 1.0
+
+
+def test_replicates_for_mde_is_the_first_k_by_brute_force():
+    """The planning number beside each primary cell (issue 31 item 4): the fewest replicates whose MDE reaches the
+    target at the measured variance components, checked by scanning K with scipy's t; the image term alone caps
+    what replicates can do (inf: more test images needed)."""
+    import dataclasses
+    from scipy import stats as st
+
+    base = inference.crossed(np.random.default_rng(0).integers(-1, 2, (10, 2000)).astype(float))
+    for comps in [(4e-4, 0.0, 0.05), (1e-3, 2e-4, 0.3), (2e-5, 1e-4, 0.1)]:
+        d = dataclasses.replace(base, components=comps)
+        n = d.n
+
+        def mde(k):
+            se = np.sqrt(comps[0] / k + max(comps[1], 0) / n + comps[2] / (k * n))
+            return (st.t.ppf(1 - 0.0125, k - 1) + st.t.ppf(0.8, k - 1)) * se
+
+        got = inference.replicates_for_mde(d, 0.02, alpha=0.025, power=0.8)
+        want = next((k for k in range(2, 10_001) if mde(k) <= 0.02), np.inf)
+        assert got == want, (comps, got, want)
+    wall = dataclasses.replace(base, components=(1e-4, 0.5, 0.1))       # image variance alone: MDE > 2 points
+    assert inference.replicates_for_mde(wall, 0.02) == np.inf

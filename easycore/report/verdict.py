@@ -195,7 +195,7 @@ def verdict(results: Sequence[RunResult], params: Params, *, labels=None) -> pd.
     # the primary family: Holm; each cell's interval at its Holm step's level
     prim = df.index[df.family == "primary"]
     m = len(prim)
-    for c in ("p_holm", "lo", "hi", "mde", "fixed_lo", "fixed_hi"):
+    for c in ("p_holm", "lo", "hi", "mde", "k_for_mde2", "fixed_lo", "fixed_hi"):
         df[c] = math.nan
     df["ci_level"] = pc.level
     df["ci_kind"] = ""
@@ -218,6 +218,7 @@ def verdict(results: Sequence[RunResult], params: Params, *, labels=None) -> pd.
             100 * d.lo, 100 * d.hi, 1 - step_alpha, adj[j], 100 * fx.lo, 100 * fx.hi]
         df.at[i, "ci_kind"] = step
         df.at[i, "mde"] = 100 * inference.mde(d, alpha=alpha / m, power=pc.power)
+        df.at[i, "k_for_mde2"] = inference.replicates_for_mde(d, 0.02, alpha=alpha / m, power=pc.power)
     for i in df.index:
         r = df.loc[i]
         if r["family"] == "secondary" and r.get("status") == "ok" and isinstance(r.get("_diff"), inference.Diff):
@@ -237,7 +238,7 @@ def verdict(results: Sequence[RunResult], params: Params, *, labels=None) -> pd.
     df["paper_claim_points"] = df["mode"].map(PAPER_CLAIM)
     cols = ["family", "mode", "fraction", "eps_255", "comparison", "method", "comparator", "k", "n", "method_pct",
             "comparator_pct", "diff", "lo", "hi", "ci_level", "ci_kind", "p", "p_holm", "fixed_lo", "fixed_hi",
-            "p_fixed", "mde", "sd_rep", "df", "verdict", "method_clean_pct", "comparator_clean_pct", "full_pct",
+            "p_fixed", "mde", "k_for_mde2", "sd_rep", "df", "verdict", "method_clean_pct", "comparator_clean_pct", "full_pct",
             "full_clean_pct", "chance_pct", "informative", "eps_rule", "status", "paper_claim_points"]
     df = df.drop(columns=[c for c in ("_diff", "_fixed", "_best", "se") if c in df])
     return df[[c for c in cols if c in df]].reset_index(drop=True)
@@ -452,11 +453,19 @@ def verdict_markdown(v: pd.DataFrame, family: Optional[str] = None) -> pd.DataFr
                "these images [CI]": fixed,
                "p (Holm)": _p(r.get("p_holm")) if r["family"] == "primary" else "secondary",
                "MDE": f"{r['mde']:.1f}" if pd.notna(r.get("mde")) else "-",
+               "K for MDE 2": _k_for(r.get("k_for_mde2")),
                "verdict": r["verdict"],
                "full data % (clean)": f"{pct('full_pct')} ({pct('full_clean_pct')})",
                "chance %": pct("chance_pct")}
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def _k_for(k) -> str:
+    """'K for MDE 2' as printed: a count, 'more test images' where replicates alone cannot reach it, '-'."""
+    if k is None or pd.isna(k):
+        return "-"
+    return "more test images" if math.isinf(k) else f"{int(k)}"
 
 
 def verdict_headline(v: pd.DataFrame) -> pd.DataFrame:
@@ -466,7 +475,7 @@ def verdict_headline(v: pd.DataFrame) -> pd.DataFrame:
     if md.empty:
         return md
     out = md[["mode", "fraction", "eps", "K x n", "method % (clean)", "comparator % (clean)", "diff [CI] (points)",
-              "these images [CI]", "MDE", "verdict"]].copy()
+              "these images [CI]", "MDE", "K for MDE 2", "verdict"]].copy()
     prim = v[v.family == "primary"].iloc[0]
     return out.rename(columns={"method % (clean)": f"{_label(prim['method'])} % (clean)",
                                "comparator % (clean)": f"{_label(prim['comparator'])} % (clean)",
