@@ -199,8 +199,13 @@ def mde(diff: Diff, *, alpha: float = 0.05, power: float = 0.8) -> float:
     and degrees of freedom: (t_{1-alpha/2} + t_{power}) * se."""
     if not (math.isfinite(diff.se) and diff.df > 0):
         return math.nan
+    return _mde(diff.se, diff.df, alpha, power)
+
+
+def _mde(se: float, df: float, alpha: float, power: float) -> float:
+    """(t_{1-alpha/2, df} + t_{power, df}) * se: the MDE of a t test with this standard error."""
     t = _t()
-    return float((t.ppf(1 - alpha / 2, diff.df) + t.ppf(power, diff.df)) * diff.se)
+    return float((t.ppf(1 - alpha / 2, df) + t.ppf(power, df)) * se)
 
 
 def replicates_for_mde(diff: Diff, target: float, *, alpha: float = 0.05, power: float = 0.8,
@@ -212,11 +217,8 @@ def replicates_for_mde(diff: Diff, target: float, *, alpha: float = 0.05, power:
     s2_rep, s2_img, s2_res = (max(0.0, float(c)) for c in diff.components)
     if not all(map(math.isfinite, (s2_rep, s2_img, s2_res))) or diff.n < 1:
         return math.nan
-    t = _t()
-
     def mde_at(k: int) -> float:
-        se = math.sqrt(s2_rep / k + s2_img / diff.n + s2_res / (k * diff.n))
-        return float((t.ppf(1 - alpha / 2, k - 1) + t.ppf(power, k - 1)) * se)
+        return _mde(math.sqrt(s2_rep / k + s2_img / diff.n + s2_res / (k * diff.n)), k - 1, alpha, power)
 
     if mde_at(k_max) > target:
         return math.inf
