@@ -4,6 +4,16 @@ params file predicted from them (runs.expected_runs). Prints a table; --out appe
 
     python -m benchmarks.study_cost --params params-study.yaml            # measure one epoch per mode, predict
     python -m benchmarks.study_cost --params params-study.yaml --epochs 2 # more epochs measured (less noise)
+    python -m benchmarks.study_cost --params params-study-v2.yaml \
+        --timings ../study-run/runs/timings --reference params-study.yaml      # replay a finished run's timings
+
+--timings: the wall time of each part predicted from the per-run seconds a finished run of the --reference
+profile measured (its runs/timings: proxies one after another; each training group's runs `runtime.concurrent` at
+once), scaled by the epochs each run trains, and laid out as this profile's stages: a training stage of n runs on w
+workers takes (n - n % w) / w paired runs plus its tail (group.py: one left-over run trains alone on every core,
+--alone x a paired run's time, measured); evaluations the same way, from the seconds one evaluation takes alone on
+every core (--eval-s). Only training and the proxies are replayed; the evaluation, the stage overhead, AutoAttack and
+the reports are given (--eval-s, --fixed-s: measured, see reports/benchmarks.md).
 
 The prediction adds the stage overhead measured here (a stage is one `easycore` process: Python + torch import +
 DVC's own work) and the proxy run (exact AIGN pass per epoch). It is a prediction: the README states the study's
@@ -30,7 +40,20 @@ def main(argv=None) -> int:
     ap.add_argument("--params", default="params-study.yaml", help="the params file to size")
     ap.add_argument("--epochs", type=int, default=1, help="epochs measured per training mode")
     ap.add_argument("--out", default=None, help="append the table to this Markdown file")
+    ap.add_argument("--timings", default=None, help="a finished run's runs/timings folder: replay it (see above)")
+    ap.add_argument("--reference", default="params-study.yaml", help="the params file that run was made with")
+    ap.add_argument("--alone", type=float, default=0.62,
+                    help="a run alone on every core / the same run paired (measured: TRADES on 5,000 images)")
+    ap.add_argument("--proxy-paired", type=float, default=1.87,
+                    help="a proxy run paired / alone on every core (measured: an epoch on 50,000 images)")
+    ap.add_argument("--eval-s", default="standard=40,trades=29",
+                    help="seconds to evaluate one model on 10,000 test images alone on every core, per mode "
+                         "(scaled by n)")
+    ap.add_argument("--fixed-s", type=float, default=900.0,
+                    help="seconds outside the runs: check, prepare, select, stage starts, AutoAttack, reports")
     args = ap.parse_args(argv)
+    if args.timings:
+        return _replay(args)
 
     from benchmarks._report import machine_description
     from easycore.pipeline import runs
@@ -94,6 +117,100 @@ def main(argv=None) -> int:
     print(text)
     for mode, m in acc.items():
         print(mode, {k: round(v["accuracy"], 3) for k, v in m.items() if isinstance(v, dict) and "accuracy" in v})
+    if args.out:
+        with open(args.out, "a") as f:
+            f.write("\n" + text + "\n")
+    return 0
+
+
+def _median_s(folder, stem: str):
+    """The median of the `seconds` of <folder>/<stem>-s<seed>.json (None when there is none)."""
+    import json
+    import statistics
+    from pathlib import Path
+
+    xs = [json.loads(f.read_text())["seconds"] for f in sorted(Path(folder).glob(f"{stem}-s*.json"))]
+    return statistics.median(xs) if xs else None
+
+
+def stage_wall(n: int, workers: int, paired_s: float, alone: float) -> float:
+    """Wall seconds of a training stage of n runs of paired_s seconds each on `workers` workers (group.py's
+    layout): (n - n % w) / w rounds of paired runs, then the tail: one run alone on every core (alone x paired_s),
+    or n % w runs at once (one paired round)."""
+    w = max(1, min(workers, n))
+    if w == 1:
+        return n * paired_s * (alone if workers > 1 else 1.0)
+    k = n - n % w
+    tail = n % w
+    return k // w * paired_s + (alone * paired_s if tail == 1 else paired_s if tail else 0.0)
+
+
+def replay(P, ref, timings, *, alone: float, proxy_paired: float, eval_s: dict,
+           fixed_s: float) -> list[tuple[str, float]]:
+    """[(part, wall seconds)] of `dvc repro` of params P predicted from the runs/timings of a finished run of
+    params `ref` (module docstring). A training run the reference did not make takes the median of the
+    reference's static runs of its fraction and mode; the training runs are taken to run as many at once as in the
+    reference (its runtime.concurrent). The reference's proxies ran one after another on every core (before
+    group.proxy_group shared them); shared among workers a proxy run takes proxy_paired x as long."""
+    from pathlib import Path
+
+    from easycore.pipeline import runs
+
+    timings = Path(timings)
+    parts: dict[str, float] = {}
+    for name in ["main"] + list(P.proxy.transfer_models):
+        per = _median_s(timings / "proxy", name)
+        if per is None:
+            raise SystemExit(f"no proxy timings for {name!r} under {timings / 'proxy'}")
+        per *= P.proxy.epochs / ref.proxy.epochs
+        w = P.runtime.concurrent or 1
+        parts["proxies"] = parts.get("proxies", 0.0) + stage_wall(len(runs.proxy_seeds(P, name)), w,
+                                                                  per * proxy_paired if w > 1 else per,
+                                                                  1 / proxy_paired)
+    ref_keys = {(r.method, r.fraction, r.mode) for r in runs.expected_runs(ref)}
+    for g, members in runs.expected_groups(P).items():
+        stem = f"{g.method}-{g.fraction}-{g.mode}"
+        per = _median_s(timings / "train" / g.scores, stem)
+        if per is None:
+            alike = [_median_s(timings / "train" / "main", f"{m}-{g.fraction}-{g.mode}") for m, f, mode in ref_keys
+                     if f == g.fraction and mode == g.mode]
+            alike = [x for x in alike if x is not None]
+            if not alike:
+                raise SystemExit(f"no timings to stand in for {stem}")
+            per = sorted(alike)[len(alike) // 2]
+        full = g.method == runs.FULL
+        per *= (P.train.full_epochs or P.train.epochs) / (ref.train.full_epochs or ref.train.epochs) if full \
+            else P.train.epochs / ref.train.epochs
+        part = "training: full data" if full else "training: ACS" if g.scores == runs.NONE else \
+            "training: primary" if P.is_primary_group(g.scores, g.method, g.fraction) else "training: secondary"
+        parts[part] = parts.get(part, 0.0) + stage_wall(len(members), P.runtime.concurrent or 1, per, alone)
+    for g, members in runs.expected_groups(P).items():   # an evaluation stage lays out its runs like training's
+        alone_s = eval_s[g.mode] * P.eval.n_for(P.is_primary_group(g.scores, g.method, g.fraction)) / 10000
+        w = P.runtime.concurrent or 1
+        parts["evaluation"] = parts.get("evaluation", 0.0) + stage_wall(len(members), w, alone_s / alone if w > 1
+                                                                        else alone_s, alone)
+    parts["fixed (check, prepare, select, stage starts, AutoAttack, reports)"] = fixed_s
+    return list(parts.items())
+
+
+def _replay(args) -> int:
+    from benchmarks._report import machine_description
+    from easycore.config import load_params
+
+    P, ref = load_params(args.params), load_params(args.reference)
+    eval_s = {k: float(v) for k, v in (kv.split("=") for kv in args.eval_s.split(","))}
+    parts = replay(P, ref, args.timings, alone=args.alone, proxy_paired=args.proxy_paired, eval_s=eval_s,
+                   fixed_s=args.fixed_s)
+    total = sum(s for _, s in parts)
+    lines = [f"## study_cost: {args.params} replayed from {args.timings} ({args.reference}) "
+             f"({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())})", "",
+             f"{machine_description()}; alone / paired {args.alone}, proxy paired / alone {args.proxy_paired}, "
+             f"evaluation per 10,000 images {eval_s} s, "
+             f"fixed {args.fixed_s:.0f} s.", "", "| part | predicted wall (min) |", "|---|---|"]
+    lines += [f"| {name} | {s / 60:.1f} |" for name, s in parts]
+    lines += [f"| **predicted `dvc repro`** | **{total / 60:.0f}** |", ""]
+    text = "\n".join(lines)
+    print(text)
     if args.out:
         with open(args.out, "a") as f:
             f.write("\n" + text + "\n")

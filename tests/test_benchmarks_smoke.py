@@ -23,6 +23,7 @@ SCRIPTS = {  # script -> a regex its written section must contain
     "cpu_speed": r"speed-up vs nhwc \(TRADES step / PGD-20\): nchw [\d.]+x / [\d.]+x, bf16 [\d.]+x / [\d.]+x",
     "eval_bulk": r"ratio stacked / sequential throughput: \*\*[\d.]+x\*\*",
     "concurrent_runs": r"ratio concurrent / one at a time: \*\*[\d.]+x\*\*",
+    "regime": r"\| noaug8 \| trades \| 1 \| [\d.]+ \| [\d.]+ \| >= 35 %, no class < 15 % \|",
 }
 
 
@@ -200,3 +201,49 @@ def test_dvc_queue_shards_deal_every_stage_once():
     assert got == [stages[0::4], stages[1::4], stages[2::4], stages[3::4]]
     assert sorted(sum(got, [])) == sorted(stages)
     assert shards(stages[:2], 4) == [[stages[0]], [stages[1]]]  # never an empty experiment
+
+
+def test_study_cost_lays_out_stages_as_group_py_does():
+    """benchmarks.study_cost's replay: a stage of n runs on w workers takes (n - n % w) / w paired runs and its
+    tail (one run alone on every core, or one more paired round); one worker: the runs one after the other."""
+    from benchmarks.study_cost import stage_wall
+
+    assert stage_wall(10, 2, 100.0, 0.6) == 500.0                  # 5 rounds of 2
+    assert stage_wall(3, 2, 100.0, 0.6) == 160.0                   # 1 round of 2, then one run alone (0.6 x)
+    assert stage_wall(7, 4, 100.0, 0.6) == 200.0                   # 1 round of 4, then 3 at once
+    assert stage_wall(1, 2, 100.0, 0.6) == 60.0                    # a group of one: alone on every core
+    assert stage_wall(4, 1, 100.0, 0.6) == 400.0                   # no workers: one after the other
+
+
+def test_study_cost_replays_a_finished_runs_timings(tmp_path):
+    """The replay of a profile from a reference run's runs/timings: the reference replayed against itself with
+    one worker is the sum of its runs' (median) seconds, scaled by the epochs; a group the reference did not run
+    takes the median of the reference's static runs of its fraction and mode."""
+    import json
+
+    from benchmarks.study_cost import replay
+    from easycore.config import params_from_dict
+    from easycore.pipeline import runs
+
+    base = {"data": {"dataset": "synthetic"}, "runtime": {"concurrent": 0},
+            "proxy": {"epochs": 2, "transfer_models": []},
+            "coreset": {"methods": ["easycore", "random"], "fractions": [0.1], "adaptive": [], "survey_methods": []},
+            "train": {"epochs": 4, "modes": ["standard"], "seeds": [0, 1], "full_seeds": 0}}
+    ref = params_from_dict(base)
+    for r in runs.expected_runs(ref):
+        d = tmp_path / "train" / r.scores
+        d.mkdir(parents=True, exist_ok=True)
+        (d / f"{r.method}-{r.fraction}-{r.mode}-s{r.seed}.json").write_text(json.dumps({"seconds": 10.0 + r.seed}))
+    (tmp_path / "proxy").mkdir()
+    for s in (0, 1):
+        (tmp_path / "proxy" / f"main-s{s}.json").write_text(json.dumps({"seconds": 30.0}))
+    parts = dict(replay(ref, ref, tmp_path, alone=0.5, proxy_paired=2.0, eval_s={"standard": 0.0}, fixed_s=0.0))
+    n_runs = len(runs.expected_runs(ref))
+    assert parts["proxies"] == 60.0
+    assert sum(v for k, v in parts.items() if k.startswith("training")) == n_runs / 2 * 21.0   # seeds 10 s and 11 s
+    base["train"]["epochs"] = 8
+    base["coreset"]["survey_methods"] = ["el2n"]
+    base["coreset"].update(survey_modes=["standard"], survey_fractions=[0.1])
+    more = params_from_dict(base)
+    parts = dict(replay(more, ref, tmp_path, alone=0.5, proxy_paired=2.0, eval_s={"standard": 0.0}, fixed_s=0.0))
+    assert parts["training: secondary"] == 2 * 2 * 10.5                  # el2n: the median of the static runs, x 2

@@ -66,21 +66,83 @@ def test_a_run_inside_a_group_is_byte_identical_to_the_run_alone(prepared, tmp_p
 
 def test_concurrent_workers_match_one_process(prepared):
     """runtime.concurrent 2: the group's runs shared by two spawned worker processes (one thread each) give the
-    bytes one process gives with one thread."""
+    bytes one process gives with one thread; a third run (the group's tail) trains after them on every core and
+    gives the bytes of a process with that many threads."""
     params = prepared
-    members = STD.runs([0, 1])
+    members = STD.runs([0, 1, 2])
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        group.train_group(params, members, progress=False)
+        group.train_group(params, members[:2], progress=False)
+    finally:
+        torch.set_num_threads(threads)
+    torch.set_num_threads(group._threads_for(1))
+    try:
+        group.train_group(params, members[2:], progress=False)
     finally:
         torch.set_num_threads(threads)
     one = {r.seed: _digest(r.train_dir()) for r in members}
     os.rename("runs", "runs_one")
     params.runtime.concurrent = 2
-    assert group.auto_concurrency(params, 2) == 2 and group.auto_concurrency(params, 1) == 1
+    assert group.auto_concurrency(params, 3) == 2 and group.auto_concurrency(params, 1) == 1
     group.train_group(params, members, progress=False)
     assert {r.seed: _digest(r.train_dir()) for r in members} == one
+    assert torch.get_num_threads() == threads                 # the tail leaves this process's threads as it found them
+    # the evaluation stage shares the group the same way: the outcomes of one process with those thread counts
+    group.evaluate_group(params, members, progress=False)
+    shared = {r.seed: _digest(r.eval_dir()) for r in members}
+    params.runtime.concurrent = 0
+    for seed, n in ((0, 1), (1, 1), (2, group._threads_for(1))):
+        torch.set_num_threads(n)
+        try:
+            group.evaluate_group(params, [members[seed]], progress=False)
+        finally:
+            torch.set_num_threads(threads)
+    assert {r.seed: _digest(r.eval_dir()) for r in members} == shared
+
+
+def test_the_tail_of_a_group_trains_on_every_core(monkeypatch):
+    """Which items the workers share and which form the tail: 3 runs on 2 workers -> 2 shared, 1 alone on every core
+    (in this process); 5 on 4 -> 4 shared, 1; 5 on 2 -> 4 shared, 1; 7 on 4 -> 4 shared, then 3 in 3 workers;
+    4 on 2 -> no tail. Every item gets its own result."""
+    calls = []
+
+    def shared(params, items, n, progress, fn):
+        calls.append((len(items), n))
+        return {i: i * 10 for i in items}
+
+    def here(params, items, progress):
+        calls.append((len(items), "here", torch.get_num_threads()))
+        return [i * 10 for i in items]
+
+    monkeypatch.setattr(group, "_shared", shared)
+    every = group._threads_for(1)
+    for n_runs, n, want in [(3, 2, [(2, 2), (1, "here", every)]), (5, 4, [(4, 4), (1, "here", every)]),
+                            (5, 2, [(4, 2), (1, "here", every)]), (7, 4, [(4, 4), (3, 3)]), (4, 2, [(4, 2)])]:
+        calls.clear()
+        got = group._in_processes(None, list(range(n_runs)), n, False, here)
+        assert calls == want, (n_runs, n, calls)
+        assert got == {i: i * 10 for i in range(n_runs)}
+
+
+def test_the_proxy_stage_shares_replicates_among_workers(prepared):
+    """runtime.concurrent 2: a proxy run's 3 replicates in two workers (one thread each) and the third alone on
+    every core give the bytes of one process training each with those thread counts."""
+    params = prepared
+    params.train.seeds = [0, 1, 2]
+    threads = torch.get_num_threads()
+    for seed, n in ((0, 1), (1, 1), (2, group._threads_for(1))):
+        torch.set_num_threads(n)
+        try:
+            pipeline.proxy(params, "main", seed=seed, progress=False)
+        finally:
+            torch.set_num_threads(threads)
+    one = {s: _digest(runs.proxy_dir("main", s)) for s in (0, 1, 2)}
+    os.rename("runs", "runs_one")
+    params.runtime.concurrent = 2
+    out = group.proxy_group(params, "main", progress=False)
+    assert [m["replicate"] for m in out] == [0, 1, 2]
+    assert {s: _digest(runs.proxy_dir("main", s)) for s in (0, 1, 2)} == one
 
 
 def test_auto_concurrency_is_one_on_the_cpu(prepared):

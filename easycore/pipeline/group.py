@@ -11,14 +11,18 @@ last complete epoch, and restores the finished ones from their final checkpoint 
 Several runs at once (`runtime.concurrent`): the runs are shared among N worker processes on the same device
 (each trains its share one after the other, as above). 0 = automatic: 1 on the CPU (two cores are busy with one
 run), and on CUDA as many as the free memory holds by the first run's measured peak (`auto_concurrency`), at most
-the group size; N = at most N. On the CPU each worker gets cores // N threads.
+the group size; N = at most N. On the CPU each worker gets cores // N threads; the runs a group leaves over
+(len % N) then train with the cores shared among them (`_in_processes`). The proxy stage shares a proxy run's
+replicates the same way (`proxy_group`), and the evaluation stage a group's evaluations (`evaluate_group`).
 """
 from __future__ import annotations
 
+import functools
 import logging
 import multiprocessing as mp
 import os
-from typing import Optional, Sequence
+from pathlib import Path
+from typing import Callable, Optional, Sequence
 
 from easycore.config import Params
 from easycore.pipeline import runs
@@ -51,24 +55,55 @@ def _threads_for(n_workers: int) -> int:
     return max(1, (os.cpu_count() or 1) // n_workers)
 
 
-def _worker(job) -> list[dict]:
-    """A worker process: its share of the group's runs, trained one after the other (spawned: imports fresh)."""
-    params, keys, progress, threads = job
+def _worker(job) -> list:
+    """A worker process: its share of the items, one after the other (spawned: imports fresh)."""
+    fn, params, items, progress, threads = job
     import torch
 
     torch.set_num_threads(threads)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
-    return _train_each(params, [runs.parse(k) for k in keys], progress=progress)
+    return fn(params, items, progress)
 
 
-def _in_processes(params: Params, todo: Sequence[runs.Run], n: int, progress: bool) -> dict:
-    """Train `todo` in n spawned workers (round-robin shares); {run key: result}."""
-    shares = [[r.key for r in todo[i::n]] for i in range(n)]
-    jobs = [(params, keys, progress, _threads_for(n)) for keys in shares if keys]
-    log.info("train: %d runs in %d processes", len(todo), len(jobs))
+def _in_processes(params: Params, items: Sequence, n: int, progress: bool, fn: Callable) -> dict:
+    """fn(params, share, progress) -> one result per item, run on `items` (picklable: run keys, proxy seeds) in n
+    spawned workers (round-robin shares, cores // n threads each); {item: result}.
+
+    A group that does not divide into the workers leaves a tail: the last len(items) % n. Shared round-robin, a
+    worker would train its tail run alone on cores // n threads while the others idle; instead the tail runs after
+    the shared part in len(items) % n workers with cores // (len(items) % n) threads each (one item: in this
+    process, on every core). Which items form the tail, and so every item's thread count, follows from the group
+    alone (deterministic, the same on a resumed group)."""
+    items = list(items)
+    k = len(items) - len(items) % n if len(items) > n else len(items)
+    got = _shared(params, items[:k], n, progress, fn)
+    tail = items[k:]
+    if len(tail) == 1:
+        import torch
+
+        before = torch.get_num_threads()
+        torch.set_num_threads(_threads_for(1))
+        try:
+            got[tail[0]] = fn(params, tail, progress)[0]
+        finally:
+            torch.set_num_threads(before)
+    elif tail:
+        got.update(_shared(params, tail, len(tail), progress, fn))
+    return got
+
+
+def _shared(params: Params, items: Sequence, n: int, progress: bool, fn: Callable) -> dict:
+    """fn on `items` in n spawned workers, round-robin shares at cores // n threads each; {item: result}."""
+    shares = [list(items[i::n]) for i in range(n)]
+    jobs = [(fn, params, share, progress, _threads_for(n)) for share in shares if share]
+    log.info("%d runs in %d processes", len(items), len(jobs))
     with mp.get_context("spawn").Pool(len(jobs)) as pool:
         results = pool.map(_worker, jobs, chunksize=1)
-    return {k: res for keys, out in zip(shares, results) for k, res in zip(keys, out)}
+    return {k: res for share, out in zip(shares, results) for k, res in zip(share, out)}
+
+
+def _train_keys(params: Params, keys: Sequence[str], progress: bool) -> list[dict]:
+    return _train_each(params, [runs.parse(k) for k in keys], progress=progress)
 
 
 def _train_each(params: Params, group_runs: Sequence[runs.Run], *, progress: bool = True) -> list[dict]:
@@ -95,7 +130,7 @@ def train_group(params: Params, group_runs: Sequence[runs.Run], *, progress: boo
     if n <= 1 or len(rest) <= 1:
         out = done + _train_each(params, rest, progress=progress)
     else:
-        got = _in_processes(params, rest, n, progress)
+        got = _in_processes(params, [r.key for r in rest], n, progress, _train_keys)
         out = done + [got[r.key] for r in rest]
     for r in group_runs:  # every run written: no resume point is needed any more
         remove_state(r.state_path())
@@ -111,9 +146,46 @@ def _peak_memory() -> Optional[int]:
 
 
 def evaluate_group(params: Params, group_runs: Sequence[runs.Run], *, progress: bool = True) -> list[dict]:
-    """Evaluate every run of a group in one process, on test images decoded once (see benchmarks/eval_bulk.py for
-    why the models are attacked one after the other rather than stacked)."""
+    """Evaluate every run of a group, on test images decoded once per process (see benchmarks/eval_bulk.py for why
+    the models are attacked one after the other rather than stacked): in this process, or with
+    runtime.concurrent > 1 shared among that many worker processes like the training runs (the same tail rule)."""
+    group_runs = list(group_runs)
+    n = auto_concurrency(params, len(group_runs)) if params.runtime.concurrent else 1
+    if n > 1:
+        got = _in_processes(params, [r.key for r in group_runs], n, progress, _evaluate_keys)
+        return [got[r.key] for r in group_runs]
+    return _evaluate_each(params, group_runs, progress)
+
+
+def _evaluate_keys(params: Params, keys: Sequence[str], progress: bool) -> list[dict]:
+    return _evaluate_each(params, [runs.parse(k) for k in keys], progress)
+
+
+def _evaluate_each(params: Params, group_runs: Sequence[runs.Run], progress: bool) -> list[dict]:
     from easycore.pipeline.stages import eval_n, evaluate_named, load_test
 
     test = load_test(params, n=eval_n(params, group_runs[0])) if group_runs else None
     return [evaluate_named(params, r, progress=progress, test=test) for r in group_runs]
+
+
+# ----------------------------------------------------------------------------- the proxy stage
+def proxy_group(params: Params, name: str = "main", *, prepared: Optional[Path] = None,
+                progress: bool = True) -> list[dict]:
+    """Every replicate of proxy run `name` (`runs.proxy_seeds`): one after another in this process
+    (`stages.proxy_all`), or, with runtime.concurrent > 1 outside torchrun, shared among that many worker processes
+    like a training group's runs (the same tail rule). Returns each replicate's metadata in seed order."""
+    from easycore.pipeline.stages import PREPARED, proxy_all
+
+    prepared = Path(prepared or PREPARED)
+    seeds = runs.proxy_seeds(params, name)
+    n = auto_concurrency(params, len(seeds)) if params.runtime.concurrent else 1
+    if n <= 1 or int(os.environ.get("WORLD_SIZE") or 1) > 1:
+        return proxy_all(params, name, prepared=prepared, progress=progress)
+    got = _in_processes(params, seeds, n, progress, functools.partial(_proxy_seeds, name=name, prepared=str(prepared)))
+    return [got[s] for s in seeds]
+
+
+def _proxy_seeds(params: Params, seeds: Sequence[int], progress: bool, *, name: str, prepared: str) -> list[dict]:
+    from easycore.pipeline.stages import proxy
+
+    return [proxy(params, name, seed=s, prepared=Path(prepared), progress=progress) for s in seeds]
