@@ -542,14 +542,20 @@ def _ccs_scores(a, o: Options, labels=None) -> np.ndarray:
     return ccs_hardness(a, o.ccs_score, window=o.window, p=o.p, squared=o.squared, score_epochs=o.score_epochs)
 
 
+def _per_group(labels, fraction, o: Options, seed, values, pick) -> np.ndarray:
+    """The methods that choose inside each group (`_groups`: per class, or one group) with a seeded generator:
+    pick(values[g], q, rng) -> positions within group g of its q kept samples."""
+    rng = _rng(seed, 4)
+    groups = _groups(labels, fraction, o.balanced, seed)
+    return np.concatenate([g[pick(values[g], q, rng)] for g, q in groups])
+
+
 @method("ccs", score="ccs", keep="custom", needs=("ccs_score",), scores=_ccs_scores,
         doc=f"coverage-centric: drop the hardest ccs_cutoff, stratified sampling over {CCS_STRATA} score strata "
             "(Zheng et al. 2023)")
 def _ccs(a, o: Options, labels, fraction, seed) -> np.ndarray:
-    rng = _rng(seed, 4)
-    groups = _groups(labels, fraction, o.balanced, seed)
     hard = _check_scores(_ccs_scores(a, o), len(labels), f"ccs ({o.ccs_score}) scores")
-    return np.concatenate([g[_ccs_group(hard[g], q, o.ccs_cutoff, rng)] for g, q in groups])
+    return _per_group(labels, fraction, o, seed, hard, lambda h, q, rng: _ccs_group(h, q, o.ccs_cutoff, rng))
 
 
 def _moderate_scores(a, o: Options, labels=None) -> np.ndarray:
@@ -561,19 +567,15 @@ def _moderate_scores(a, o: Options, labels=None) -> np.ndarray:
 @method("moderate", score="moderate", keep="custom", needs=("features",), scores=_moderate_scores,
         doc="feature distance to the class median closest to the median distance (Xia et al. 2023)")
 def _moderate(a, o: Options, labels, fraction, seed) -> np.ndarray:
-    rng = _rng(seed, 4)
-    groups = _groups(labels, fraction, o.balanced, seed)
     s = _check_scores(_moderate_scores(a, o, labels), len(labels), "moderate scores")
-    return np.concatenate([g[_moderate_group(s[g], q, o.moderate_band, rng)] for g, q in groups])
+    return _per_group(labels, fraction, o, seed, s, lambda v, q, rng: _moderate_group(v, q, o.moderate_band, rng))
 
 
 def _greedy(fn):
     def run(a, o: Options, labels, fraction, seed) -> np.ndarray:
-        rng = _rng(seed, 4)
-        groups = _groups(labels, fraction, o.balanced, seed)
         f = _features(a, "features", len(labels))
         dev = _torch_device(o.device)
-        return np.concatenate([g[fn(f[g], q, rng, dev)] for g, q in groups])
+        return _per_group(labels, fraction, o, seed, f, lambda v, q, rng: fn(v, q, rng, dev))
     return run
 
 
