@@ -147,6 +147,18 @@ def fgsm_rs(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: Budget, 
         return torch.clamp(x_adv, min=lo, max=hi)
 
 
+def _linf_step(x_adv: torch.Tensor, g: torch.Tensor, alpha, lo, hi) -> torch.Tensor:
+    """One signed-gradient step of size alpha (a float, or per sample [B, 1, 1, 1]) projected into [lo, hi]
+    (the eps ball within [0, 1]), in place on a detached copy."""
+    x_adv = x_adv.detach()
+    if isinstance(alpha, float):
+        x_adv.add_(g.sign(), alpha=alpha)
+    else:
+        x_adv.addcmul_(g.sign(), alpha)
+    torch.clamp(x_adv, min=lo, max=hi, out=x_adv)
+    return x_adv
+
+
 # ----------------------------------------------------------------------------- PGD
 def _pgd_once(model, x, y, eps, alpha, steps, norm, random_start, kind, generator, amp) -> torch.Tensor:
     if norm == "linf":
@@ -156,13 +168,7 @@ def _pgd_once(model, x, y, eps, alpha, steps, norm, random_start, kind, generato
         else:
             x_adv = x.clone()
         for _ in range(steps):
-            g = _input_grad(model, x_adv, y, kind, amp)
-            x_adv = x_adv.detach()
-            if isinstance(alpha, float):
-                x_adv.add_(g.sign(), alpha=alpha)
-            else:
-                x_adv.addcmul_(g.sign(), alpha)
-            torch.clamp(x_adv, min=lo, max=hi, out=x_adv)
+            x_adv = _linf_step(x_adv, _input_grad(model, x_adv, y, kind, amp), alpha, lo, hi)
         return x_adv.detach()
 
     # L2
@@ -254,12 +260,7 @@ def trades_adv(model: nn.Module, x: torch.Tensor, *, eps: Budget, alpha: Budget,
                 x_adv.requires_grad_(True)
                 kl = F.kl_div(F.log_softmax(_logits(model, x_adv, amp), dim=1), p_nat, reduction="sum")
                 (g,) = torch.autograd.grad(kl, x_adv)
-            x_adv = x_adv.detach()
-            if isinstance(a, float):
-                x_adv.add_(g.sign(), alpha=a)
-            else:
-                x_adv.addcmul_(g.sign(), a)
-            torch.clamp(x_adv, min=lo, max=hi, out=x_adv)
+            x_adv = _linf_step(x_adv, g, a, lo, hi)
         return x_adv.detach()
 
 
