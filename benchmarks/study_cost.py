@@ -27,6 +27,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from typing import Optional
 
 
 def _seconds(fn) -> float:
@@ -49,6 +50,9 @@ def main(argv=None) -> int:
     ap.add_argument("--eval-s", default="standard=40,trades=29",
                     help="seconds to evaluate one model on 10,000 test images alone on every core, per mode "
                          "(scaled by n)")
+    ap.add_argument("--measured", action="append", default=[], metavar="GROUP=SECONDS",
+                    help="a run of this profile measured directly (one thread, two at once), e.g. "
+                         "none/full-1.0-trades=554: replaces the reference's scaled seconds for that group")
     ap.add_argument("--fixed-s", type=float, default=900.0,
                     help="seconds outside the runs: check, prepare, select, stage starts, AutoAttack, reports")
     args = ap.parse_args(argv)
@@ -145,13 +149,15 @@ def stage_wall(n: int, workers: int, paired_s: float, alone: float) -> float:
     return k // w * paired_s + (alone * paired_s if tail == 1 else paired_s if tail else 0.0)
 
 
-def replay(P, ref, timings, *, alone: float, proxy_paired: float, eval_s: dict,
-           fixed_s: float) -> list[tuple[str, float]]:
+def replay(P, ref, timings, *, alone: float, proxy_paired: float, eval_s: dict, fixed_s: float,
+           measured: Optional[dict] = None) -> list[tuple[str, float]]:
     """[(part, wall seconds)] of `dvc repro` of params P predicted from the runs/timings of a finished run of
     params `ref` (module docstring). A training run the reference did not make takes the median of the
     reference's static runs of its fraction and mode; the training runs are taken to run as many at once as in the
     reference (its runtime.concurrent). The reference's proxies ran one after another on every core (before
-    group.proxy_group shared them); shared among workers a proxy run takes proxy_paired x as long."""
+    group.proxy_group shared them); shared among workers a proxy run takes proxy_paired x as long. `measured`:
+    {"<scores>/<method>-<fraction>-<mode>": seconds} of this profile's own runs (one thread, two at once), used as
+    they are."""
     from pathlib import Path
 
     from easycore.pipeline import runs
@@ -181,6 +187,7 @@ def replay(P, ref, timings, *, alone: float, proxy_paired: float, eval_s: dict,
         full = g.method == runs.FULL
         per *= (P.train.full_epochs or P.train.epochs) / (ref.train.full_epochs or ref.train.epochs) if full \
             else P.train.epochs / ref.train.epochs
+        per = (measured or {}).get(f"{g.scores}/{stem}", per)
         part = "training: full data" if full else "training: ACS" if g.scores == runs.NONE else \
             "training: primary" if P.is_primary_group(g.scores, g.method, g.fraction) else "training: secondary"
         parts[part] = parts.get(part, 0.0) + stage_wall(len(members), P.runtime.concurrent or 1, per, alone)
@@ -199,13 +206,14 @@ def _replay(args) -> int:
 
     P, ref = load_params(args.params), load_params(args.reference)
     eval_s = {k: float(v) for k, v in (kv.split("=") for kv in args.eval_s.split(","))}
+    measured = {k: float(v) for k, v in (kv.split("=") for kv in args.measured)}
     parts = replay(P, ref, args.timings, alone=args.alone, proxy_paired=args.proxy_paired, eval_s=eval_s,
-                   fixed_s=args.fixed_s)
+                   fixed_s=args.fixed_s, measured=measured)
     total = sum(s for _, s in parts)
     lines = [f"## study_cost: {args.params} replayed from {args.timings} ({args.reference}) "
              f"({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())})", "",
              f"{machine_description()}; alone / paired {args.alone}, proxy paired / alone {args.proxy_paired}, "
-             f"evaluation per 10,000 images {eval_s} s, "
+             f"evaluation per 10,000 images {eval_s} s, measured {measured or 'none'}, "
              f"fixed {args.fixed_s:.0f} s.", "", "| part | predicted wall (min) |", "|---|---|"]
     lines += [f"| {name} | {s / 60:.1f} |" for name, s in parts]
     lines += [f"| **predicted `dvc repro`** | **{total / 60:.0f}** |", ""]
