@@ -161,7 +161,8 @@ def test_valid_defaults_and_spellings(tmp_path):
     assert p.train.epochs == 3 and p.eval.n_test == 7 and p.data.n_per_class is None
 
 
-@pytest.mark.parametrize("name", ["params.yaml", "params-paper.yaml", "params-study.yaml", "params-imagenet.yaml"])
+@pytest.mark.parametrize("name", ["params.yaml", "params-paper.yaml", "params-study.yaml", "params-study-v2.yaml",
+                                  "params-imagenet.yaml"])
 def test_repo_params_files_are_valid(name):
     load_params(REPO / name)
 

@@ -1,7 +1,7 @@
-"""Every shipped params profile (params.yaml, params-study.yaml, params-paper.yaml, params-imagenet.yaml, and the GPU
-study's params-gpu.yaml / params-gpu-check.yaml: `make profile`, `make gpu-validate`) runs
-`dvc repro` to the end at a tiny size, in a temporary git + DVC repository (issue 24: the ImageNet profile's reports
-failed on its manifest-only prepared data and its inline-only AIGN).
+"""Every shipped params profile (params.yaml, params-study.yaml, params-study-v2.yaml, params-paper.yaml,
+params-imagenet.yaml, and the GPU study's params-gpu.yaml / params-gpu-check.yaml: `make profile`,
+`make gpu-validate`) runs `dvc repro` to the end at a tiny size, in a temporary git + DVC repository (issue 24: the
+ImageNet profile's reports failed on its manifest-only prepared data and its inline-only AIGN).
 
 `tiny(profile)` keeps what makes each profile what it is (dataset kind and loader, models, AIGN mode, attacks,
 strong attacks, survivors_only, sanity checks, AutoAttack modes, the families of runs it declares) and shrinks the
@@ -25,8 +25,8 @@ import yaml
 from easycore.data.sources import status_clean
 
 ROOT = Path(__file__).resolve().parent.parent
-PROFILES = ("params.yaml", "params-study.yaml", "params-paper.yaml", "params-imagenet.yaml", "params-gpu.yaml",
-            "params-gpu-check.yaml")
+PROFILES = ("params.yaml", "params-study.yaml", "params-study-v2.yaml", "params-paper.yaml", "params-imagenet.yaml",
+            "params-gpu.yaml", "params-gpu-check.yaml")
 # ~4 min each on the project's loaded 2-core machine: the default suite runs the ImageNet profile (the one that
 # failed; its own loader, manifest and inline AIGN); EASYCORE_PROFILES=all runs the three CIFAR-10 ones too (the demo
 # profile's tiny run is also tests/test_pipeline.py's)
