@@ -53,6 +53,10 @@ def main(argv=None) -> int:
     ap.add_argument("--measured", action="append", default=[], metavar="GROUP=SECONDS",
                     help="a run of this profile measured directly (one thread, two at once), e.g. "
                          "none/full-1.0-trades=554: replaces the reference's scaled seconds for that group")
+    ap.add_argument("--proxy-post-s", type=float, default=11.0,
+                    help="seconds a proxy spends after training (features, test accuracy), alone on every core")
+    ap.add_argument("--deepfool-s", type=float, default=150.0,
+                    help="seconds of a proxy's DeepFool pass over the training set, alone on every core")
     ap.add_argument("--fixed-s", type=float, default=900.0,
                     help="seconds outside the runs: check, prepare, select, stage starts, AutoAttack, reports")
     args = ap.parse_args(argv)
@@ -149,15 +153,30 @@ def stage_wall(n: int, workers: int, paired_s: float, alone: float) -> float:
     return k // w * paired_s + (alone * paired_s if tail == 1 else paired_s if tail else 0.0)
 
 
+def layout_wall(alone_s: list, workers: int, paired: float) -> float:
+    """Wall seconds of runs of the given seconds alone on every core, laid out as group.py does: round-robin shares
+    of the first n - n % w among w workers (each run paired x as long), then the tail (one run alone, or the rest
+    at once, paired)."""
+    w = max(1, min(workers, len(alone_s)))
+    if w == 1:
+        return float(sum(alone_s))
+    k = len(alone_s) - len(alone_s) % w
+    shared = max(sum(d * paired for d in alone_s[i:k:w]) for i in range(w))
+    tail = alone_s[k:]
+    return shared + (tail[0] if len(tail) == 1 else max(tail, default=0.0) * paired)
+
+
 def replay(P, ref, timings, *, alone: float, proxy_paired: float, eval_s: dict, fixed_s: float,
-           measured: Optional[dict] = None) -> list[tuple[str, float]]:
+           measured: Optional[dict] = None, proxy_post_s: float = 0.0,
+           deepfool_s: float = 0.0) -> list[tuple[str, float]]:
     """[(part, wall seconds)] of `dvc repro` of params P predicted from the runs/timings of a finished run of
     params `ref` (module docstring). A training run the reference did not make takes the median of the
     reference's static runs of its fraction and mode; the training runs are taken to run as many at once as in the
     reference (its runtime.concurrent). The reference's proxies ran one after another on every core (before
     group.proxy_group shared them); shared among workers a proxy run takes proxy_paired x as long. `measured`:
     {"<scores>/<method>-<fraction>-<mode>": seconds} of this profile's own runs (one thread, two at once), used as
-    they are."""
+    they are. A proxy's timing is its training; `proxy_post_s` (features, test accuracy) and `deepfool_s` (where
+    runs.needs_deepfool) are added per replicate, alone on every core."""
     from pathlib import Path
 
     from easycore.pipeline import runs
@@ -169,10 +188,9 @@ def replay(P, ref, timings, *, alone: float, proxy_paired: float, eval_s: dict, 
         if per is None:
             raise SystemExit(f"no proxy timings for {name!r} under {timings / 'proxy'}")
         per *= P.proxy.epochs / ref.proxy.epochs
-        w = P.runtime.concurrent or 1
-        parts["proxies"] = parts.get("proxies", 0.0) + stage_wall(len(runs.proxy_seeds(P, name)), w,
-                                                                  per * proxy_paired if w > 1 else per,
-                                                                  1 / proxy_paired)
+        alone_s = [per + proxy_post_s + (deepfool_s if runs.needs_deepfool(P, name, s) else 0.0)
+                   for s in runs.proxy_seeds(P, name)]
+        parts["proxies"] = parts.get("proxies", 0.0) + layout_wall(alone_s, P.runtime.concurrent or 1, proxy_paired)
     ref_keys = {(r.method, r.fraction, r.mode) for r in runs.expected_runs(ref)}
     for g, members in runs.expected_groups(P).items():
         stem = f"{g.method}-{g.fraction}-{g.mode}"
@@ -208,11 +226,13 @@ def _replay(args) -> int:
     eval_s = {k: float(v) for k, v in (kv.split("=") for kv in args.eval_s.split(","))}
     measured = {k: float(v) for k, v in (kv.split("=") for kv in args.measured)}
     parts = replay(P, ref, args.timings, alone=args.alone, proxy_paired=args.proxy_paired, eval_s=eval_s,
-                   fixed_s=args.fixed_s, measured=measured)
+                   fixed_s=args.fixed_s, measured=measured, proxy_post_s=args.proxy_post_s,
+                   deepfool_s=args.deepfool_s)
     total = sum(s for _, s in parts)
     lines = [f"## study_cost: {args.params} replayed from {args.timings} ({args.reference}) "
              f"({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())})", "",
              f"{machine_description()}; alone / paired {args.alone}, proxy paired / alone {args.proxy_paired}, "
+             f"proxy post-training {args.proxy_post_s:.0f} s + DeepFool {args.deepfool_s:.0f} s where it runs, "
              f"evaluation per 10,000 images {eval_s} s, measured {measured or 'none'}, "
              f"fixed {args.fixed_s:.0f} s.", "", "| part | predicted wall (min) |", "|---|---|"]
     lines += [f"| {name} | {s / 60:.1f} |" for name, s in parts]

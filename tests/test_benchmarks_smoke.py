@@ -213,6 +213,11 @@ def test_study_cost_lays_out_stages_as_group_py_does():
     assert stage_wall(7, 4, 100.0, 0.6) == 200.0                   # 1 round of 4, then 3 at once
     assert stage_wall(1, 2, 100.0, 0.6) == 60.0                    # a group of one: alone on every core
     assert stage_wall(4, 1, 100.0, 0.6) == 400.0                   # no workers: one after the other
+    from benchmarks.study_cost import layout_wall
+
+    assert layout_wall([10.0, 20.0, 30.0], 2, 2.0) == 40.0 + 30.0      # (10 | 20) paired: 20 x 2; then 30 alone
+    assert layout_wall([10.0, 20.0, 30.0, 40.0, 5.0], 2, 1.5) == 90.0 + 5.0   # shares 10+30 / 20+40 at 1.5 x
+    assert layout_wall([10.0, 20.0], 1, 2.0) == 30.0
 
 
 def test_study_cost_replays_a_finished_runs_timings(tmp_path):
