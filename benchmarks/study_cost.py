@@ -172,8 +172,8 @@ def replay(P, ref, timings, *, alone: float, proxy_paired: float, eval_s: dict, 
     """[(part, wall seconds)] of `dvc repro` of params P predicted from the runs/timings of a finished run of
     params `ref` (module docstring). A training run the reference did not make takes the median of the
     reference's static runs of its fraction and mode; the training runs are taken to run as many at once as in the
-    reference (its runtime.concurrent). The reference's proxies ran one after another on every core (before
-    group.proxy_group shared them); shared among workers a proxy run takes proxy_paired x as long. `measured`:
+    reference (its runtime.concurrent). Proxies run one after another on every core (stages.proxy_all);
+    `proxy_paired` (what a proxy shared between workers would take) is kept for layout_wall's callers. `measured`:
     {"<scores>/<method>-<fraction>-<mode>": seconds} of this profile's own runs (one thread, two at once), used as
     they are. A proxy's timing is its training; `proxy_post_s` (features, test accuracy) and `deepfool_s` (where
     runs.needs_deepfool) are added per replicate, alone on every core."""
@@ -190,7 +190,7 @@ def replay(P, ref, timings, *, alone: float, proxy_paired: float, eval_s: dict, 
         per *= P.proxy.epochs / ref.proxy.epochs
         alone_s = [per + proxy_post_s + (deepfool_s if runs.needs_deepfool(P, name, s) else 0.0)
                    for s in runs.proxy_seeds(P, name)]
-        parts["proxies"] = parts.get("proxies", 0.0) + layout_wall(alone_s, P.runtime.concurrent or 1, proxy_paired)
+        parts["proxies"] = parts.get("proxies", 0.0) + layout_wall(alone_s, 1, proxy_paired)   # one after another
     ref_keys = {(r.method, r.fraction, r.mode) for r in runs.expected_runs(ref)}
     for g, members in runs.expected_groups(P).items():
         stem = f"{g.method}-{g.fraction}-{g.mode}"

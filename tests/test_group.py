@@ -125,26 +125,6 @@ def test_the_tail_of_a_group_trains_on_every_core(monkeypatch):
         assert got == {i: i * 10 for i in range(n_runs)}
 
 
-def test_the_proxy_stage_shares_replicates_among_workers(prepared):
-    """runtime.concurrent 2: a proxy run's 3 replicates in two workers (one thread each) and the third alone on
-    every core give the bytes of one process training each with those thread counts."""
-    params = prepared
-    params.train.seeds = [0, 1, 2]
-    threads = torch.get_num_threads()
-    for seed, n in ((0, 1), (1, 1), (2, group._threads_for(1))):
-        torch.set_num_threads(n)
-        try:
-            pipeline.proxy(params, "main", seed=seed, progress=False)
-        finally:
-            torch.set_num_threads(threads)
-    one = {s: _digest(runs.proxy_dir("main", s)) for s in (0, 1, 2)}
-    os.rename("runs", "runs_one")
-    params.runtime.concurrent = 2
-    out = group.proxy_group(params, "main", progress=False)
-    assert [m["replicate"] for m in out] == [0, 1, 2]
-    assert {s: _digest(runs.proxy_dir("main", s)) for s in (0, 1, 2)} == one
-
-
 def test_auto_concurrency_is_one_on_the_cpu(prepared):
     params = prepared
     assert params.runtime.concurrent == 0

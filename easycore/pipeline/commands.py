@@ -1,7 +1,7 @@
 """The stage commands: `easycore <command>` runs the function named here (module:function), imported only for that command; easycore/pipeline/deps.py derives each command's code dependencies from it."""
 
 ENTRY = {"check": "easycore.pipeline.stages:check", "source": "easycore.pipeline.datasource:stage", "prepare": "easycore.pipeline.stages:prepare",
-         "proxy": "easycore.pipeline.group:proxy_group", "select": "easycore.pipeline.stages:select_all",
+         "proxy": "easycore.pipeline.stages:proxy_all", "select": "easycore.pipeline.stages:select_all",
          "train": "easycore.pipeline.group:train_group", "eval": "easycore.pipeline.group:evaluate_group",
          "notebook": "easycore.report.notebook:run", "autoattack": "easycore.pipeline.stages:autoattack_stage",
          # not pipeline stages: the listing, and training / evaluating files given by path
