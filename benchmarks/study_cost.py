@@ -45,8 +45,6 @@ def main(argv=None) -> int:
     ap.add_argument("--reference", default="params-study.yaml", help="the params file that run was made with")
     ap.add_argument("--alone", type=float, default=0.62,
                     help="a run alone on every core / the same run paired (measured: TRADES on 5,000 images)")
-    ap.add_argument("--proxy-paired", type=float, default=1.87,
-                    help="a proxy run paired / alone on every core (measured: an epoch on 50,000 images)")
     ap.add_argument("--eval-s", default="standard=40,trades=29",
                     help="seconds to evaluate one model on 10,000 test images alone on every core, per mode "
                          "(scaled by n)")
@@ -153,27 +151,13 @@ def stage_wall(n: int, workers: int, paired_s: float, alone: float) -> float:
     return k // w * paired_s + (alone * paired_s if tail == 1 else paired_s if tail else 0.0)
 
 
-def layout_wall(alone_s: list, workers: int, paired: float) -> float:
-    """Wall seconds of runs of the given seconds alone on every core, laid out as group.py does: round-robin shares
-    of the first n - n % w among w workers (each run paired x as long), then the tail (one run alone, or the rest
-    at once, paired)."""
-    w = max(1, min(workers, len(alone_s)))
-    if w == 1:
-        return float(sum(alone_s))
-    k = len(alone_s) - len(alone_s) % w
-    shared = max(sum(d * paired for d in alone_s[i:k:w]) for i in range(w))
-    tail = alone_s[k:]
-    return shared + (tail[0] if len(tail) == 1 else max(tail, default=0.0) * paired)
-
-
-def replay(P, ref, timings, *, alone: float, proxy_paired: float, eval_s: dict, fixed_s: float,
+def replay(P, ref, timings, *, alone: float, eval_s: dict, fixed_s: float,
            measured: Optional[dict] = None, proxy_post_s: float = 0.0,
            deepfool_s: float = 0.0) -> list[tuple[str, float]]:
     """[(part, wall seconds)] of `dvc repro` of params P predicted from the runs/timings of a finished run of
     params `ref` (module docstring). A training run the reference did not make takes the median of the
     reference's static runs of its fraction and mode; the training runs are taken to run as many at once as in the
-    reference (its runtime.concurrent). Proxies run one after another on every core (stages.proxy_all);
-    `proxy_paired` (what a proxy shared between workers would take) is kept for layout_wall's callers. `measured`:
+    reference (its runtime.concurrent). Proxies run one after another on every core (stages.proxy_all). `measured`:
     {"<scores>/<method>-<fraction>-<mode>": seconds} of this profile's own runs (one thread, two at once), used as
     they are. A proxy's timing is its training; `proxy_post_s` (features, test accuracy) and `deepfool_s` (where
     runs.needs_deepfool) are added per replicate, alone on every core."""
@@ -188,10 +172,11 @@ def replay(P, ref, timings, *, alone: float, proxy_paired: float, eval_s: dict, 
         if per is None:
             raise SystemExit(f"no proxy timings for {name!r} under {timings / 'proxy'}")
         per *= P.proxy.epochs / ref.proxy.epochs
-        alone_s = [per + proxy_post_s + (deepfool_s if runs.needs_deepfool(P, name, s) else 0.0)
-                   for s in runs.proxy_seeds(P, name)]
-        parts["proxies"] = parts.get("proxies", 0.0) + layout_wall(alone_s, 1, proxy_paired)   # one after another
+        parts["proxies"] = parts.get("proxies", 0.0) + sum(
+            per + proxy_post_s + (deepfool_s if runs.needs_deepfool(P, name, s) else 0.0)
+            for s in runs.proxy_seeds(P, name))
     ref_keys = {(r.method, r.fraction, r.mode) for r in runs.expected_runs(ref)}
+    evaluation = 0.0
     for g, members in runs.expected_groups(P).items():
         stem = f"{g.method}-{g.fraction}-{g.mode}"
         per = _median_s(timings / "train" / g.scores, stem)
@@ -208,12 +193,12 @@ def replay(P, ref, timings, *, alone: float, proxy_paired: float, eval_s: dict, 
         per = (measured or {}).get(f"{g.scores}/{stem}", per)
         part = "training: full data" if full else "training: ACS" if g.scores == runs.NONE else \
             "training: primary" if P.is_primary_group(g.scores, g.method, g.fraction) else "training: secondary"
-        parts[part] = parts.get(part, 0.0) + stage_wall(len(members), P.runtime.concurrent or 1, per, alone)
-    for g, members in runs.expected_groups(P).items():   # an evaluation stage lays out its runs like training's
-        alone_s = eval_s[g.mode] * P.eval.n_for(P.is_primary_group(g.scores, g.method, g.fraction)) / 10000
         w = P.runtime.concurrent or 1
-        parts["evaluation"] = parts.get("evaluation", 0.0) + stage_wall(len(members), w, alone_s / alone if w > 1
-                                                                        else alone_s, alone)
+        parts[part] = parts.get(part, 0.0) + stage_wall(len(members), w, per, alone)
+        # its evaluation stage lays out the same runs the same way, from one evaluation's seconds alone
+        eval_alone = eval_s[g.mode] * P.eval.n_for(P.is_primary_group(g.scores, g.method, g.fraction)) / 10000
+        evaluation += stage_wall(len(members), w, eval_alone / alone if w > 1 else eval_alone, alone)
+    parts["evaluation"] = evaluation
     parts["fixed (check, prepare, select, stage starts, AutoAttack, reports)"] = fixed_s
     return list(parts.items())
 
@@ -225,14 +210,12 @@ def _replay(args) -> int:
     P, ref = load_params(args.params), load_params(args.reference)
     eval_s = {k: float(v) for k, v in (kv.split("=") for kv in args.eval_s.split(","))}
     measured = {k: float(v) for k, v in (kv.split("=") for kv in args.measured)}
-    parts = replay(P, ref, args.timings, alone=args.alone, proxy_paired=args.proxy_paired, eval_s=eval_s,
-                   fixed_s=args.fixed_s, measured=measured, proxy_post_s=args.proxy_post_s,
-                   deepfool_s=args.deepfool_s)
+    parts = replay(P, ref, args.timings, alone=args.alone, eval_s=eval_s, fixed_s=args.fixed_s, measured=measured,
+                   proxy_post_s=args.proxy_post_s, deepfool_s=args.deepfool_s)
     total = sum(s for _, s in parts)
     lines = [f"## study_cost: {args.params} replayed from {args.timings} ({args.reference}) "
              f"({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())})", "",
-             f"{machine_description()}; alone / paired {args.alone}, proxy paired / alone {args.proxy_paired}, "
-             f"proxy post-training {args.proxy_post_s:.0f} s + DeepFool {args.deepfool_s:.0f} s where it runs, "
+             f"{machine_description()}; alone / paired {args.alone}, proxy post-training {args.proxy_post_s:.0f} s + DeepFool {args.deepfool_s:.0f} s where it runs, "
              f"evaluation per 10,000 images {eval_s} s, measured {measured or 'none'}, "
              f"fixed {args.fixed_s:.0f} s.", "", "| part | predicted wall (min) |", "|---|---|"]
     lines += [f"| {name} | {s / 60:.1f} |" for name, s in parts]

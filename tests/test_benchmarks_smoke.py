@@ -213,11 +213,6 @@ def test_study_cost_lays_out_stages_as_group_py_does():
     assert stage_wall(7, 4, 100.0, 0.6) == 200.0                   # 1 round of 4, then 3 at once
     assert stage_wall(1, 2, 100.0, 0.6) == 60.0                    # a group of one: alone on every core
     assert stage_wall(4, 1, 100.0, 0.6) == 400.0                   # no workers: one after the other
-    from benchmarks.study_cost import layout_wall
-
-    assert layout_wall([10.0, 20.0, 30.0], 2, 2.0) == 40.0 + 30.0      # (10 | 20) paired: 20 x 2; then 30 alone
-    assert layout_wall([10.0, 20.0, 30.0, 40.0, 5.0], 2, 1.5) == 90.0 + 5.0   # shares 10+30 / 20+40 at 1.5 x
-    assert layout_wall([10.0, 20.0], 1, 2.0) == 30.0
 
 
 def test_study_cost_replays_a_finished_runs_timings(tmp_path):
@@ -242,7 +237,7 @@ def test_study_cost_replays_a_finished_runs_timings(tmp_path):
     (tmp_path / "proxy").mkdir()
     for s in (0, 1):
         (tmp_path / "proxy" / f"main-s{s}.json").write_text(json.dumps({"seconds": 30.0}))
-    parts = dict(replay(ref, ref, tmp_path, alone=0.5, proxy_paired=2.0, eval_s={"standard": 0.0}, fixed_s=0.0))
+    parts = dict(replay(ref, ref, tmp_path, alone=0.5, eval_s={"standard": 0.0}, fixed_s=0.0))
     n_runs = len(runs.expected_runs(ref))
     assert parts["proxies"] == 60.0
     assert sum(v for k, v in parts.items() if k.startswith("training")) == n_runs / 2 * 21.0   # seeds 10 s and 11 s
@@ -250,5 +245,5 @@ def test_study_cost_replays_a_finished_runs_timings(tmp_path):
     base["coreset"]["survey_methods"] = ["el2n"]
     base["coreset"].update(survey_modes=["standard"], survey_fractions=[0.1])
     more = params_from_dict(base)
-    parts = dict(replay(more, ref, tmp_path, alone=0.5, proxy_paired=2.0, eval_s={"standard": 0.0}, fixed_s=0.0))
+    parts = dict(replay(more, ref, tmp_path, alone=0.5, eval_s={"standard": 0.0}, fixed_s=0.0))
     assert parts["training: secondary"] == 2 * 2 * 10.5                  # el2n: the median of the static runs, x 2

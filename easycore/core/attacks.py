@@ -119,6 +119,18 @@ def _uniform(x: torch.Tensor, generator: Optional[torch.Generator]) -> torch.Ten
     return torch.empty_like(x).uniform_(-1.0, 1.0, generator=generator)
 
 
+def _linf_step(x_adv: torch.Tensor, g: torch.Tensor, alpha, lo, hi) -> torch.Tensor:
+    """One signed-gradient step of size alpha (a float, or per sample [B, 1, 1, 1]) projected into [lo, hi]
+    (the eps ball within [0, 1]), in place on a detached copy."""
+    x_adv = x_adv.detach()
+    if isinstance(alpha, float):
+        x_adv.add_(g.sign(), alpha=alpha)
+    else:
+        x_adv.addcmul_(g.sign(), alpha)
+    torch.clamp(x_adv, min=lo, max=hi, out=x_adv)
+    return x_adv
+
+
 # ----------------------------------------------------------------------------- FGSM / FGSM-RS
 def fgsm(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: Budget, amp: bool = False) -> torch.Tensor:
     """FGSM (Goodfellow et al. 2015): x + eps * sign(grad CE), clamped to [0, 1]."""
@@ -142,21 +154,7 @@ def fgsm_rs(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: Budget, 
         a = 1.25 * e if alpha is None else _per_sample(alpha, x)
         lo, hi = _bounds(x, e)
         x_adv = torch.clamp(x + _uniform(x, generator) * e, 0.0, 1.0)
-        g = _input_grad(model, x_adv, y, "ce", amp)
-        x_adv = x_adv.detach() + a * g.sign()
-        return torch.clamp(x_adv, min=lo, max=hi)
-
-
-def _linf_step(x_adv: torch.Tensor, g: torch.Tensor, alpha, lo, hi) -> torch.Tensor:
-    """One signed-gradient step of size alpha (a float, or per sample [B, 1, 1, 1]) projected into [lo, hi]
-    (the eps ball within [0, 1]), in place on a detached copy."""
-    x_adv = x_adv.detach()
-    if isinstance(alpha, float):
-        x_adv.add_(g.sign(), alpha=alpha)
-    else:
-        x_adv.addcmul_(g.sign(), alpha)
-    torch.clamp(x_adv, min=lo, max=hi, out=x_adv)
-    return x_adv
+        return _linf_step(x_adv, _input_grad(model, x_adv, y, "ce", amp), a, lo, hi)
 
 
 # ----------------------------------------------------------------------------- PGD

@@ -65,8 +65,8 @@ def _worker(job) -> list:
 
 
 def _in_processes(params: Params, items: Sequence, n: int, progress: bool, fn: Callable) -> dict:
-    """fn(params, share, progress) -> one result per item, run on `items` (picklable: run keys, proxy seeds) in n
-    spawned workers (round-robin shares, cores // n threads each); {item: result}.
+    """fn(params, share, progress) -> one result per item, run on `items` (picklable run keys, at least n of them:
+    n comes from auto_concurrency) in n spawned workers (round-robin shares, cores // n threads each); {item: result}.
 
     A group that does not divide into the workers leaves a tail: the last len(items) % n. Shared round-robin, a
     worker would train its tail run alone on cores // n threads while the others idle; instead the tail runs after
@@ -74,7 +74,7 @@ def _in_processes(params: Params, items: Sequence, n: int, progress: bool, fn: C
     process, on every core). Which items form the tail, and so every item's thread count, follows from the group
     alone (deterministic, the same on a resumed group)."""
     items = list(items)
-    k = len(items) - len(items) % n if len(items) > n else len(items)
+    k = len(items) - len(items) % n
     got = _shared(params, items[:k], n, progress, fn)
     tail = items[k:]
     if len(tail) == 1:
