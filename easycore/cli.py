@@ -342,7 +342,18 @@ def _entry(cmd: str):
     return getattr(importlib.import_module(module), name)
 
 
+def exit_on_sigterm() -> None:
+    """Let SIGTERM (pkill, a Slurm or `timeout` limit, torchrun tearing a group down) end the command the way Ctrl-C
+    does: `finally` blocks run, so an interrupted atomic write deletes its temp file instead of leaving a
+    `.name.*.tmp` file inside an output folder that DVC would cache or git would commit. Exit status 128 + 15."""
+    import signal
+
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+
+
 def main(argv=None) -> int:
+    if argv is None:                     # the command line itself (not a test calling main in its own process)
+        exit_on_sigterm()
     try:
         args = parse(argv)
     except UsageError as e:

@@ -152,6 +152,34 @@ def test_killed_writer_never_leaves_a_half_file(tmp_path):
     assert all(name.startswith(".out.npz.") for name in leftovers(tmp_path))
 
 
+@pytest.mark.parametrize("handler", [False, True])
+def test_terminated_command_deletes_its_temp_file(tmp_path, handler):
+    """SIGTERM (pkill, Slurm, `timeout`) mid-write: the easycore command line (cli.exit_on_sigterm) exits 143 and leaves
+    nothing; without the handler Python dies at once and the hidden temp file stays (what a killed report stage left
+    in reports/study/notebooks/ once)."""
+    code = ("import os, signal, sys, time\nfrom easycore.cli import exit_on_sigterm\n"
+            "from easycore.store import atomic_path\n"
+            f"{'exit_on_sigterm()' if handler else 'pass'}\n"
+            "with atomic_path(sys.argv[1]) as tmp:\n"
+            "    tmp.write_bytes(b'x' * 1000)\n"
+            "    os.kill(os.getpid(), signal.SIGTERM)\n"
+            "    time.sleep(30)\n")
+    target = tmp_path / "report.ipynb"
+    r = subprocess.run([sys.executable, "-c", code, str(target)], env=sub_env(), capture_output=True, timeout=60)
+    assert not target.exists()
+    if handler:
+        assert r.returncode == 143 and leftovers(tmp_path) == []
+    else:
+        assert r.returncode == -15 and [n.startswith(".report.ipynb.") for n in leftovers(tmp_path)] == [True]
+
+
+def test_no_temp_file_is_committed():
+    """No interrupted write's `.name.*.tmp*` file among the committed files (reports/ above all)."""
+    root = Path(__file__).resolve().parents[1]
+    files = subprocess.run(["git", "ls-files"], cwd=root, capture_output=True, text=True).stdout.splitlines()
+    assert not [f for f in files if ".tmp" in Path(f).name and Path(f).name.startswith(".")]
+
+
 # ----------------------------------------------------------------------------- non-finite loss
 def _tiny_cfg(**kw) -> TrainConfig:
     return TrainConfig(model="cnn_tiny", epochs=3, batch_size=8, augment=False,
