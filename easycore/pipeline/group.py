@@ -98,6 +98,8 @@ def _shared(params: Params, items: Sequence, n: int, progress: bool, fn: Callabl
     log.info("%d runs in %d processes", len(items), len(jobs))
     with mp.get_context("spawn").Pool(len(jobs)) as pool:
         results = pool.map(_worker, jobs, chunksize=1)
+        pool.close()    # let the workers exit on their own before the context manager's terminate(): a killed
+        pool.join()     # worker could leave the resource tracker's "leaked semaphore" warning (seen in the study log)
     return {k: res for share, out in zip(shares, results) for k, res in zip(share, out)}
 
 
