@@ -23,10 +23,14 @@ def _cpu_name() -> str:
 
 
 def machine_description() -> str:
-    """One line: CPU (cores), GPU (if any), torch version and threads, Python, OS."""
+    """One line: CPU (cores, torch's CPU capability, whether bf16 autocast has a fast path: runtime.cpu_bf16_fast),
+    GPU (if any), torch version and threads, Python, OS."""
     import torch
 
-    parts = [f"CPU: {_cpu_name()} ({os.cpu_count()} logical cores)"]
+    from easycore.core.runtime import cpu_bf16_fast
+
+    parts = [f"CPU: {_cpu_name()} ({os.cpu_count()} logical cores; torch CPU capability "
+             f"{torch.backends.cpu.get_cpu_capability()}, fast bf16 path: {'yes' if cpu_bf16_fast() else 'no'})"]
     if torch.cuda.is_available():
         gpus = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
         parts.append(f"GPU: {', '.join(gpus)} (CUDA {torch.version.cuda})")

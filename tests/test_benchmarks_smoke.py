@@ -247,3 +247,55 @@ def test_study_cost_replays_a_finished_runs_timings(tmp_path):
     more = params_from_dict(base)
     parts = dict(replay(more, ref, tmp_path, alone=0.5, eval_s={"standard": 0.0}, fixed_s=0.0))
     assert parts["training: secondary"] == 2 * 2 * 10.5                  # el2n: the median of the static runs, x 2
+
+
+def test_study_wall_counts_runs_at_once_once(tmp_path):
+    """benchmarks.study_wall: a part's wall time is the union of its runs' intervals [ended - seconds, ended] (two runs
+    at once count once, process time counts both); outside the runs is the span less every run's union; a timing
+    without `ended` (before stages.write_timing wrote it) is read by its modification time; write_timing writes it."""
+    import datetime as dt
+    import json
+    import os
+
+    from benchmarks.study_wall import cost_table, intervals, union_length
+
+    assert union_length([(0, 10), (5, 12), (20, 30), (21, 22)]) == 22 and union_length([]) == 0
+    t0 = dt.datetime(2026, 12, 7, 1, 0, tzinfo=dt.timezone.utc).timestamp()
+
+    def log(part, name, start_min, minutes, ended=True):
+        f = tmp_path / part / f"{name}.json"
+        f.parent.mkdir(parents=True, exist_ok=True)
+        end = t0 + 60 * (start_min + minutes)
+        rec = {"seconds": 60.0 * minutes}
+        if ended:
+            rec["ended"] = dt.datetime.fromtimestamp(end, dt.timezone.utc).isoformat()
+        f.write_text(json.dumps(rec))
+        if not ended:
+            os.utime(f, (end, end))
+
+    log("proxy", "main-s0", 0, 10)
+    log("proxy", "main-s1", 10, 10, ended=False)
+    log("train/main", "easycore-0.1-trades-s0", 22, 6)      # two at once: 22-28 and 22-30
+    log("train/main", "random-0.1-trades-s0", 22, 8)
+    log("eval", "main/easycore-0.1-trades-s0", 31, 1)
+    spans = intervals(tmp_path)
+    assert sorted(spans) == ["eval", "proxy", "train"] and len(spans["train"]) == 2
+    table = cost_table(tmp_path)
+    rows = {ln.split(" | ")[0].strip("| *"): ln.split(" | ") for ln in table.splitlines()[2:]}
+    assert rows["proxies"][1:4] == ["2", "20.0", "20.0"]
+    assert rows["training"][1:4] == ["2", "14.0", "8.0"]          # process 6 + 8, wall 8
+    assert rows["evaluation"][3] == "1.0"
+    assert rows["outside the runs (stage starts, DVC, selection, reports in between)"][3] == "3.0"   # 20-22, 30-31
+    total = rows["first run's start to last run's end"]
+    assert total[1:4] == ["5", "35.0", "**32.0**"] and total[4] == "2026-12-07 01:00 UTC"
+
+    from easycore.pipeline import stages
+    cwd = os.getcwd()
+    os.chdir(tmp_path)
+    try:
+        rec = json.loads(stages.write_timing("train", "x", 12.345, examples=3).read_text())
+    finally:
+        os.chdir(cwd)
+    assert rec["seconds"] == 12.35 and rec["examples"] == 3
+    ended = dt.datetime.fromisoformat(rec["ended"]).timestamp()
+    assert abs(ended - dt.datetime.now(dt.timezone.utc).timestamp()) < 60

@@ -30,7 +30,7 @@ import torch
 from easycore.config import ConfigError, Params
 from easycore.core import dist
 from easycore.core.aign import AIGNTracker
-from easycore.core.runtime import use_amp
+from easycore.core.runtime import slow_cpu_bf16, use_amp
 from easycore.core.train import (
     accuracy,
     config_hash,
@@ -62,9 +62,11 @@ def _say(msg: str) -> None:
 
 
 def write_timing(stage: str, name: str, seconds: float, **extra) -> Path:
-    """Wall time (and any counts) of one stage run, as a log beside the outputs (not a DVC output)."""
+    """Wall time (and any counts) of one stage run, and when it ended (UTC), as a log beside the outputs (not a DVC
+    output): benchmarks/study_wall.py lays a study's runs out in time from them."""
     path = Path("runs/timings") / stage / f"{name}.json"
-    return write_json(path, {"seconds": round(float(seconds), 2), **extra})
+    ended = time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime())
+    return write_json(path, {"seconds": round(float(seconds), 2), "ended": ended, **extra})
 
 
 # ----------------------------------------------------------------------------- check
@@ -80,6 +82,9 @@ def check(params: Params, out: Path = CODE, *, matrix: Path = runs.MATRIX) -> No
 
     for kind in ("methods", "modes", "models", "datasets", "attacks"):
         registry(kind)  # import every registry: a broken registration fails here, before any stage
+    slow = slow_cpu_bf16(params.runtime, resolve_device(params.runtime.device))
+    if slow:
+        _say(f"check: WARNING {slow}")
     if runs.write_matrix(params, matrix):
         if os.environ.get(runs.DVC_STAGE):
             raise ConfigError(f"check: params.yaml declares other runs than {matrix} listed (dvc.yaml's stages); "
