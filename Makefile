@@ -69,6 +69,7 @@ gpu-check: $(STAMP)
 # clone of the committed HEAD beside the workspace (PROFILE_DIR, default ../easycore-<profile>) that shares the
 # workspace's DVC cache (and so its run-cache and remote: `make push` afterwards sends what it made). Run again after
 # an interruption: finished stages come from the cache / run-cache, a killed training resumes from its checkpoint.
+# At the end: the cost per part of every run it logged (benchmarks/study_wall.py, from runs/timings).
 #   make profile PROFILE=params-gpu.yaml        the GPU study (docs/scale.md "The GPU study")
 #   make gpu-validate                           FGSM-RS PreAct ResNet-18 (params-gpu-check.yaml): its full-data run only
 PROFILE ?= params-gpu.yaml
@@ -83,6 +84,7 @@ profile: $(STAMP)
 	cd $(PROFILE_DIR) && git diff --quiet HEAD -- params.yaml || rm -f dvc.lock   # another profile: not the demo's lock
 	cd $(PROFILE_DIR) && PYTHONPATH="$(abspath $(PROFILE_DIR))" $(abspath $(BIN))/easycore check -q   # matrix.yaml first
 	cd $(PROFILE_DIR) && PYTHONPATH="$(abspath $(PROFILE_DIR))" $(DVC) repro $(TARGETS)
+	cd $(PROFILE_DIR) && $(abspath $(BIN))/python -m benchmarks.study_wall runs/timings || true   # its cost per part
 
 gpu-validate:
 	$(MAKE) profile PROFILE=params-gpu-check.yaml TARGETS=evaluate_full
