@@ -196,6 +196,11 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     p.add_argument("--only", nargs="+", default=None, metavar="NAME", help="only these notebooks")
 
+    p = sub.add_parser("tables", formatter_class=_Fmt,
+                       help="re-copy the report tables README.md and docs/*.md quote (their '<!-- rows of ... -->' "
+                            "blocks) from reports/")
+    p.add_argument("docs", nargs="*", metavar="DOC", help="Markdown files (default: README.md and docs/*.md)")
+
     p = sub.add_parser("methods", formatter_class=_Fmt, help="list coreset methods with score and direction")
     p.add_argument("--markdown", action="store_true", help="print the Markdown table (as in the README) instead of "
                    "the terminal table")
@@ -371,6 +376,8 @@ def main(argv=None) -> int:
         if cmd == "methods":
             print(_entry("methods")() if args.markdown else methods_table(), end="")
             return 0
+        if cmd == "tables":
+            return _entry("tables")(args.docs)
         if cmd not in ("proxy", "train") and int(os.environ.get("WORLD_SIZE") or 1) > 1:
             # only training is sharded: eval (and every other command) would do all of its work on every rank
             raise ConfigError(f"easycore {args.cmd} runs in one process: run it without torchrun "

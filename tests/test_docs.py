@@ -1,7 +1,7 @@
 """The README against the committed reports: every table it copies from reports/ matches the file row by row,
 every 'difference [CI]' it quotes exists in a report table, its local links resolve, its API example runs; LICENSE
 and CITATION.cff agree with pyproject. Generic: parses whatever reports/ holds, so a new study only needs the README
-rows updated (the test says which)."""
+rows updated (the test says which; `easycore tables` re-copies them)."""
 from __future__ import annotations
 
 import re
@@ -12,7 +12,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()
-MARK = re.compile(r"<!-- rows of (\S+) \(tests/test_docs.py checks them\) -->\n((?:\|.*\n?)+)")
+from easycore.report.docs_tables import MARK  # noqa: E402  (one definition: `easycore tables` re-copies them)
 DIFF_CI = re.compile(r"[+-]\d+\.\d \[[+-]\d+\.\d, [+-]\d+\.\d\]")
 
 
@@ -44,6 +44,7 @@ def test_readme_tables_match_reports(doc, src, block):
     assert path.exists(), f"{doc} copies rows of {src}, which does not exist"
     have = _table_rows(path.read_text())
     rows = [ln for ln in block.splitlines() if ln.startswith("|") and not set(ln) <= set("|:- ")]
+    assert rows, f"{doc}: the marker for {src} has no rows under it (run `easycore tables`)"
     header, body = rows[0], rows[1:]
     assert _cells(header) in have, f"{doc}'s header differs from {src}: {header}"
     stale = [r for r in body if _cells(r) not in have]
@@ -124,3 +125,39 @@ def test_statistics_worked_example_recomputes():
     assert f"**{100 * c.diff:+.1f} points**" in text
     assert f"**[{100 * f.lo:+.1f}, {100 * f.hi:+.1f}]** points, p = {f.p:.3f}" in text
     assert f"**[{100 * c.lo:+.1f}, {100 * c.hi:+.1f}]**" in text and f"(p = {c.p:.2f}, about {c.df:.0f} degrees" in text
+
+
+def test_easycore_tables_recopies_every_marked_block_and_writes_nothing_on_a_missing_source(tmp_path, monkeypatch,
+                                                                                          capsys):
+    """`easycore tables` (report/docs_tables.py): a stale block and a marker with no rows yet get their file's table;
+    a second run changes no byte; a marker naming a missing file is one clear error and no document is written."""
+    from easycore.cli import main
+    from easycore.report.docs_tables import copy_tables
+
+    monkeypatch.chdir(tmp_path)
+    src = Path("reports/t.md")
+    src.parent.mkdir()
+    src.write_text("Caption.\n\n| a | b |\n|:--|--:|\n| x | 1.5 |\n| y | 2.5 |\n")
+    mark = "<!-- rows of reports/t.md (tests/test_docs.py checks them) -->\n"
+    stale = Path("README.md")
+    stale.write_text(f"# R\n\n{mark}| a | b |\n|:--|--:|\n| x | 9.9 |\n\nAfter.\n")
+    empty = Path("docs/results.md")
+    empty.parent.mkdir()
+    empty.write_text(f"Before.\n\n{mark}\nAfter.\n")
+    assert main(["tables"]) == 0
+    table = "| a | b |\n|:--|--:|\n| x | 1.5 |\n| y | 2.5 |\n"
+    assert stale.read_text() == f"# R\n\n{mark}{table}\nAfter.\n"
+    assert empty.read_text() == f"Before.\n\n{mark}{table}\nAfter.\n"
+    assert "re-copied reports/t.md" in capsys.readouterr().out
+    assert MARK.findall(stale.read_text()) == [("reports/t.md", table)]
+    before = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in (stale, empty)}
+    assert copy_tables([stale, empty]) == []
+    assert {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in (stale, empty)} == before   # not rewritten
+
+    src.write_text(src.read_text().replace("2.5", "3.5"))
+    missing = Path("docs/other.md")
+    missing.write_text("<!-- rows of reports/gone.md (tests/test_docs.py checks them) -->\n| a |\n")
+    assert main(["tables"]) != 0
+    assert "reports/gone.md, which does not exist" in capsys.readouterr().err
+    assert {p: p.read_bytes() for p in (stale, empty)} == {p: b for p, (b, _) in before.items()}
+    assert not list(Path(".").rglob(".*.tmp*"))

@@ -8,4 +8,5 @@ ENTRY = {"check": "easycore.pipeline.stages:check", "source": "easycore.pipeline
          "methods": "easycore.core.methods:direction_table_markdown", "train_files": "easycore.pipeline.stages:train_run",
          "select_one": "easycore.pipeline.stages:select",
          "proxy_one": "easycore.pipeline.stages:proxy",
-         "eval_files": "easycore.pipeline.stages:evaluate_run", "reports": "easycore.report.render:render_all"}
+         "eval_files": "easycore.pipeline.stages:evaluate_run", "reports": "easycore.report.render:render_all",
+         "tables": "easycore.report.docs_tables:run"}
