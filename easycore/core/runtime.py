@@ -30,12 +30,10 @@ def resolve_device(name: str = "auto") -> torch.device:
 def use_amp(rt: RuntimeConfig, device: torch.device) -> bool:
     """bf16 autocast for this device: on CUDA with runtime.amp, on the CPU with runtime.cpu_bf16 (warned once per
     process where the CPU has no fast bf16 path: `slow_cpu_bf16`)."""
-    if rt.cpu_bf16 and device.type == "cpu":
-        msg = slow_cpu_bf16(rt, device)
-        if msg:
-            _warn_once(msg)
-        return True
-    return rt.amp and device.type == "cuda"
+    msg = slow_cpu_bf16(rt, device)
+    if msg:
+        _warn_once(msg)
+    return (rt.amp and device.type == "cuda") or (rt.cpu_bf16 and device.type == "cpu")
 
 
 @functools.cache

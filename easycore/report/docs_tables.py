@@ -33,7 +33,7 @@ def copy_tables(docs: Sequence[Path], root: Path = Path(".")) -> list[tuple[str,
     document changes. A document whose tables are already current is not rewritten (its bytes stay). Returns
     [(document, source)] of the blocks that changed."""
     root = Path(root)
-    new_text, changed = {}, []
+    rewritten, changed = {}, []
     for doc in docs:
         text = Path(doc).read_text()
 
@@ -51,11 +51,12 @@ def copy_tables(docs: Sequence[Path], root: Path = Path(".")) -> list[tuple[str,
                 changed.append((str(doc), src))
             return m.group(0)[: m.start(2) - m.start(0)] + block
 
-        new_text[Path(doc)] = MARK.sub(repl, text)
-    for doc, text in new_text.items():
-        if text != doc.read_text():
-            with atomic_path(doc, suffix=".md") as tmp:
-                Path(tmp).write_text(text)
+        new = MARK.sub(repl, text)
+        if new != text:
+            rewritten[Path(doc)] = new
+    for doc, text in rewritten.items():
+        with atomic_path(doc, suffix=".md") as tmp:
+            Path(tmp).write_text(text)
     return changed
 
 
