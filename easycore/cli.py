@@ -16,6 +16,8 @@
                                                      execute notebooks/NAME.py         -> reports/notebooks/...
     easycore reports                                 re-execute every report notebook from the workspace's outputs
     easycore methods [--markdown]                    the coreset methods and their directions
+    easycore tables [DOC ...]                        re-copy the report tables README.md and docs/*.md quote
+    easycore adopt DIR [--profile FILE]              a finished `make profile` clone's report folder -> workspace
 
 In dvc.yaml the run commands are `easycore proxy|select|train|eval --dvc`: the run (group, proxy) is the one the
 DVC stage being run names ($DVC_STAGE), so no params value is ever part of a shell command line.
@@ -201,6 +203,13 @@ def build_parser() -> argparse.ArgumentParser:
                             "blocks) from reports/")
     p.add_argument("docs", nargs="*", metavar="DOC", help="Markdown files (default: README.md and docs/*.md)")
 
+    p = sub.add_parser("adopt", formatter_class=_Fmt,
+                       help="copy a finished profile run's report folder (make profile's clone) into the workspace, "
+                            "with its provenance, then re-copy the tables")
+    p.add_argument("clone", metavar="DIR", help="the clone `make profile` ran in (e.g. ../easycore-study-v2)")
+    p.add_argument("--profile", default=None, metavar="FILE",
+                   help="the params profile it must have run, byte for byte (e.g. params-study-v2.yaml)")
+
     p = sub.add_parser("methods", formatter_class=_Fmt, help="list coreset methods with score and direction")
     p.add_argument("--markdown", action="store_true", help="print the Markdown table (as in the README) instead of "
                    "the terminal table")
@@ -378,6 +387,8 @@ def main(argv=None) -> int:
             return 0
         if cmd == "tables":
             return _entry("tables")(args.docs)
+        if cmd == "adopt":
+            return _entry("adopt")(args.clone, args.profile)
         if cmd not in ("proxy", "train") and int(os.environ.get("WORLD_SIZE") or 1) > 1:
             # only training is sharded: eval (and every other command) would do all of its work on every rank
             raise ConfigError(f"easycore {args.cmd} runs in one process: run it without torchrun "

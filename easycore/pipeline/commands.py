@@ -9,4 +9,5 @@ ENTRY = {"check": "easycore.pipeline.stages:check", "source": "easycore.pipeline
          "select_one": "easycore.pipeline.stages:select",
          "proxy_one": "easycore.pipeline.stages:proxy",
          "eval_files": "easycore.pipeline.stages:evaluate_run", "reports": "easycore.report.render:render_all",
-         "tables": "easycore.report.docs_tables:run"}
+         "tables": "easycore.report.docs_tables:run",
+         "adopt": "easycore.report.adopt:run"}
