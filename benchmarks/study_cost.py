@@ -130,12 +130,14 @@ def main(argv=None) -> int:
 
 
 def _median_s(folder, stem: str):
-    """The median of the `seconds` of <folder>/<stem>-s<seed>.json (None when there is none)."""
+    """The median of the training seconds of <folder>/<stem>-s<seed>.json (None when there is none): `seconds`, or
+    a proxy's `training_seconds` where it logged one (its `seconds` then include the features / DeepFool pass)."""
     import json
     import statistics
     from pathlib import Path
 
-    xs = [json.loads(f.read_text())["seconds"] for f in sorted(Path(folder).glob(f"{stem}-s*.json"))]
+    recs = [json.loads(f.read_text()) for f in sorted(Path(folder).glob(f"{stem}-s*.json"))]
+    xs = [r.get("training_seconds", r["seconds"]) for r in recs]
     return statistics.median(xs) if xs else None
 
 

@@ -10,6 +10,8 @@ and the **wall time**: the length of the union of its runs' intervals (runs at o
 is the span from the first run's start to the last run's end less the union of every run's interval: stage starts,
 DVC, selection and the report stages in between. The report stages after the last run, and the check / prepare
 stages before the first, are not timed here: the command's own wall time (`time make profile ...`) is the total.
+A second table splits the runs' process time by piece where they logged one (the optimiser steps, the exact AIGN
+pass, an adaptive method's re-selections, a proxy's features / DeepFool pass): where a part's minutes go.
 """
 from __future__ import annotations
 
@@ -74,6 +76,33 @@ def cost_table(timings) -> str:
     return "\n".join(rows)
 
 
+def pieces_table(timings) -> str:
+    """Inside the runs: per part, the process minutes of each piece the runs logged (stages.pieces_of: the optimiser
+    steps, the exact AIGN pass, an adaptive method's re-selections, a proxy's features / DeepFool pass), summed over
+    its runs, and each piece's share of the part's process time. Empty when no run logged pieces (older runs)."""
+    sums: dict[str, dict[str, list]] = {}
+    totals: dict[str, float] = {}
+    for f in sorted(Path(timings).rglob("*.json")):
+        rel = f.relative_to(timings)
+        rec = json.loads(f.read_text())
+        if len(rel.parts) < 2 or "pieces" not in rec:
+            continue
+        part = rel.parts[0]
+        totals[part] = totals.get(part, 0.0) + float(rec["seconds"])
+        for piece, sec in rec["pieces"].items():
+            acc = sums.setdefault(part, {}).setdefault(piece, [0, 0.0])
+            acc[0] += 1
+            acc[1] += float(sec)
+    if not sums:
+        return ""
+    rows = ["| part | piece | runs | process min | share |", "|---|---|---|---|---|"]
+    for part in [p for p in PARTS if p in sums] + sorted(set(sums) - set(PARTS)):
+        for piece, (n, sec) in sorted(sums[part].items(), key=lambda kv: -kv[1][1]):
+            rows.append(f"| {PARTS.get(part, part)} | {piece} | {n} | {sec / 60:.1f} | "
+                        f"{100 * sec / max(totals[part], 1e-9):.0f} % |")
+    return "\n".join(rows)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("timings", help="a run's runs/timings folder")
@@ -81,6 +110,9 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=None, help="append the table to this Markdown file (a dated section)")
     args = ap.parse_args(argv)
     text = cost_table(args.timings)
+    inside = pieces_table(args.timings)
+    if inside:
+        text += "\n\nInside the runs (process time by piece; a part's pieces add up to its runs' seconds):\n\n" + inside
     print(text)
     if args.out:
         from benchmarks._report import append_section

@@ -24,6 +24,7 @@ SCRIPTS = {  # script -> a regex its written section must contain
     "eval_bulk": r"ratio stacked / sequential throughput: \*\*[\d.]+x\*\*",
     "concurrent_runs": r"ratio concurrent / one at a time: \*\*[\d.]+x\*\*",
     "regime": r"\| noaug8 \| trades \| 1 \| [\d.]+ \| [\d.]+ \| >= 35 %, no class < 15 % \|",
+    "acs_cost": r"ACS / random: time [\d.]+x, forward passes [\d.]+x, backward passes [\d.]+x",
 }
 
 
@@ -299,3 +300,41 @@ def test_study_wall_counts_runs_at_once_once(tmp_path):
     assert rec["seconds"] == 12.35 and rec["examples"] == 3
     ended = dt.datetime.fromisoformat(rec["ended"]).timestamp()
     assert abs(ended - dt.datetime.now(dt.timezone.utc).timestamp()) < 60
+
+
+def test_study_wall_splits_the_runs_process_time_by_piece(tmp_path):
+    """benchmarks.study_wall.pieces_table: per part, each logged piece's process minutes summed over the runs and its
+    share of the part's seconds; runs without pieces (older logs) leave it empty."""
+    import json
+
+    from benchmarks.study_wall import pieces_table
+
+    def log(part, name, seconds, pieces=None):
+        f = tmp_path / part / f"{name}.json"
+        f.parent.mkdir(parents=True, exist_ok=True)
+        f.write_text(json.dumps({"seconds": seconds, "ended": "2026-12-07T01:00:00+00:00",
+                                 **({"pieces": pieces} if pieces else {})}))
+
+    log("train/none", "acs_craig-0.1-trades-s0", 600, {"optimiser steps": 180, "coreset re-selection (adaptive)": 420})
+    log("train/main", "random-0.1-trades-s0", 60)
+    assert "| training | coreset re-selection (adaptive) | 1 | 7.0 | 70 % |" in pieces_table(tmp_path)  # of 600 s
+    log("train/main", "random-0.1-trades-s1", 60, {"optimiser steps": 60})
+    log("proxy", "main-s0", 300, {"optimiser steps": 150, "exact AIGN pass": 100, "features, test accuracy": 50})
+    rows = [ln.split(" | ") for ln in pieces_table(tmp_path).splitlines()[2:]]
+    got = {(r[0].strip("| "), r[1]): (r[2], r[3], r[4].strip(" |")) for r in rows}
+    assert got[("proxies", "optimiser steps")] == ("1", "2.5", "50 %")
+    assert got[("proxies", "exact AIGN pass")] == ("1", "1.7", "33 %")
+    assert got[("training", "coreset re-selection (adaptive)")] == ("1", "7.0", "64 %")   # 420 of 660 s
+    assert got[("training", "optimiser steps")] == ("2", "4.0", "36 %")
+    assert [r[0].strip("| ") for r in rows] == ["proxies"] * 3 + ["training"] * 2          # proxies first
+
+
+def test_study_wall_without_pieces_prints_no_second_table(tmp_path):
+    import json
+
+    from benchmarks.study_wall import pieces_table
+
+    f = tmp_path / "train" / "main" / "x-s0.json"
+    f.parent.mkdir(parents=True)
+    f.write_text(json.dumps({"seconds": 5, "ended": "2026-12-07T01:00:00+00:00"}))
+    assert pieces_table(tmp_path) == ""

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from easycore.core.aign import AIGNTracker
-from easycore.store import load_state, load_tensors
+from easycore.store import load_state
 from easycore.config import OptimConfig, TrainConfig
 from easycore.data.loaders import load_dataset
 from easycore.core.train import Callback, lr_factor, train
@@ -132,3 +132,28 @@ def test_cpu_bf16_without_a_fast_path_is_warned_once_and_by_check(monkeypatch, t
     stages.check(load_params(params), tmp_path / "code" / "x.txt", matrix=tmp_path / "matrix.yaml")
     out = capsys.readouterr().out
     assert f"check: WARNING {msg}" in out and "check: params valid" in out
+
+
+def test_callback_seconds_attribute_each_hook_and_pieces_add_up(ds):
+    """TrainResult.callback_seconds times each callback's epoch hooks (a slow hook is charged to its own name, not to
+    the steps); stages.pieces_of splits a run's epochs into the optimiser steps and those hooks, adding up to them."""
+    import time
+
+    from easycore.pipeline.stages import pieces_of
+
+    class Slow(Callback):
+        name = "schedule"
+
+        def on_epoch_start(self, loop):
+            time.sleep(0.2)
+
+    res = train(small_cfg(epochs=2), ds, tracker=AIGNTracker(n=len(ds), mode="exact", epochs=2),
+                callbacks=[Slow()], progress=False)
+    assert set(res.callback_seconds) == {"aign", "schedule"}
+    assert 0.4 <= res.callback_seconds["schedule"] < 0.4 + 0.5 * sum(res.epoch_seconds)
+    assert res.callback_seconds["aign"] > 0
+    p = pieces_of(res, after=1.5, after_name="features, test accuracy")
+    assert set(p) == {"optimiser steps", "exact AIGN pass", "coreset re-selection (adaptive)",
+                      "features, test accuracy"}
+    assert sum(p.values()) - 1.5 == pytest.approx(sum(res.epoch_seconds), abs=0.05)
+    assert p["optimiser steps"] > 0

@@ -98,6 +98,8 @@ class TrainResult:
     seconds: float
     counts: dict                  # examples trained on, sample-forward and sample-backward passes (whole run)
     epoch_seconds: list[float] = field(default_factory=list)   # wall time of each epoch computed in this call
+    callback_seconds: dict = field(default_factory=dict)       # of that, each callback's epoch hooks ({name: s}):
+                                                               # the AIGN pass, a data schedule's re-selections...
 
 
 def train(cfg: TrainConfig, data: Union[Loader, ArrayDataset], *, mode: str = "standard", seed: int = 0,
@@ -167,21 +169,25 @@ def train(cfg: TrainConfig, data: Union[Loader, ArrayDataset], *, mode: str = "s
     else:
         fwd = torch.compile(model) if compile_ else model
     t_start = time.perf_counter()
-    epoch_seconds = []
+    epoch_seconds, cb_seconds = [], {}
+
+    def hook(name: str, *args) -> None:  # each callback's epoch hook, timed: what of an epoch is not the steps
+        for cb in callbacks:
+            t = time.perf_counter()
+            getattr(cb, name)(*args)
+            cb_seconds[cb.name] = cb_seconds.get(cb.name, 0.0) + time.perf_counter() - t
     try:
         for epoch in range(start, cfg.epochs):
             t0 = time.perf_counter()
             loop.epoch = epoch
             seed_everything(hash_seed(seed, epoch))
             loader.set_epoch(epoch)
-            for cb in callbacks:
-                cb.on_epoch_start(loop)
+            hook("on_epoch_start", loop)
             rec = {"epoch": epoch + 1}
             if not loop.skip:
                 rec.update(_run_epoch(loop, fwd, mode_fn.fn, opt, callbacks, tqdm))
             dist.sync_buffers(model)  # several processes: every rank scores and saves rank 0's BN statistics
-            for cb in callbacks:
-                cb.on_epoch_end(loop, rec)
+            hook("on_epoch_end", loop, rec)
             history.append(rec)
             epoch_seconds.append(time.perf_counter() - t0)
             log.info("%s epoch %d/%d%s (%.1fs)", mode, epoch + 1, cfg.epochs,
@@ -204,7 +210,7 @@ def train(cfg: TrainConfig, data: Union[Loader, ArrayDataset], *, mode: str = "s
     finally:
         unhook()
     return TrainResult(model, history, tracker, cfg.epochs - start, time.perf_counter() - t_start,
-                       dist.job_counts(loop.counts), epoch_seconds)
+                       dist.job_counts(loop.counts), epoch_seconds, cb_seconds)
 
 
 def _as_loader(data, batch_size: int, device, *, augment: bool, shuffle: bool, seed: int, channels_last: bool,

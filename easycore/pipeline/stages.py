@@ -69,6 +69,20 @@ def write_timing(stage: str, name: str, seconds: float, **extra) -> Path:
     return write_json(path, {"seconds": round(float(seconds), 2), "ended": ended, **extra})
 
 
+CALLBACK_PIECES = {"aign": "exact AIGN pass", "schedule": "coreset re-selection (adaptive)", "eval": "test accuracy"}
+"""What each training-loop callback's epoch hooks spend their time on (its name -> the piece of a run's cost)."""
+
+
+def pieces_of(res, *, after: float = 0.0, after_name: str = "after training") -> dict:
+    """A run's seconds by piece, for its timing log: the optimiser steps (the epochs less the callbacks' epoch hooks),
+    each callback's hooks (the AIGN pass, an adaptive method's re-selections, ...), and what runs `after` training."""
+    hooks = {CALLBACK_PIECES.get(k, k): round(v, 2) for k, v in sorted(res.callback_seconds.items())}
+    out = {"optimiser steps": round(sum(res.epoch_seconds) - sum(res.callback_seconds.values()), 2), **hooks}
+    if after:
+        out[after_name] = round(after, 2)
+    return out
+
+
 # ----------------------------------------------------------------------------- check
 def check(params: Params, out: Path = CODE, *, matrix: Path = runs.MATRIX) -> None:
     """The first stage: params are valid (load_params already checked them) and every registry imports. Writes
@@ -277,6 +291,7 @@ def _proxy(params: Params, name: str, out_dir: Optional[Path], *, seed: int, pre
     if not dist.is_main():
         return {}
     net = res.model.eval()
+    t_after = time.perf_counter()
     feats, dists = [], []
     plain = make_loader(params, tr, batch_size=p.aign.batch_size, shuffle=False, augment=False, seed=pseed,
                         device=device, channels_last=False, shard=False)
@@ -305,7 +320,11 @@ def _proxy(params: Params, name: str, out_dir: Optional[Path], *, seed: int, pre
     write_json(out_dir / "history.json", res.history)
     write_json(out_dir / "summary.json", {k: v for k, v in meta.items() if k != "params"} |
                {"bytes_per_sample": int(sum(a.nbytes for a in arrays.values()) / len(tr))})
-    write_timing("proxy", f"{name}-s{seed}", res.seconds, **res.counts)
+    write_timing("proxy", f"{name}-s{seed}", res.seconds + time.perf_counter() - t_after, **res.counts,
+                 training_seconds=round(res.seconds, 2),
+                 pieces=pieces_of(res, after=time.perf_counter() - t_after,
+                                  after_name="features, DeepFool, test accuracy" if with_deepfool else
+                                  "features, test accuracy"))
     remove_state(state)
     log.info("proxy %s s%d: wrote %s/{dynamics.npz,model.safetensors,history.json,summary.json}", name, seed, out_dir)
     _say(f"proxy {name} s{seed}: {model_name}, {p.epochs} epochs, seed {pseed}, test accuracy {test_acc:.3f} "
@@ -460,7 +479,7 @@ def _train_run(params: Params, out_dir: Path, *, mode: str, seed: int, indices: 
     save_model(out_dir / "model.safetensors", res.model, meta)
     write_json(out_dir / "history.json", res.history)
     if res.epochs_run:  # (a run restored whole from its final checkpoint keeps the timing of when it trained)
-        write_timing("train", name, res.seconds, **res.counts)
+        write_timing("train", name, res.seconds, **res.counts, pieces=pieces_of(res))
     if not keep_state:
         remove_state(state)
     log.info("train: wrote %s/{model.safetensors,history.json}", out_dir)
