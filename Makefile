@@ -85,6 +85,7 @@ profile: $(STAMP)
 	cd $(PROFILE_DIR) && PYTHONPATH="$(abspath $(PROFILE_DIR))" $(abspath $(BIN))/easycore check -q   # matrix.yaml first
 	cd $(PROFILE_DIR) && PYTHONPATH="$(abspath $(PROFILE_DIR))" $(DVC) repro $(TARGETS)
 	cd $(PROFILE_DIR) && $(abspath $(BIN))/python -m benchmarks.study_wall runs/timings || true   # its cost per part
+	@echo "profile: $(PROFILE) finished in $(PROFILE_DIR); its reports come here with: make adopt PROFILE=$(PROFILE)"
 
 gpu-validate:
 	$(MAKE) profile PROFILE=params-gpu-check.yaml TARGETS=evaluate_full
