@@ -187,10 +187,12 @@ def test_dvc_pending_lists_what_dvc_status_would_run(tmp_path):
     _git(r, "init", "-q")
     dvc = [sys.executable, "-m", "dvc"]
     subprocess.run(dvc + ["init", "-q"], cwd=r, check=True)
-    (r / "dvc.yaml").write_text("stages:\n  make_out:\n    cmd: echo hi > out.txt\n    outs: [out.txt]\n")
-    assert ad.dvc_pending(r) == ["make_out"]
+    (r / "dvc.yaml").write_text("stages:\n  make_out:\n    cmd: echo hi > out.txt\n    outs: [out.txt]\n"
+                                "  probe:\n    cmd: echo x > probe.txt\n    always_changed: true\n"
+                                "    outs: [probe.txt]\n")
+    assert ad.dvc_pending(r) == ["make_out", "probe"]
     subprocess.run(dvc + ["repro", "-q"], cwd=r, check=True, capture_output=True)
-    assert ad.dvc_pending(r) == []
+    assert ad.dvc_pending(r) == []            # the always-changed probe does not count once it has run
 
 
 def test_cli_refusal_is_one_line(tmp_path, monkeypatch, capsys):
