@@ -90,8 +90,8 @@ profile: $(STAMP)
 gpu-validate:
 	$(MAKE) profile PROFILE=params-gpu-check.yaml TARGETS=evaluate_full
 
-# When `make profile PROFILE=...` has finished: its report folder (report.dir of the profile, e.g. reports/study-v2/)
-# into the workspace, only if the run is finished (`dvc status` clean in PROFILE_DIR), ran its commit's code and
+# When `make profile PROFILE=...` has finished: its report outputs (under report.dir, e.g. reports/study-v2/) into
+# the workspace, only if the run is finished (`dvc status` clean in PROFILE_DIR), ran its commit's code and
 # that profile; with provenance.json + pipeline.lock; then the tables README.md and docs/*.md copy (easycore tables).
 .PHONY: adopt
 adopt: $(STAMP)
