@@ -11,7 +11,8 @@ is the span from the first run's start to the last run's end less the union of e
 DVC, selection and the report stages in between. The report stages after the last run, and the check / prepare
 stages before the first, are not timed here: the command's own wall time (`time make profile ...`) is the total.
 A second table splits the runs' process time by piece where they logged one (the optimiser steps, the exact AIGN
-pass, an adaptive method's re-selections, a proxy's features / DeepFool pass): where a part's minutes go.
+pass, an adaptive method's re-selections, a proxy's features / DeepFool pass, an evaluation's attacks): where a part's
+minutes go.
 """
 from __future__ import annotations
 

@@ -326,6 +326,19 @@ def test_evaluate_metrics(evaluated):
     assert metrics["l2_pgd20"]["attack"]["norm"] == "l2"
 
 
+def test_evaluate_timing_changes_nothing_and_names_every_pass(trained, evaluated):
+    """evaluate_model(seconds=...) times each pass by its label for the timing log; what it computes is the same."""
+    model, x, y = trained
+    cfg, metrics, outcomes = evaluated
+    seconds = {}
+    xu8 = (x * 255).round().to(torch.uint8)
+    m2, o2 = evaluate_model(model, xu8, y, cfg, seed=0, progress=False, seconds=seconds)
+    assert m2 == metrics and set(o2) == set(outcomes)
+    assert all(np.array_equal(o2[k], outcomes[k]) for k in outcomes)
+    assert {"clean", "fgsm", "pgd10", "pgd10_cw", "l2 pgd", "sanity"} <= set(seconds)
+    assert all(v >= 0 for v in seconds.values())
+
+
 def test_eps0_is_clean_and_curve_is_monotone_per_image(evaluated):
     cfg, metrics, outcomes = evaluated
     assert np.array_equal(outcomes["eps0"], outcomes["clean"])

@@ -20,6 +20,7 @@ class-interleaved order.
 from __future__ import annotations
 
 import dataclasses
+import time
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional
 
@@ -158,7 +159,8 @@ def _pgd_attack(model, *, eps, alpha, steps, norm="linf", restarts=1, loss="ce",
 
 
 def evaluate_model(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: EvalConfig, *, seed: int = 0,
-                   progress: bool = True, amp: bool = False) -> tuple[dict, dict[str, np.ndarray]]:
+                   progress: bool = True, amp: bool = False,
+                   seconds: Optional[dict] = None) -> tuple[dict, dict[str, np.ndarray]]:
     """Evaluate `model` on the first cfg.n_test samples of (x, y) (see the module docstring).
 
     x: float in [0, 1] (or uint8, divided by 255) [N, C, H, W] on the model's device (moved if not); y: int64 [N].
@@ -169,7 +171,8 @@ def evaluate_model(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: Eval
         plus metrics["sanity"] when cfg.sanity;
       outcomes[name] = np.bool_ [n], "correct on clean AND every attack counted in it".
     Random starts use torch.Generators seeded from `seed` (a fixed offset per attack). The model's train/eval
-    mode is restored.
+    mode is restored. `seconds`: a dict that receives each pass's wall time by its label (clean, fgsm, pgd20, ...,
+    sanity) for the timing log; it changes nothing computed.
     """
     dev = _model_device(model)
     n = min(int(cfg.n_test), len(x))
@@ -180,19 +183,26 @@ def evaluate_model(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: Eval
     metrics: dict[str, Any] = {}
     outcomes: dict[str, torch.Tensor] = {}
 
+    def correct_under(*a, desc: str, **k):  # _correct_under, timed by its label into `seconds`
+        t = time.perf_counter()
+        out = _correct_under(*a, desc=desc, **k)
+        if seconds is not None:
+            seconds[desc] = seconds.get(desc, 0.0) + time.perf_counter() - t
+        return out
+
     def record(name: str, ok: torch.Tensor, settings: dict) -> None:
         metrics[name] = _entry(ok, settings)
         outcomes[name] = ok
 
     with attacks.eval_mode(model):
-        clean = _correct_under(model, x, y, None, seed=seed, desc="clean", **kw)
+        clean = correct_under(model, x, y, None, seed=seed, desc="clean", **kw)
         record("clean", clean, {"name": "clean"})
 
         # the headline attacks, every image, at eval.eps
         robust = clean.clone()
         for k, name in enumerate(cfg.attacks):
             e = ATTACKS.get(name)
-            ok = _correct_under(model, x, y, e.fn(model, cfg, cfg.eps, amp), seed=seed + 1000 * (k + 1),
+            ok = correct_under(model, x, y, e.fn(model, cfg, cfg.eps, amp), seed=seed + 1000 * (k + 1),
                                 desc=e.label(cfg), only=robust if cfg.survivors_only else None, **kw) & clean
             record(e.label(cfg), ok & robust if cfg.survivors_only else ok,
                    {"name": name, "norm": e.norm, "eps": cfg.eps, "steps": cfg.pgd_steps, "alpha": cfg.alpha,
@@ -210,12 +220,12 @@ def evaluate_model(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: Eval
                 cur = prev.clone()
             else:
                 grid_cfg = dataclasses.replace(cfg, pgd_steps=cfg.grid_steps or cfg.pgd_steps)
-                cur = _correct_under(model, x, y, pgd.fn(model, grid_cfg, eps, amp), seed=seed + 50_000 + j,
+                cur = correct_under(model, x, y, pgd.fn(model, grid_cfg, eps, amp), seed=seed + 50_000 + j,
                                      desc=f"pgd {eps_name(eps)}", only=prev, **kw)
             if eps == cfg.eps:  # the strong attacks, on the survivors at eval.eps
                 for k, name in enumerate(cfg.strong):
                     e = ATTACKS.get(name)
-                    cur &= _correct_under(model, x, y, e.fn(model, cfg, eps, amp), seed=seed + 90_000 + k,
+                    cur &= correct_under(model, x, y, e.fn(model, cfg, eps, amp), seed=seed + 90_000 + k,
                                           desc=e.label(cfg), only=cur, **kw)
                     record(e.label(cfg), cur.clone(), {"name": name, "eps": eps, "steps": cfg.strong_steps,
                                                       "restarts": cfg.restarts, "worst_case": True})
@@ -228,7 +238,7 @@ def evaluate_model(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: Eval
         outcomes["robust"] = outcomes[eps_name(cfg.eps)]
 
         if cfg.l2_eps > 0:
-            ok = _correct_under(model, x, y, _pgd_attack(model, eps=cfg.l2_eps, alpha=cfg.l2_eps / 4, steps=20,
+            ok = correct_under(model, x, y, _pgd_attack(model, eps=cfg.l2_eps, alpha=cfg.l2_eps / 4, steps=20,
                                                          norm="l2", amp=amp), seed=seed + 70_000, desc="l2 pgd", **kw)
             record("l2_pgd20", ok & clean, {"name": "pgd", "norm": "l2", "eps": cfg.l2_eps, "alpha": cfg.l2_eps / 4,
                                             "steps": 20})
@@ -239,8 +249,11 @@ def evaluate_model(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: Eval
         ns = min(cfg.sanity_n, n)
         idx = torch.as_tensor(class_interleaved(y.cpu().numpy(), ns), device=dev)
         sub = {} if cfg.survivors_only else {k: _entry(v[idx], {}) for k, v in outcomes.items()}
+        t = time.perf_counter()
         metrics["sanity"] = sanity_checks(model, x[idx], y[idx], dataclasses.replace(cfg, n_test=ns), sub,
                                           seed=seed, progress=progress, amp=amp)
+        if seconds is not None:
+            seconds["sanity"] = time.perf_counter() - t
     return metrics, {k: v.cpu().numpy() for k, v in outcomes.items()}
 
 

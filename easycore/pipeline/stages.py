@@ -566,12 +566,14 @@ def _evaluate(params: Params, test: TestImages, model_path: Path, out_dir: Path,
     name = name or f"{out_dir.parent.name}/{out_dir.name}"
     t0 = time.perf_counter()
     cfg = dataclasses.replace(params.eval.for_mode(mmeta.get("mode") or ""), n_test=n)   # the mode's headline eps
+    seconds: dict = {}
     metrics, outcomes = evaluate_model(net, test.x, test.y, cfg, seed=0,
-                                       progress=progress, amp=use_amp(params.runtime, device))
+                                       progress=progress, amp=use_amp(params.runtime, device), seconds=seconds)
     meta = {"fingerprint": test.fingerprint, "n": n, "checkpoint": str(model_path),
             "train": {k: mmeta.get(k) for k in ("model", "mode", "seed", "source", "n_train", "fingerprint", "counts")}}
     write_eval(out_dir, metrics, outcomes, meta)
-    write_timing("eval", name, time.perf_counter() - t0)
+    write_timing("eval", name, time.perf_counter() - t0, images=n,
+                 pieces={k: round(v, 2) for k, v in seconds.items()})
     log.info("evaluate: %s on %d test samples -> %s", model_path, n, out_dir)
     accs = ", ".join(f"{k} {v['accuracy']:.3f}" for k, v in metrics.items() if isinstance(v, dict) and "accuracy" in v)
     _say(f"evaluate: {label} on {n} test images: {accs}")
