@@ -338,3 +338,15 @@ def test_study_wall_without_pieces_prints_no_second_table(tmp_path):
     f.parent.mkdir(parents=True)
     f.write_text(json.dumps({"seconds": 5, "ended": "2026-12-07T01:00:00+00:00"}))
     assert pieces_table(tmp_path) == ""
+
+
+def test_acs_cost_ops_profiles_a_reselection_beside_a_training_epoch():
+    """benchmarks.acs_cost --ops: per-image ms and the top operators of one re-selection and one training epoch."""
+    from benchmarks.acs_cost import op_profile
+
+    threads = torch.get_num_threads()
+    text = op_profile(str(REPO / "params-study-v2.yaml"), ".", True, True, n=200)
+    assert torch.get_num_threads() == threads
+    assert re.search(r"one TRADES training epoch \(batch 128\): [\d.]+ ms per image", text)
+    assert re.search(r"one re-selection \(batch 256\): [\d.]+ ms per image", text)
+    assert text.count("| aten::") >= 10
