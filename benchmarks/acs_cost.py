@@ -5,7 +5,8 @@
 Two runs at once, one thread each (the study's layout): ACS with CRAIG (`acs_craig`, the profile's coreset.acs
 settings: a partial warm-up epoch, re-selections from the full set) and a uniform random coreset of the same
 fraction (coreset.adaptive_fractions[0]), both TRADES with the profile's train settings, on the first --n images of
-the class-balanced CIFAR-10 training set (a selection scores all n). Reported: each run's seconds, its sample-forward
+the class-balanced CIFAR-10 training set (a selection scores all n, through the loader the pipeline's ACS runs use:
+stages.make_loader, batch 256). Reported: each run's seconds, its sample-forward
 and -backward passes, and its seconds by piece (optimiser steps, re-selections: stages.pieces_of); the ratio of the
 times beside the ratio of the passes. Where the time ratio is far above the pass ratio, a pass costs more inside
 ACS than in plain training (study 1's ACS runs took ~10x a plain TRADES run for ~3x its passes, on a bf16 CPU).
@@ -31,8 +32,8 @@ def _job(job: tuple) -> dict:
     from easycore.config import load_params
     from easycore.core.acs import schedule_callback
     from easycore.core.train import train
-    from easycore.data.loaders import DeviceLoader, load_dataset
-    from easycore.pipeline.stages import pieces_of
+    from easycore.data.loaders import load_dataset
+    from easycore.pipeline.stages import make_loader, pieces_of
 
     P = load_params(params_path, ["runtime.cpu_bf16=false"] if fp32 or quick else [])   # --quick: fp32, fast anywhere
     tr = load_dataset("synthetic" if quick else P.data.dataset, "train", root, n_per_class=max(1, n // 10), seed=0)
@@ -43,8 +44,7 @@ def _job(job: tuple) -> dict:
     dev = torch.device("cpu")
     t0 = time.perf_counter()
     if which == "acs_craig":
-        score = DeviceLoader(tr.x, tr.y, batch_size=256, device=dev, shuffle=False, augment=False, seed=0,
-                             channels_last=P.runtime.channels_last, info=tr.info)
+        score = make_loader(P, tr, batch_size=256, shuffle=False, augment=False, seed=0, device=dev, shard=False)
         cb = schedule_callback(P, "acs_craig", fraction, np.asarray(tr.labels), score, mode="trades", seed=0)
         res = train(cfg, tr, mode="trades", seed=0, runtime=P.runtime, callbacks=[cb], progress=False)
     else:
@@ -68,7 +68,8 @@ def op_profile(params_path: str, root: str, quick: bool, fp32: bool, n: int = 25
     from easycore.config import load_params
     from easycore.core.acs import score_and_select
     from easycore.core.train import train, use_amp
-    from easycore.data.loaders import DeviceLoader, load_dataset
+    from easycore.data.loaders import load_dataset
+    from easycore.pipeline.stages import make_loader
 
     before = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -84,8 +85,7 @@ def op_profile(params_path: str, root: str, quick: bool, fp32: bool, n: int = 25
             t0 = time.perf_counter()
             net = train(cfg, tr, mode="trades", seed=0, runtime=P.runtime, progress=False).model
             t_train = time.perf_counter() - t0
-        score = DeviceLoader(tr.x, tr.y, batch_size=256, device=dev, shuffle=False, augment=False, seed=0,
-                             channels_last=P.runtime.channels_last, info=tr.info)
+        score = make_loader(P, tr, batch_size=256, shuffle=False, augment=False, seed=0, device=dev, shard=False)
         prof_sel = profile(activities=[ProfilerActivity.CPU])
         with prof_sel:
             t0 = time.perf_counter()

@@ -79,7 +79,8 @@ def cost_table(timings) -> str:
 
 def pieces_table(timings) -> str:
     """Inside the runs: per part, the process minutes of each piece the runs logged (stages.pieces_of: the optimiser
-    steps, the exact AIGN pass, an adaptive method's re-selections, a proxy's features / DeepFool pass), summed over
+    steps, the exact AIGN pass, an adaptive method's re-selections, a proxy's features / DeepFool pass, an
+    evaluation's attacks), summed over
     its runs, and each piece's share of the part's process time. Empty when no run logged pieces (older runs)."""
     sums: dict[str, dict[str, list]] = {}
     totals: dict[str, float] = {}

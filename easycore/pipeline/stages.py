@@ -320,11 +320,10 @@ def _proxy(params: Params, name: str, out_dir: Optional[Path], *, seed: int, pre
     write_json(out_dir / "history.json", res.history)
     write_json(out_dir / "summary.json", {k: v for k, v in meta.items() if k != "params"} |
                {"bytes_per_sample": int(sum(a.nbytes for a in arrays.values()) / len(tr))})
-    write_timing("proxy", f"{name}-s{seed}", res.seconds + time.perf_counter() - t_after, **res.counts,
-                 training_seconds=round(res.seconds, 2),
-                 pieces=pieces_of(res, after=time.perf_counter() - t_after,
-                                  after_name="features, DeepFool, test accuracy" if with_deepfool else
-                                  "features, test accuracy"))
+    after = time.perf_counter() - t_after
+    write_timing("proxy", f"{name}-s{seed}", res.seconds + after, **res.counts, training_seconds=round(res.seconds, 2),
+                 pieces=pieces_of(res, after=after, after_name="features, DeepFool, test accuracy" if with_deepfool
+                                  else "features, test accuracy"))
     remove_state(state)
     log.info("proxy %s s%d: wrote %s/{dynamics.npz,model.safetensors,history.json,summary.json}", name, seed, out_dir)
     _say(f"proxy {name} s{seed}: {model_name}, {p.epochs} epochs, seed {pseed}, test accuracy {test_acc:.3f} "

@@ -66,8 +66,9 @@ def _sha256(path: Path) -> str:
 
 
 def check_clone(clone: Path, *, profile: Optional[Path] = None, here: Path = Path("."),
-                pending: Callable[[Path], list[str]] = dvc_pending) -> dict:
-    """Every check of the module docstring; returns the provenance record. Raises ConfigError / ArtifactError."""
+                pending: Callable[[Path], list[str]] = dvc_pending) -> tuple[dict, list[str]]:
+    """Every check of the module docstring; returns the provenance record and the report outputs to copy
+    (`report_outputs`). Raises ConfigError / ArtifactError."""
     clone, here = Path(clone), Path(here)
     params_file = clone / "params.yaml"
     if not (clone / ".git").exists() or not params_file.is_file():
@@ -99,11 +100,12 @@ def check_clone(clone: Path, *, profile: Optional[Path] = None, here: Path = Pat
         raise ArtifactError(f"the run in {clone} is not finished: `dvc status` there lists {len(todo)} "
                             f"stage(s) to run ({', '.join(todo[:4])}{' ...' if len(todo) > 4 else ''}); run "
                             "`make profile` again (finished stages come from the cache)")
-    if not report_outputs(clone / "dvc.lock", report_dir):
+    paths = _under(outs, report_dir)
+    if not paths:
         raise ArtifactError(f"{clone}'s dvc.lock has no output under {report_dir}/: nothing to adopt")
     return {"report_dir": report_dir, "commit": commit, "params_sha256": _sha256(params_file),
             "dvc_lock_sha256": _sha256(clone / "dvc.lock"),
-            "profile": None if profile is None else Path(profile).as_posix()}
+            "profile": None if profile is None else Path(profile).as_posix()}, paths
 
 
 def _outs(lock: Path) -> set[str]:
@@ -118,8 +120,12 @@ def report_outputs(lock: Path, report_dir: str) -> list[str]:
     """The outputs the clone's pipeline wrote under `report_dir` (every `outs` path of its dvc.lock inside it): what
     adopt replaces. Anything else under that folder (another study's reports beside the demo's, benchmarks.md) is not
     the run's and stays as it is."""
+    return _under(_outs(lock), report_dir)
+
+
+def _under(outs: set[str], report_dir: str) -> list[str]:
     root = report_dir.rstrip("/")
-    return sorted(p for p in _outs(lock) if p == root or p.startswith(root + "/"))
+    return sorted(p for p in outs if p == root or p.startswith(root + "/"))
 
 
 def copy_outputs(clone: Path, here: Path, paths: list[str], *, report_dir: str, provenance: dict) -> int:
@@ -178,12 +184,11 @@ def copy_outputs(clone: Path, here: Path, paths: list[str], *, report_dir: str, 
 def adopt(clone: str | Path, *, profile: Optional[str | Path] = None, here: Path = Path("."),
           pending: Callable[[Path], list[str]] = dvc_pending) -> dict:
     """Check the clone, copy its report folder into `here`, re-copy the documents' tables. Returns the provenance."""
-    here = Path(here)
+    clone, here = Path(clone), Path(here)
     if not (here / "dvc.yaml").is_file():
         raise ConfigError("run it in the workspace's root (the folder with dvc.yaml)")
-    prov = check_clone(Path(clone), profile=None if profile is None else Path(profile), here=here, pending=pending)
-    paths = report_outputs(Path(clone) / "dvc.lock", prov["report_dir"])
-    n = copy_outputs(Path(clone), here, paths, report_dir=prov["report_dir"], provenance=prov)
+    prov, paths = check_clone(clone, profile=None if profile is None else Path(profile), here=here, pending=pending)
+    n = copy_outputs(clone, here, paths, report_dir=prov["report_dir"], provenance=prov)
     print(f"adopt: {len(paths)} outputs under {prov['report_dir']}/ <- {clone} (commit {prov['commit'][:12]}, {n} "
           f"files; with {prov['report_dir']}/provenance.json and pipeline.lock)")
     return prov
