@@ -250,6 +250,107 @@ def test_study_cost_replays_a_finished_runs_timings(tmp_path):
     assert parts["training: secondary"] == 2 * 2 * 10.5                  # el2n: the median of the static runs, x 2
 
 
+def _cost_profile(**train):
+    from easycore.config import params_from_dict
+
+    return params_from_dict(_cost_dict(**train))
+
+
+def _cost_dict(**train) -> dict:
+    return ({
+        "data": {"dataset": "synthetic", "n_per_class": 20, "test_n_per_class": 5}, "runtime": {"concurrent": 2},
+        "proxy": {"epochs": 2, "transfer_models": [], "aign": {"mode": "exact"}},
+        "coreset": {"methods": ["easycore", "random"], "fractions": [0.1], "adaptive": ["acs_craig"],
+                    "adaptive_modes": ["trades"], "survey_methods": [], "acs": {"every": 2}},
+        "train": {"epochs": 4, "modes": ["standard", "trades"], "seeds": [0, 1, 2], "full_seeds": 1, **train},
+        "eval": {"n_test": 20, "attacks": ["pgd"], "strong": [], "eps_grid": [0.0], "sanity": False,
+                 "pgd_steps": 2}})
+
+
+def test_study_cost_run_seconds_from_rates():
+    """The measured mode's seconds of a run: a static coreset its budget x epochs x its mode's rate, the full-data
+    reference every image x full_epochs, ACS its schedule's images (acs_plan) plus one re-selection over every image
+    per 'select'; / alone where two runs train at once, as they are with one worker."""
+    import dataclasses
+
+    from benchmarks.study_cost import Rates, rate_run_seconds
+    from easycore.core.acs import acs_plan, partial_share
+    from easycore.pipeline import runs
+
+    P = _cost_profile(full_epochs=3)
+    m = Rates(n_train=1000, n_measured=100, rate={"standard": 0.001, "trades": 0.004}, select_rate={"trades": 0.005},
+              eval_s={}, proxy_s={}, proxy_post_s=0.0, deepfool_s=0.0)
+    run_s = rate_run_seconds(P, m, alone=0.5)
+    got = {(g.method, g.mode): run_s(g) for g in runs.expected_groups(P)}
+    assert got[("easycore", "standard")] == pytest.approx(100 * 4 * 0.001 / 0.5)
+    assert got[("random", "trades")] == pytest.approx(100 * 4 * 0.004 / 0.5)
+    assert got[(runs.FULL, "trades")] == pytest.approx(1000 * 3 * 0.004 / 0.5)
+    plan = acs_plan(4, 0.1, kappa=P.coreset.acs.kappa, R=2, warmup="exact")
+    per = {"full": 1000, "partial": partial_share(4, 0.1, P.coreset.acs.kappa) * 1000, "skip": 0,
+           "select": 100, "coreset": 100}
+    assert plan.count("select") >= 1
+    assert got[("acs_craig", "trades")] == pytest.approx(
+        (0.004 * sum(per[k] for k in plan) + 0.005 * 1000 * plan.count("select")) / 0.5)
+    one = dataclasses.replace(P, runtime=dataclasses.replace(P.runtime, concurrent=1))
+    assert rate_run_seconds(one, m, alone=0.5)(next(iter(runs.expected_groups(one)))) == pytest.approx(0.4)
+
+
+def test_study_cost_measured_and_replayed_agree(tmp_path):
+    """One layout for both modes: timings written from the same per-run seconds that the measured mode computes,
+    replayed against the same profile, predict the same parts, to the second."""
+    import json
+
+    from benchmarks.study_cost import Rates, predict, rate_run_seconds, replay
+    from easycore.pipeline import runs
+
+    P = _cost_profile()
+    m = Rates(n_train=1000, n_measured=100, rate={"standard": 0.001, "trades": 0.004}, select_rate={"trades": 0.005},
+              eval_s={"standard": 30.0, "trades": 50.0}, proxy_s={"main": 40.0}, proxy_post_s=2.0, deepfool_s=9.0)
+    run_s = rate_run_seconds(P, m, alone=0.6)
+    for g, members in runs.expected_groups(P).items():
+        for r in members:
+            f = tmp_path / "train" / g.scores / f"{g.method}-{g.fraction}-{g.mode}-s{r.seed}.json"
+            f.parent.mkdir(parents=True, exist_ok=True)
+            f.write_text(json.dumps({"seconds": run_s(g)}))
+    (tmp_path / "proxy").mkdir()
+    for s in runs.proxy_seeds(P, "main"):
+        (tmp_path / "proxy" / f"main-s{s}.json").write_text(json.dumps({"seconds": 99.0, "training_seconds": 40.0}))
+    kw = dict(eval_s=m.eval_s, alone=0.6, fixed_s=60.0, proxy_post_s=2.0, deepfool_s=9.0)
+    measured = predict(P, run_s=run_s, proxy_s=lambda name: m.proxy_s[name], **kw)
+    replayed = replay(P, P, tmp_path, **kw)
+    assert [k for k, _ in measured] == [k for k, _ in replayed]
+    assert [v for _, v in measured] == pytest.approx([v for _, v in replayed])
+    parts = dict(measured)
+    n_df = sum(runs.needs_deepfool(P, "main", s) for s in runs.proxy_seeds(P, "main"))
+    assert parts["proxies"] == pytest.approx(3 * (40.0 + 2.0) + 9.0 * n_df)
+    # 4 primary groups of 3 runs on 2 workers: a paired round, then one run alone (0.6 x)
+    assert parts["training: primary"] == pytest.approx(2 * 1.6 * 100 * 4 * (0.001 + 0.004) / 0.6)
+
+
+def test_study_cost_measures_a_tiny_profile(tmp_path, monkeypatch):
+    """The measured mode end to end on a tiny synthetic profile: every rate positive (the alone / paired ratio
+    too: runtime.concurrent 2), a prediction for every part, and the table it prints."""
+    import yaml
+
+    import benchmarks.study_cost as sc
+
+    seen, real = [], sc.measure
+    monkeypatch.setattr(sc, "measure", lambda *a, **k: seen.append(real(*a, **k)) or seen[-1])
+    f, out = tmp_path / "p.yaml", tmp_path / "bench.md"
+    f.write_text(yaml.safe_dump(_cost_dict()))
+    assert sc.main(["--params", str(f), "--n", "40", "--out", str(out)]) == 0
+    (m,) = seen
+    assert m.n_train == 200 and m.n_measured == 40
+    assert set(m.rate) == {"standard", "trades"} and set(m.select_rate) == {"trades"}
+    assert min(list(m.rate.values()) + list(m.eval_s.values()) + list(m.proxy_s.values())) > 0
+    assert m.deepfool_s > 0 and m.proxy_post_s > 0 and m.alone > 0
+    text = out.read_text()
+    assert "(measured here)" in text
+    for part in ("proxies", "training: primary", "training: ACS", "training: full data", "evaluation",
+                 "predicted `dvc repro`"):
+        assert part in text
+
+
 def test_study_wall_counts_runs_at_once_once(tmp_path):
     """benchmarks.study_wall: a part's wall time is the union of its runs' intervals [ended - seconds, ended] (two runs
     at once count once, process time counts both); outside the runs is the span less every run's union; a timing
