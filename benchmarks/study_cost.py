@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import statistics
 import sys
 import time
 from typing import Optional
@@ -280,7 +281,6 @@ def _median_s(folder, stem: str):
     """The median of the training seconds of <folder>/<stem>-s<seed>.json (None when there is none): `seconds`, or
     a proxy's `training_seconds` where it logged one (its `seconds` then include the features / DeepFool pass)."""
     import json
-    import statistics
     from pathlib import Path
 
     recs = [json.loads(f.read_text()) for f in sorted(Path(folder).glob(f"{stem}-s*.json"))]
@@ -360,7 +360,7 @@ def replay(P, ref, timings, *, alone: float, eval_s: dict, fixed_s: float,
             alike = [x for x in alike if x is not None]
             if not alike:
                 raise SystemExit(f"no timings to stand in for {stem}")
-            per = sorted(alike)[len(alike) // 2]
+            per = statistics.median(alike)   # the same median as _median_s
         per *= (P.train.full_epochs or P.train.epochs) / (ref.train.full_epochs or ref.train.epochs) \
             if g.method == runs.FULL else P.train.epochs / ref.train.epochs
         return (measured or {}).get(f"{g.scores}/{stem}", per)
