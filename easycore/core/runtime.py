@@ -56,7 +56,8 @@ def slow_cpu_bf16(rt: RuntimeConfig, device: torch.device) -> str | None:
     return (f"runtime.cpu_bf16 is on, but this CPU ({torch.backends.cpu.get_cpu_capability()}, no AVX-512 bf16 "
             "path) emulates bf16: training measured 10-13x slower than fp32 on such a CPU, so a profile's stated "
             "cost does not hold here. Run it on a CPU with avx512_bf16 / AMX (grep the flags in /proc/cpuinfo) or "
-            "on a GPU; runtime.cpu_bf16: false is fast here but computes other numbers than the profile's")
+            "on a GPU; runtime.cpu_bf16: false is fast here but computes other numbers than the profile's "
+            "(`python -m benchmarks.study_cost --params FILE` predicts a profile's wall time on this machine)")
 
 
 @functools.cache
