@@ -23,20 +23,28 @@ import time
 from benchmarks._common import REPO, base_parser, data_root, publish, table
 
 
+def _setup(params_path: str, root: str, quick: bool, fp32: bool, n: int):
+    """The profile (bf16 off with --fp32, and always with --quick: fast anywhere) and the first n class-balanced
+    training images (synthetic with --quick)."""
+    from easycore.config import load_params
+    from easycore.data.loaders import load_dataset
+
+    P = load_params(params_path, ["runtime.cpu_bf16=false"] if fp32 or quick else [])
+    tr = load_dataset("synthetic" if quick else P.data.dataset, "train", root, n_per_class=max(1, n // 10), seed=0)
+    return P, tr
+
+
 def _job(job: tuple) -> dict:
     params_path, root, quick, which, n, fp32 = job
     import numpy as np
     import torch
 
     torch.set_num_threads(1)
-    from easycore.config import load_params
     from easycore.core.acs import schedule_callback
     from easycore.core.train import train
-    from easycore.data.loaders import load_dataset
     from easycore.pipeline.stages import make_loader, pieces_of
 
-    P = load_params(params_path, ["runtime.cpu_bf16=false"] if fp32 or quick else [])   # --quick: fp32, fast anywhere
-    tr = load_dataset("synthetic" if quick else P.data.dataset, "train", root, n_per_class=max(1, n // 10), seed=0)
+    P, tr = _setup(params_path, root, quick, fp32, n)
     fraction = (P.coreset.adaptive_fractions or P.coreset.fractions)[0]
     if quick:   # 3 epochs: a partial warm-up epoch, a re-selection, a coreset epoch (the schedule reads P.train)
         P = dataclasses.replace(P, train=dataclasses.replace(P.train, epochs=3))
@@ -65,18 +73,14 @@ def op_profile(params_path: str, root: str, quick: bool, fp32: bool, n: int = 25
     import torch
     from torch.profiler import ProfilerActivity, profile
 
-    from easycore.config import load_params
     from easycore.core.acs import score_and_select
     from easycore.core.train import train, use_amp
-    from easycore.data.loaders import load_dataset
     from easycore.pipeline.stages import make_loader
 
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        P = load_params(params_path, ["runtime.cpu_bf16=false"] if fp32 or quick else [])   # --quick: fp32, fast anywhere
-        tr = load_dataset("synthetic" if quick else P.data.dataset, "train", root, n_per_class=max(1, n // 10),
-                          seed=0)
+        P, tr = _setup(params_path, root, quick, fp32, n)
         cfg = dataclasses.replace(P.train, epochs=1)
         a, dev = cfg.attack, torch.device("cpu")
         out = []

@@ -74,20 +74,19 @@ def main(argv=None) -> int:
 def _measure(args) -> int:
     """The measured mode: rates taken on this machine (`measure`), laid out by `predict` as the replay lays out a
     reference run's seconds."""
-    from benchmarks._report import machine_description
     from easycore.config import load_params
+    from easycore.pipeline import runs
 
     P = load_params(args.params)
+    groups = runs.expected_groups(P)
     m = measure(P, epochs=args.epochs, n=args.n, paired=args.alone is None)
     alone = args.alone or m.alone or 0.62
     parts = predict(P, run_s=rate_run_seconds(P, m, alone=alone), proxy_s=lambda name: m.proxy_s[name],
                     eval_s=m.eval_s, alone=alone, fixed_s=args.fixed_s, proxy_post_s=m.proxy_post_s,
                     deepfool_s=m.deepfool_s)
-    total = sum(s for _, s in parts)
     d, t = P.data, P.train
-    lines = [f"## study_cost: {args.params} measured here ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())})", "",
-             f"{machine_description()}; {d.dataset} {m.n_train} training images, {t.model} {t.epochs} epochs, "
-             f"{sum(len(v) for v in _groups(P).values())} training runs in {len(_groups(P))} groups, "
+    lines = [f"{d.dataset} {m.n_train} training images, {t.model} {t.epochs} epochs, "
+             f"{sum(len(v) for v in groups.values())} training runs in {len(groups)} groups, "
              f"{P.runtime.concurrent or 1} worker(s); rates from {args.epochs} epoch(s) on {m.n_measured} images "
              f"per mode, alone on every core; alone / paired {alone:.2f} "
              f"({'given' if args.alone else 'measured here' if m.alone else 'not measured'}); "
@@ -99,18 +98,28 @@ def _measure(args) -> int:
     lines += [f"| proxy {name}: training, {P.proxy.epochs} epochs with AIGN {P.proxy.aign.mode} | {s:.0f} |"
               for name, s in m.proxy_s.items()]
     lines += [f"| proxy: features and test accuracy | {m.proxy_post_s:.0f} |",
-              f"| proxy: DeepFool over the training set (where it runs) | {m.deepfool_s:.0f} |", "",
-              "| part | predicted wall (min) |", "|---|---|"]
-    lines += [f"| {name} | {s / 60:.1f} |" for name, s in parts]
-    lines += [f"| **predicted `dvc repro`** | **{total / 60:.0f}** |", ""]
+              f"| proxy: DeepFool over the training set (where it runs) | {m.deepfool_s:.0f} |", ""]
+    lines += _parts_table(parts)
     if args.compare:
         lines += compare(P, m, args.compare, alone=alone)
-    text = "\n".join(lines)
-    print(text)
-    if args.out:
-        with open(args.out, "a") as f:
-            f.write("\n" + text + "\n")
+    _emit(f"study_cost: {args.params} measured here", lines, args.out)
     return 0
+
+
+def _parts_table(parts: list[tuple[str, float]]) -> list[str]:
+    """Markdown lines: each part's predicted wall minutes and their total."""
+    return (["| part | predicted wall (min) |", "|---|---|"] + [f"| {name} | {s / 60:.1f} |" for name, s in parts]
+            + [f"| **predicted `dvc repro`** | **{sum(s for _, s in parts) / 60:.0f}** |"])
+
+
+def _emit(title: str, lines: list[str], out: Optional[str]) -> None:
+    """Print the section (with the machine line); append it, dated, to `out` (benchmarks._report.append_section)."""
+    from benchmarks._report import append_section, machine_description
+
+    body = "\n".join(lines)
+    print(f"## {title}\n\nMachine: {machine_description()}\n\n{body}")
+    if out:
+        append_section(out, title, body)
 
 
 def compare(P, m: "Rates", timings, *, alone: float) -> list[str]:
@@ -150,14 +159,15 @@ class Rates:
     alone: Optional[float] = None
 
 
-def _epoch_on_one_thread(job) -> float:
-    """Seconds of `epochs` epochs of training on one thread (`measure`'s paired runs, one per process)."""
+def _train_in_worker(job) -> float:
+    """Seconds of one training run in a worker process on `threads` threads (`measure`'s runs at once, as group.py
+    runs a group's runs: cores // workers threads each)."""
     import torch
 
     from easycore.core.train import train
 
-    cfg, sub, mode, runtime = job
-    torch.set_num_threads(1)
+    cfg, sub, mode, runtime, threads = job
+    torch.set_num_threads(threads)
     t0 = time.perf_counter()
     train(cfg, sub, mode=mode, seed=0, runtime=runtime, progress=False)
     return time.perf_counter() - t0
@@ -169,8 +179,8 @@ def measure(P, *, epochs: int = 1, n: int = 0, paired: bool = True) -> Rates:
     model on eval.n_test test images (the mode's eps, survivors as the profile says: a model of few epochs is
     weaker, so this is a lower bound where attacks stop early); per proxy architecture, one epoch with its AIGN
     tracking; an ACS re-selection and DeepFool on 512 images. Scaled linearly to the study's sizes. paired (and
-    runtime.concurrent > 1): the last mode's training again, runtime.concurrent copies at once on one thread each,
-    for `alone` (a run alone on every core / the same run paired, as group.py runs them)."""
+    runtime.concurrent > 1): the training of the mode with the most runs again, runtime.concurrent copies at once
+    with group.py's threads per worker, for `alone` (a run alone on every core / the same run paired)."""
     import numpy as np
     import torch
 
@@ -182,6 +192,7 @@ def measure(P, *, epochs: int = 1, n: int = 0, paired: bool = True) -> Rates:
     from easycore.core.runtime import resolve_device, use_amp
     from easycore.core.train import train
     from easycore.data.loaders import load_dataset
+    from easycore.pipeline import runs
 
     d = P.data
     tr = load_dataset(d.dataset, "train", d.resolved_root(), n_per_class=d.n_per_class, seed=d.seed)
@@ -195,8 +206,9 @@ def measure(P, *, epochs: int = 1, n: int = 0, paired: bool = True) -> Rates:
     cfg = dataclasses.replace(P.train, epochs=epochs)
     pos = test_positions(te.labels, min(P.eval.n_test, len(te)))
     x_te, y_te = te.x[pos].to(device), te.y[pos].to(device)
-    modes = sorted({g.mode for g in _groups(P)}, key=list(P.train.modes + ["trades", "pgd_at"]).index)
-    adaptive_modes = {g.mode for g in _groups(P) if g.method in P.coreset.adaptive}
+    groups = runs.expected_groups(P)
+    modes = list(dict.fromkeys(g.mode for g in groups))            # in the pipeline's order
+    adaptive_modes = {g.mode for g in groups if g.method in P.coreset.adaptive}
     rate, select_rate, eval_s = {}, {}, {}
     for mode in modes:
         t0 = time.perf_counter()
@@ -235,11 +247,15 @@ def measure(P, *, epochs: int = 1, n: int = 0, paired: bool = True) -> Rates:
         import multiprocessing as mp
         from concurrent.futures import ProcessPoolExecutor
 
+        from easycore.pipeline.group import _threads_for
+
+        bulk = max(modes, key=lambda mode: sum(len(v) for g, v in groups.items() if g.mode == mode))
+        job = (cfg, sub, bulk, P.runtime, _threads_for(w))
         with ProcessPoolExecutor(w, mp_context=mp.get_context("spawn")) as pool:   # a worker that dies: an error
-            each = list(pool.map(_epoch_on_one_thread, [(cfg, sub, modes[-1], P.runtime)] * w))
-        alone = rate[modes[-1]] * n * epochs / (sum(each) / w)
-        print(f"study_cost: {modes[-1]}: {w} runs at once on one thread each, {sum(each) / w:.0f} s each; "
-              f"alone / paired {alone:.2f}", file=sys.stderr, flush=True)
+            each = list(pool.map(_train_in_worker, [job] * w))
+        alone = rate[bulk] * n * epochs / (sum(each) / w)
+        print(f"study_cost: {bulk}: {w} runs at once on {_threads_for(w)} thread(s) each, {sum(each) / w:.0f} s "
+              f"each; alone / paired {alone:.2f}", file=sys.stderr, flush=True)
     return Rates(len(tr), n, rate, select_rate, eval_s, proxy_s, post * (scale + len(te) / len(few)), deepfool * scale,
                  alone)
 
@@ -269,12 +285,6 @@ def rate_run_seconds(P, m: Rates, *, alone: float):
             s = m.rate[g.mode] * budget(g.fraction, n) * t.epochs
         return s / alone if paired else s
     return run_s
-
-
-def _groups(P) -> dict:
-    from easycore.pipeline import runs
-
-    return runs.expected_groups(P)
 
 
 def _median_s(folder, stem: str):
@@ -370,7 +380,6 @@ def replay(P, ref, timings, *, alone: float, eval_s: dict, fixed_s: float,
 
 
 def _replay(args) -> int:
-    from benchmarks._report import machine_description
     from easycore.config import load_params
 
     P, ref = load_params(args.params), load_params(args.reference)
@@ -379,20 +388,10 @@ def _replay(args) -> int:
     args.alone = args.alone or 0.62
     parts = replay(P, ref, args.timings, alone=args.alone, eval_s=eval_s, fixed_s=args.fixed_s, measured=measured,
                    proxy_post_s=args.proxy_post_s, deepfool_s=args.deepfool_s)
-    total = sum(s for _, s in parts)
-    lines = [f"## study_cost: {args.params} replayed from {args.timings} ({args.reference}) "
-             f"({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())})", "",
-             f"{machine_description()}; alone / paired {args.alone}, proxy post-training {args.proxy_post_s:.0f} s "
-             f"+ DeepFool {args.deepfool_s:.0f} s where it runs, "
-             f"evaluation per 10,000 images {eval_s} s, measured {measured or 'none'}, "
-             f"fixed {args.fixed_s:.0f} s.", "", "| part | predicted wall (min) |", "|---|---|"]
-    lines += [f"| {name} | {s / 60:.1f} |" for name, s in parts]
-    lines += [f"| **predicted `dvc repro`** | **{total / 60:.0f}** |", ""]
-    text = "\n".join(lines)
-    print(text)
-    if args.out:
-        with open(args.out, "a") as f:
-            f.write("\n" + text + "\n")
+    lines = [f"alone / paired {args.alone}, proxy post-training {args.proxy_post_s:.0f} s + DeepFool "
+             f"{args.deepfool_s:.0f} s where it runs, evaluation per 10,000 images {eval_s} s, measured "
+             f"{measured or 'none'}, fixed {args.fixed_s:.0f} s.", ""] + _parts_table(parts)
+    _emit(f"study_cost: {args.params} replayed from {args.timings} ({args.reference})", lines, args.out)
     return 0
 
 
